@@ -1,0 +1,126 @@
+"""The one exception tree of ccm; every error carries its context.
+
+    CcmError
+    ├── SettingsError            a bad settings file or environment override (names the key)
+    ├── ValidationFailed         an object refused at write time (type, id, field, reason)
+    ├── StoreError               the object store refused a write or could not answer
+    │   ├── DanglingReference    a write references an object that does not exist
+    │   ├── ReferencedObject     a delete would leave referrers (names them)
+    │   └── ObjectNotFound       get/delete of an id that is not stored
+    ├── ClusterError             etcd unreachable, lock lost, fencing failed
+    │   └── LockLost             the lease behind the cluster lock expired
+    ├── GraphError               the configuration graph is invalid
+    │   └── DependencyCycle      a cycle between configurations (names the cycle)
+    └── RunError                 a run failed on this node (names the configuration)
+        ├── PlanError            a configuration could not plan (a template error, a conflict)
+        ├── CheckFailed          a check command refused the rendered files (carries output)
+        ├── CommandFailed        an action command exited non-zero (carries argv and output)
+        └── PlaybookFailed       an Ansible playbook failed (carries the failing task)
+"""
+
+from __future__ import annotations
+
+
+class CcmError(Exception):
+    """Root of every error ccm raises on purpose."""
+
+
+class SettingsError(CcmError):
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"settings: {key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class ValidationFailed(CcmError):
+    """One or more objects were refused; ``problems`` is a list of readable lines."""
+
+    def __init__(self, type_name: str, problems: list[str]) -> None:
+        super().__init__(f"invalid {type_name}: " + "; ".join(problems))
+        self.type_name = type_name
+        self.problems = problems
+
+
+class StoreError(CcmError):
+    pass
+
+
+class DanglingReference(StoreError):
+    def __init__(self, source: str, field: str, target: str) -> None:
+        super().__init__(f"{source}: {field} refers to {target}, which does not exist")
+        self.source = source
+        self.field = field
+        self.target = target
+
+
+class ReferencedObject(StoreError):
+    def __init__(self, target: str, referrers: list[str]) -> None:
+        super().__init__(f"cannot delete {target}: still referenced by " + ", ".join(referrers))
+        self.target = target
+        self.referrers = referrers
+
+
+class ObjectNotFound(StoreError):
+    def __init__(self, target: str) -> None:
+        super().__init__(f"{target} does not exist")
+        self.target = target
+
+
+class ClusterError(CcmError):
+    pass
+
+
+class LockLost(ClusterError):
+    pass
+
+
+class GraphError(CcmError):
+    pass
+
+
+class DependencyCycle(GraphError):
+    def __init__(self, cycle: list[str]) -> None:
+        super().__init__("configuration dependency cycle: " + " -> ".join([*cycle, cycle[0]]))
+        self.cycle = cycle
+
+
+class RunError(CcmError):
+    """A run failed; ``configuration`` names where."""
+
+    def __init__(self, configuration: str, message: str) -> None:
+        super().__init__(f"{configuration}: {message}")
+        self.configuration = configuration
+        self.message = message
+
+
+class PlanError(RunError):
+    pass
+
+
+class CheckFailed(RunError):
+    def __init__(self, configuration: str, argv: list[str], returncode: int, output: str) -> None:
+        super().__init__(
+            configuration,
+            f"check {' '.join(argv)!r} failed (exit {returncode}); every file of the run was "
+            f"restored:\n{output.strip()}",
+        )
+        self.argv = argv
+        self.returncode = returncode
+        self.output = output
+
+
+class CommandFailed(RunError):
+    def __init__(self, configuration: str, argv: list[str], returncode: int, output: str) -> None:
+        super().__init__(
+            configuration, f"command {' '.join(argv)!r} failed (exit {returncode}):\n{output.strip()}"
+        )
+        self.argv = argv
+        self.returncode = returncode
+        self.output = output
+
+
+class PlaybookFailed(RunError):
+    def __init__(self, configuration: str, playbook: str, task: str, message: str) -> None:
+        super().__init__(configuration, f"playbook {playbook}: task {task!r} failed: {message}")
+        self.playbook = playbook
+        self.task = task

@@ -1,0 +1,47 @@
+"""Jinja2 rendering for configurations; template errors name the file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from ccm.errors import PlanError
+
+
+class TemplateRenderer:
+    """A ``Render`` over a templates folder: strict undefined, trailing newline kept."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.environment = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(directory)),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            autoescape=False,
+        )
+        self.configuration = "(template)"
+
+    def __call__(self, template: str, /, **variables: object) -> str:
+        try:
+            return self.environment.get_template(template).render(**variables)
+        except jinja2.TemplateSyntaxError as error:
+            raise PlanError(
+                self.configuration,
+                f"template {error.filename or template}, line {error.lineno}: {error.message}",
+            ) from error
+        except jinja2.TemplateNotFound as error:
+            raise PlanError(
+                self.configuration, f"template {error.name!r} not found in {self.directory}"
+            ) from error
+        except jinja2.UndefinedError as error:
+            raise PlanError(
+                self.configuration, f"template {template}: {error.message}"
+            ) from error
+
+
+def default_templates_dir() -> Path:
+    """The ``templates/`` folder of the checkout ccm runs from."""
+    return Path(__file__).resolve().parents[2] / "templates"

@@ -1,0 +1,178 @@
+"""Settings: one TOML file plus ``CCM_*`` environment overrides, validated by pydantic.
+
+Every key is optional; an unknown key or a bad value raises ``SettingsError`` naming the
+key (``etcd.endpoints``, ``debounce.quiet``…). Settings are passed explicitly to whoever
+needs them; nothing here is global.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ccm.errors import SettingsError
+
+DEFAULT_CONFIG_PATH = Path("/etc/ccm/ccm.toml")
+
+_Strict = ConfigDict(extra="forbid", frozen=True)
+
+
+class EtcdSettings(BaseModel):
+    model_config = _Strict
+    endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
+    prefix: str = "/ccm"
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    username: str = ""
+    password: str = Field(default="", repr=False)
+    timeout: float = Field(default=10.0, gt=0)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one endpoint is needed")
+        for endpoint in value:
+            if not endpoint.startswith(("http://", "https://")) or ":" not in endpoint[8:]:
+                raise ValueError(f"{endpoint!r} is not of the form http(s)://host:port")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.startswith("/") or value.endswith("/") or "//" in value:
+            raise ValueError(f"{value!r} must start with '/' and not end with '/'")
+        return value
+
+
+class DebounceSettings(BaseModel):
+    model_config = _Strict
+    quiet: float = Field(default=10.0, ge=0)
+    max_wait: float = Field(default=60.0, ge=0)
+
+
+class LockSettings(BaseModel):
+    model_config = _Strict
+    ttl: int = Field(default=30, ge=2)
+
+
+class CommandSettings(BaseModel):
+    """External commands as argv lists; ``{placeholders}`` are filled in per use."""
+
+    model_config = _Strict
+    reload_unit: tuple[str, ...] = ("systemctl", "reload", "{unit}")
+    restart_unit: tuple[str, ...] = ("systemctl", "restart", "{unit}")
+    nginx_check: tuple[str, ...] = ("nginx", "-t")
+    php_fpm_check: tuple[str, ...] = ("php-fpm{version}", "-t")
+    useradd: tuple[str, ...] = (
+        "useradd", "--prefix", "{root}", "--no-create-home", "--home-dir", "{home}",
+        "--shell", "{shell}", "--comment", "{comment}", "{username}",
+    )
+    usermod: tuple[str, ...] = (
+        "usermod", "--prefix", "{root}", "--shell", "{shell}", "--comment", "{comment}",
+        "{username}",
+    )
+    userdel: tuple[str, ...] = ("userdel", "--prefix", "{root}", "{username}")
+    timeout: float = Field(default=300.0, gt=0)
+
+    @field_validator(
+        "reload_unit", "restart_unit", "nginx_check", "php_fpm_check", "useradd", "usermod",
+        "userdel",
+    )
+    @classmethod
+    def _argv(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or not value[0]:
+            raise ValueError("must be a non-empty argv list")
+        return value
+
+
+class AnsibleSettings(BaseModel):
+    model_config = _Strict
+    playbooks_dir: str = ""  # empty: the playbooks/ folder of this checkout
+    timeout: int = Field(default=1800, ge=1)
+    extra_vars: dict[str, Any] = Field(default_factory=dict)
+
+
+class Settings(BaseModel):
+    model_config = _Strict
+    node: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    root: Path = Path("/")
+    reconcile_interval: float = Field(default=3600.0, ge=0)
+    state_dir: str = "/var/lib/ccm"  # under root: what ccm wrote, per configuration
+    templates_dir: str = ""  # empty: the templates/ folder of this checkout
+    log_format: str = Field(default="auto", pattern="^(auto|console|json)$")
+    etcd: EtcdSettings = EtcdSettings()
+    debounce: DebounceSettings = DebounceSettings()
+    lock: LockSettings = LockSettings()
+    commands: CommandSettings = CommandSettings()
+    ansible: AnsibleSettings = AnsibleSettings()
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError(f"{str(value)!r} must be an absolute path")
+        return value
+
+    def under_root(self, path: str | Path) -> Path:
+        """The real location of an absolute node path (``/etc/x``) under ``root``."""
+        return self.root / str(path).lstrip("/")
+
+
+_ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "CCM_NODE": ("node",),
+    "CCM_ROOT": ("root",),
+    "CCM_ETCD_ENDPOINTS": ("etcd", "endpoints"),
+    "CCM_ETCD_PREFIX": ("etcd", "prefix"),
+}
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for variable, path in _ENV_OVERRIDES.items():
+        if variable not in environ:
+            continue
+        value: Any = environ[variable]
+        if path == ("etcd", "endpoints"):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        target = data
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise SettingsError(".".join(path[:-1]), "must be a table")
+        target[path[-1]] = value
+
+
+def load_settings(
+    path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read settings from ``path`` (or ``CCM_CONFIG``, or the default) and the environment.
+
+    A missing file is fine only when it is the default location; a file named explicitly
+    must exist.
+    """
+    environ = os.environ if environ is None else environ
+    explicit = path is not None or "CCM_CONFIG" in environ
+    config_path = path or Path(environ.get("CCM_CONFIG", str(DEFAULT_CONFIG_PATH)))
+    data: dict[str, Any] = {}
+    if config_path.exists():
+        try:
+            data = tomllib.loads(config_path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise SettingsError(str(config_path), f"not valid TOML: {error}") from error
+    elif explicit:
+        raise SettingsError(str(config_path), "no such settings file")
+    _apply_env(data, environ)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        reason = first["msg"] if first["type"] != "extra_forbidden" else "unknown key"
+        raise SettingsError(key, reason) from error
