@@ -37,9 +37,7 @@ class TemplateRenderer:
                 self.configuration, f"template {error.name!r} not found in {self.directory}"
             ) from error
         except jinja2.UndefinedError as error:
-            raise PlanError(
-                self.configuration, f"template {template}: {error.message}"
-            ) from error
+            raise PlanError(self.configuration, f"template {template}: {error.message}") from error
 
 
 def default_templates_dir() -> Path:

@@ -1,0 +1,222 @@
+"""The ``ccm`` command line (click).
+
+Exit codes: 0 success (``diff``: no changes), 2 ``diff`` found changes, 1 an error —
+printed as one clear message, never a traceback, for every ``CcmError``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ccm.cluster.etcd import EtcdClient
+from ccm.cluster.store import ObjectStore
+from ccm.engine.graph import DependencyGraph
+from ccm.engine.registry import Registry
+from ccm.engine.run import Engine
+from ccm.errors import CcmError, ValidationFailed
+from ccm.log import configure_logging
+from ccm.models import OBJECT_TYPES
+from ccm.plan.diff import describe_json, describe_text
+from ccm.settings import Settings, load_settings
+
+TYPE_CHOICE = click.Choice(sorted(OBJECT_TYPES))
+
+
+class Context:
+    """What every command needs, built lazily from ``--config``."""
+
+    def __init__(self, config: Path | None) -> None:
+        self.config = config
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config)
+            configure_logging(self._settings.log_format)
+        return self._settings
+
+    @contextmanager
+    def store(self, writer: str = "ccm") -> Iterator[ObjectStore]:
+        with EtcdClient.from_settings(self.settings.etcd) as client:
+            yield ObjectStore(client, self.settings.etcd.prefix, writer=writer)
+
+    def engine(self) -> Engine:
+        return Engine(Registry.from_entry_points(), self.settings)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except ValidationFailed as error:
+        click.echo(f"error: refused {error.type_name}; nothing was stored:", err=True)
+        for problem in error.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)
+    except CcmError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="CCM_CONFIG",
+    help="Settings file (TOML). Default /etc/ccm/ccm.toml; env CCM_CONFIG.",
+)
+@click.version_option(package_name="ccm")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """ccm: configuration management for hosting clusters, driven by etcd.
+
+    A Cluster API writes objects (users, vhosts, pools, crons, mail accounts) into etcd;
+    every node renders them into nginx, PHP-FPM, cron and Dovecot configuration.
+    """
+    ctx.obj = Context(config)
+
+
+@cli.command()
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    type=TYPE_CHOICE,
+    help="Only configurations subscribed to this object type (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+def diff(context: Context, types: tuple[str, ...], as_json: bool) -> None:
+    """Dry run: show what a run would change on this node.
+
+    Exit 0 when nothing would change, 2 when something would, 1 on error.
+    """
+    with _errors():
+        engine = context.engine()
+        with context.store() as store:
+            snapshot = store.snapshot()
+        planned = engine.plan(snapshot, types or None)
+        if as_json:
+            click.echo(json.dumps(describe_json(planned.operations, snapshot.revision), indent=2))
+        else:
+            text = describe_text(planned.operations, colour=sys.stdout.isatty())
+            click.echo(text or f"no changes (revision {snapshot.revision})", nl=not text)
+    sys.exit(2 if planned.has_changes else 0)
+
+
+@cli.command()
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    type=TYPE_CHOICE,
+    help="Only configurations subscribed to this object type (repeatable).",
+)
+@click.option("--all", "run_all", is_flag=True, help="Run every configuration (the default).")
+@pass_context
+def apply(context: Context, types: tuple[str, ...], run_all: bool) -> None:
+    """Run now on this node: render, check, write, reload."""
+    with _errors():
+        engine = context.engine()
+        with context.store() as store:
+            snapshot = store.snapshot()
+        report = engine.apply(snapshot, None if run_all or not types else types)
+        changed = report.changed_paths
+        click.echo(f"applied revision {snapshot.revision}: {len(changed)} change(s)")
+        for path in changed:
+            click.echo(f"  {path}")
+        for action in report.actions:
+            click.echo(f"  ! {action}")
+
+
+@cli.command()
+@pass_context
+def graph(context: Context) -> None:
+    """Configurations in run order, with subscriptions and dependencies."""
+    with _errors():
+        registry = Registry.from_entry_points()
+        order = DependencyGraph(registry).order
+        for position, name in enumerate(order, 1):
+            configuration = registry[name]
+            click.echo(
+                f"{position}. {name}"
+                + (f" — {configuration.summary}" if configuration.summary else "")
+            )
+            click.echo(f"     subscribes: {', '.join(configuration.subscribes) or '-'}")
+            click.echo(f"     depends on: {', '.join(configuration.depends_on) or '-'}")
+
+
+@cli.group()
+def objects() -> None:
+    """The Cluster API's writer side: validate, then object + thin event in one txn."""
+
+
+def _read_json(source: str) -> list[Any]:
+    stream = sys.stdin if source == "-" else open(source)  # noqa: SIM115
+    with stream:
+        try:
+            data = json.load(stream)
+        except json.JSONDecodeError as error:
+            raise ValidationFailed("input", [f"{source}: not valid JSON: {error}"]) from None
+    return data if isinstance(data, list) else [data]
+
+
+@objects.command("put")
+@click.argument("type_name", metavar="TYPE", type=TYPE_CHOICE)
+@click.argument("source", metavar="[FILE|-]", default="-")
+@click.option("--writer", default="ccm-cli", show_default=True, help="Recorded in the event.")
+@pass_context
+def objects_put(context: Context, type_name: str, source: str, writer: str) -> None:
+    """Validate and store one JSON object or a list of them (all or nothing)."""
+    with _errors():
+        raws = _read_json(source)
+        with context.store(writer) as store:
+            revision = store.put(type_name, raws)
+        click.echo(f"stored {len(raws)} {type_name} at revision {revision}")
+
+
+@objects.command("get")
+@click.argument("type_name", metavar="TYPE", type=TYPE_CHOICE)
+@click.argument("object_id", metavar="ID", type=int)
+@pass_context
+def objects_get(context: Context, type_name: str, object_id: int) -> None:
+    """Print one object as JSON."""
+    with _errors(), context.store() as store:
+        click.echo(store.get(type_name, object_id).model_dump_json(indent=2))
+
+
+@objects.command("list")
+@click.argument("type_name", metavar="TYPE", type=TYPE_CHOICE)
+@pass_context
+def objects_list(context: Context, type_name: str) -> None:
+    """Print every object of a type as a JSON list."""
+    with _errors(), context.store() as store:
+        found = [obj.model_dump(mode="json") for obj in store.list(type_name)]
+        click.echo(json.dumps(found, indent=2))
+
+
+@objects.command("delete")
+@click.argument("type_name", metavar="TYPE", type=TYPE_CHOICE)
+@click.argument("object_id", metavar="ID", type=int)
+@click.option("--writer", default="ccm-cli", show_default=True, help="Recorded in the event.")
+@pass_context
+def objects_delete(context: Context, type_name: str, object_id: int, writer: str) -> None:
+    """Delete one object; refused while other objects refer to it."""
+    with _errors(), context.store(writer) as store:
+        revision = store.delete(type_name, object_id)
+        click.echo(f"deleted {type_name}/{object_id} at revision {revision}")
+
+
+def main() -> None:
+    cli(prog_name="ccm")

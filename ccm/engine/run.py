@@ -1,0 +1,95 @@
+"""One run on this node: select configurations, plan them, then diff or apply.
+
+``Engine.plan`` is the dry run (``ccm diff``): plan every selected configuration from
+one snapshot and compare with the node. ``Engine.apply`` performs the same operations
+through the executor. Neither knows about etcd: the caller brings the snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ccm.engine.bus import ALL, EventBus
+from ccm.engine.graph import DependencyGraph
+from ccm.engine.registry import Registry
+from ccm.errors import CcmError, PlanError
+from ccm.models import Snapshot
+from ccm.plan.commands import CommandRunner, run_command
+from ccm.plan.executor import Executor, PlaybookExecutor, RunReport
+from ccm.plan.manifest import Manifest
+from ccm.plan.node import Accounts
+from ccm.plan.operations import ConfigurationOperations, compute_operations
+from ccm.plan.templates import TemplateRenderer, default_templates_dir
+from ccm.settings import Settings
+
+
+@dataclass
+class PlannedRun:
+    revision: int
+    operations: list[ConfigurationOperations]
+    manifest: Manifest
+    accounts: Accounts
+
+    @property
+    def has_changes(self) -> bool:
+        return any(ops.has_changes for ops in self.operations)
+
+
+class Engine:
+    def __init__(
+        self,
+        registry: Registry,
+        settings: Settings,
+        *,
+        runner: CommandRunner = run_command,
+        playbooks: PlaybookExecutor | None = None,
+    ) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.graph = DependencyGraph(registry)
+        self.bus = EventBus(registry, self.graph)
+        self.runner = runner
+        self.playbooks = playbooks
+        templates = Path(settings.templates_dir) if settings.templates_dir else None
+        self.renderer = TemplateRenderer(templates or default_templates_dir())
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.settings.under_root(self.settings.state_dir) / "manifest.json"
+
+    def select(self, types: Iterable[str] | None) -> list[str]:
+        return self.bus.select([ALL] if types is None else types)
+
+    def plan(self, snapshot: Snapshot, types: Iterable[str] | None = None) -> PlannedRun:
+        manifest = Manifest.load(self.manifest_path)
+        accounts = Accounts(self.settings.root)
+        operations = []
+        for name in self.select(types):
+            configuration = self.registry[name]
+            self.renderer.configuration = name
+            try:
+                changes = configuration.plan(snapshot, self.renderer)
+            except CcmError:
+                raise
+            except Exception as error:  # a bug in a configuration: say where
+                raise PlanError(name, f"{type(error).__name__}: {error}") from error
+            operations.append(
+                compute_operations(
+                    name, changes, root=self.settings.root, manifest=manifest, accounts=accounts
+                )
+            )
+        return PlannedRun(snapshot.revision, operations, manifest, accounts)
+
+    def apply(self, snapshot: Snapshot, types: Iterable[str] | None = None) -> RunReport:
+        planned = self.plan(snapshot, types)
+        executor = Executor(
+            self.settings,
+            planned.manifest,
+            planned.accounts,
+            runner=self.runner,
+            playbooks=self.playbooks,
+            revision=snapshot.revision,
+        )
+        return executor.apply(planned.operations)

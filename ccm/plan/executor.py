@@ -1,0 +1,315 @@
+"""The executor: performs a run's operations on the node, all or nothing.
+
+Order, for the configurations in topological order:
+
+1. per configuration: account creations/modifications, then files and directories
+   (atomic writes), then its checks (``nginx -t``…) if any of its paths changed, then
+   its playbooks;
+2. once every configuration is in place: account deletions, the manifest, then the
+   de-duplicated unit reloads/restarts (a restart absorbs a reload) and commands whose
+   triggers saw a change.
+
+Every step of phase 1 records how to undo itself in a journal. If anything in phase 1
+fails — a check, a command, a write — the journal is unwound (files restored byte for
+byte and mode for mode, new files and directories removed, new accounts deleted),
+nothing is reloaded, and the error is raised. Phase 2 starts only when everything
+checked; a failing reload is reported but leaves the checked files in place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ccm.errors import CheckFailed, CommandFailed, RunError
+from ccm.log import get_logger
+from ccm.plan.changes import Account, Playbook, UnitAction
+from ccm.plan.commands import CommandRunner, fill, run_command
+from ccm.plan.fsutil import atomic_write, make_parents
+from ccm.plan.manifest import Manifest
+from ccm.plan.node import Accounts
+from ccm.plan.operations import (
+    ConfigurationOperations,
+    CreateAccount,
+    DeleteAccount,
+    EnsureDirectory,
+    ModifyAccount,
+    RemoveFile,
+    WriteFile,
+    triggered,
+)
+from ccm.settings import Settings
+
+
+class PlaybookExecutor(Protocol):
+    """Runs a playbook for real; raises ``PlaybookFailed``."""
+
+    def __call__(self, configuration: str, playbook: Playbook) -> None: ...
+
+
+@dataclass
+class RunReport:
+    """What a run did: changed paths per configuration and the actions taken."""
+
+    changed: dict[str, list[str]] = field(default_factory=dict)
+    actions: list[str] = field(default_factory=list)
+
+    @property
+    def changed_paths(self) -> list[str]:
+        return [path for paths in self.changed.values() for path in paths]
+
+
+class _Journal:
+    def __init__(self) -> None:
+        self._undo: list[tuple[str, Callable[[], None]]] = []
+
+    def record(self, what: str, undo: Callable[[], None]) -> None:
+        self._undo.append((what, undo))
+
+    def unwind(self, log: Any) -> None:
+        for what, undo in reversed(self._undo):
+            try:
+                undo()
+            except Exception as error:  # keep unwinding: restore as much as possible
+                log.error("rollback step failed", change=what, error=str(error))
+        self._undo.clear()
+
+
+def merge_unit_actions(actions: Sequence[UnitAction]) -> list[UnitAction]:
+    """One action per unit, in first-seen order; a restart absorbs a reload."""
+    merged: dict[str, UnitAction] = {}
+    for action in actions:
+        current = merged.get(action.unit)
+        if current is None or (current.action == "reload" and action.action == "restart"):
+            merged[action.unit] = action
+    return list(merged.values())
+
+
+class Executor:
+    def __init__(
+        self,
+        settings: Settings,
+        manifest: Manifest,
+        accounts: Accounts,
+        *,
+        runner: CommandRunner = run_command,
+        playbooks: PlaybookExecutor | None = None,
+        revision: int = 0,
+    ) -> None:
+        self.settings = settings
+        self.root = settings.root
+        self.manifest = manifest
+        self.accounts = accounts
+        self.runner = runner
+        self.playbooks = playbooks
+        self.log = get_logger(revision=revision, node=settings.node)
+        self._journal = _Journal()
+
+    # -- the whole run -------------------------------------------------------------
+
+    def apply(self, operations: Sequence[ConfigurationOperations]) -> RunReport:
+        report = RunReport()
+        try:
+            for ops in operations:
+                self._apply_configuration(ops, report)
+        except BaseException as error:
+            self.log.error("run failed, restoring every change of this run", error=str(error))
+            self._journal.unwind(self.log)
+            self.accounts.reload()
+            self.manifest.save()
+            raise
+        for ops in operations:
+            self._delete_accounts(ops, report)
+            owned = self.manifest.owned(ops.configuration)
+            owned.files = set(ops.planned_files)
+            owned.accounts = set(ops.planned_accounts)
+        self.manifest.save()
+        self._run_actions(operations, report)
+        return report
+
+    def _apply_configuration(self, ops: ConfigurationOperations, report: RunReport) -> None:
+        log = self.log.bind(configuration=ops.configuration)
+        for account_op in ops.accounts:
+            if isinstance(account_op, CreateAccount):
+                self._create_account(ops.configuration, account_op.account, log)
+            elif isinstance(account_op, ModifyAccount):
+                self._modify_account(ops.configuration, account_op, log)
+        if ops.accounts:
+            self.accounts.reload()
+            # saved now, so that a process killed later in this run still knows next
+            # time that ccm made these accounts (a failed run removes them again)
+            self.manifest.save()
+        for file_op in ops.files:
+            log.info("change", change=file_op.path, operation=type(file_op).__name__)
+            if isinstance(file_op, WriteFile):
+                self._write_file(ops.configuration, file_op)
+            elif isinstance(file_op, EnsureDirectory):
+                self._ensure_directory(ops.configuration, file_op)
+            elif isinstance(file_op, RemoveFile):
+                self._remove_file(file_op)
+        changed = ops.changed_paths
+        if changed or ops.accounts:
+            report.changed[ops.configuration] = changed + [
+                f"account:{op.account.username}"
+                for op in ops.accounts
+                if not isinstance(op, DeleteAccount)
+            ]
+        for check in ops.checks:
+            if not triggered(check.triggers, changed):
+                continue
+            argv = fill(
+                getattr(self.settings.commands, check.command),
+                {"root": str(self.root), **check.variables},
+            )
+            result = self.runner(argv, timeout=self.settings.commands.timeout)
+            log.info("check", argv=argv, returncode=result.returncode)
+            report.actions.append("check " + " ".join(argv))
+            if result.returncode != 0:
+                raise CheckFailed(ops.configuration, argv, result.returncode, result.output)
+        for playbook in ops.playbooks:
+            if self.playbooks is None:
+                raise RunError(ops.configuration, "no playbook executor is configured")
+            self.playbooks(ops.configuration, playbook)
+            report.actions.append(f"playbook {playbook.playbook}")
+
+    # -- files ---------------------------------------------------------------------
+
+    def _real(self, node_path: str) -> Path:
+        return self.root / node_path.lstrip("/")
+
+    def _write_file(self, configuration: str, op: WriteFile) -> None:
+        target = self._real(op.path)
+        change = op.change
+        uid = self.accounts.uid(change.owner, configuration=configuration)
+        gid = self.accounts.gid(change.group, configuration=configuration)
+        created = make_parents(target)
+        self._journal.record(f"parents of {op.path}", lambda: _remove_empty(created))
+        before = op.before
+        if before.exists and before.content is not None:
+            content, mode = before.content, before.mode or 0o600
+
+            def restore() -> None:
+                atomic_write(target, content, mode=mode, uid=before.uid, gid=before.gid)
+
+            self._journal.record(op.path, restore)
+        else:
+            self._journal.record(op.path, lambda: target.unlink(missing_ok=True))
+        if op.content_changed or not before.exists:
+            atomic_write(target, change.content.encode(), mode=change.mode, uid=uid, gid=gid)
+        else:  # only mode or owner differ
+            os.chmod(target, change.mode)
+            os.chown(target, uid, gid)
+
+    def _ensure_directory(self, configuration: str, op: EnsureDirectory) -> None:
+        target = self._real(op.path)
+        uid = self.accounts.uid(op.change.owner, configuration=configuration)
+        gid = self.accounts.gid(op.change.group, configuration=configuration)
+        if not op.before.exists:
+            created = make_parents(target)
+            target.mkdir(mode=0o700)
+            self._journal.record(op.path, lambda: _remove_empty([target, *created]))
+        else:
+            mode, before_uid, before_gid = op.before.mode, op.before.uid, op.before.gid
+
+            def restore() -> None:
+                os.chmod(target, mode or 0o755)
+                os.chown(target, before_uid or 0, before_gid or 0)
+
+            self._journal.record(op.path, restore)
+        os.chmod(target, op.change.mode)
+        os.chown(target, uid, gid)
+
+    def _remove_file(self, op: RemoveFile) -> None:
+        target = self._real(op.path)
+        before = op.before
+        content = before.content or b""
+
+        def restore() -> None:
+            atomic_write(target, content, mode=before.mode or 0o600, uid=before.uid, gid=before.gid)
+
+        self._journal.record(op.path, restore)
+        target.unlink(missing_ok=True)
+
+    # -- accounts ------------------------------------------------------------------
+
+    def _account_command(self, name: str, account: Account | None, username: str) -> list[str]:
+        variables = {"root": str(self.root), "username": username}
+        if account is not None:
+            variables |= {"home": account.home, "shell": account.shell, "comment": account.comment}
+        return fill(getattr(self.settings.commands, name), variables)
+
+    def _run(self, configuration: str, argv: list[str]) -> None:
+        result = self.runner(argv, timeout=self.settings.commands.timeout)
+        if result.returncode != 0:
+            raise CommandFailed(configuration, argv, result.returncode, result.output)
+
+    def _create_account(self, configuration: str, account: Account, log: Any) -> None:
+        log.info("change", change=f"account {account.username}", operation="useradd")
+        self._run(configuration, self._account_command("useradd", account, account.username))
+        userdel = self._account_command("userdel", None, account.username)
+        self._journal.record(
+            f"account {account.username}", lambda: self._run(configuration, userdel)
+        )
+        owned = self.manifest.owned(configuration).accounts
+        owned.add(account.username)
+        self._journal.record(
+            f"manifest {account.username}", lambda: owned.discard(account.username)
+        )
+
+    def _modify_account(self, configuration: str, op: ModifyAccount, log: Any) -> None:
+        log.info("change", change=f"account {op.account.username}", operation="usermod")
+        self._run(configuration, self._account_command("usermod", op.account, op.account.username))
+        previous = Account(op.account.username, op.account.home, op.before_shell, op.before_comment)
+        undo = self._account_command("usermod", previous, previous.username)
+        self._journal.record(f"account {previous.username}", lambda: self._run(configuration, undo))
+
+    def _delete_accounts(self, ops: ConfigurationOperations, report: RunReport) -> None:
+        for op in ops.accounts:
+            if isinstance(op, DeleteAccount):
+                self.log.info(
+                    "change",
+                    configuration=ops.configuration,
+                    change=f"account {op.username}",
+                    operation="userdel",
+                )
+                self._run(ops.configuration, self._account_command("userdel", None, op.username))
+                report.changed.setdefault(ops.configuration, []).append(f"account:{op.username}")
+                self.accounts.reload()
+
+    # -- actions after everything is in place ------------------------------------
+
+    def _run_actions(
+        self, operations: Sequence[ConfigurationOperations], report: RunReport
+    ) -> None:
+        changed = report.changed_paths
+        units = merge_unit_actions(
+            [u for ops in operations for u in ops.units if triggered(u.triggers, changed)]
+        )
+        owners = {u.unit: ops.configuration for ops in operations for u in ops.units}
+        for unit in units:
+            setting = "reload_unit" if unit.action == "reload" else "restart_unit"
+            argv = fill(
+                getattr(self.settings.commands, setting),
+                {"unit": unit.unit, "root": str(self.root)},
+            )
+            self.log.info("action", configuration=owners[unit.unit], argv=argv)
+            self._run(owners[unit.unit], argv)
+            report.actions.append(f"{unit.action} {unit.unit}")
+        for ops in operations:
+            for command in ops.commands:
+                if triggered(command.triggers, changed):
+                    argv = fill(command.argv, {"root": str(self.root)})
+                    self.log.info("action", configuration=ops.configuration, argv=argv)
+                    self._run(ops.configuration, argv)
+                    report.actions.append("run " + " ".join(argv))
+
+
+def _remove_empty(directories: Sequence[Path]) -> None:
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return

@@ -1,0 +1,82 @@
+"""The manifest: what each configuration wrote on this node, so only that is ever removed.
+
+Stored as JSON at ``<root>/<state_dir>/manifest.json`` and replaced atomically. A file
+or account that is not in the manifest was not made by ccm and is never removed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ccm.plan.fsutil import atomic_write
+
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class Owned:
+    files: set[str] = field(default_factory=set)
+    accounts: set[str] = field(default_factory=set)
+    #: playbook name → fingerprint of the inputs of its last successful run
+    playbooks: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    path: Path
+    configurations: dict[str, Owned] = field(default_factory=dict)
+    #: the text last read or written, so saving an unchanged manifest writes nothing
+    stored: str = ""
+
+    def owned(self, configuration: str) -> Owned:
+        return self.configurations.setdefault(configuration, Owned())
+
+    def owner_of_file(self, path: str) -> str | None:
+        for name, owned in self.configurations.items():
+            if path in owned.files:
+                return name
+        return None
+
+    def owner_of_account(self, username: str) -> str | None:
+        for name, owned in self.configurations.items():
+            if username in owned.accounts:
+                return name
+        return None
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return cls(path)
+        data: dict[str, Any] = json.loads(text)
+        configurations = {
+            name: Owned(
+                set(entry.get("files", [])),
+                set(entry.get("accounts", [])),
+                dict(entry.get("playbooks", {})),
+            )
+            for name, entry in data.get("configurations", {}).items()
+        }
+        return cls(path, configurations, text)
+
+    def save(self) -> None:
+        data = {
+            "version": MANIFEST_VERSION,
+            "configurations": {
+                name: {
+                    "files": sorted(owned.files),
+                    "accounts": sorted(owned.accounts),
+                    "playbooks": dict(sorted(owned.playbooks.items())),
+                }
+                for name, owned in sorted(self.configurations.items())
+                if owned.files or owned.accounts or owned.playbooks
+            },
+        }
+        text = json.dumps(data, indent=1) + "\n"
+        if text != self.stored:
+            atomic_write(self.path, text.encode(), mode=0o600)
+            self.stored = text

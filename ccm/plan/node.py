@@ -1,0 +1,110 @@
+"""Reading the node as it is, under the root: files, modes, owners, accounts.
+
+Owner and group names are resolved through the root's own ``etc/passwd`` and
+``etc/group`` (not the host's), so a temporary root with its own accounts behaves like
+a real node.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from ccm.errors import PlanError
+
+
+@dataclass(frozen=True)
+class PasswdEntry:
+    username: str
+    uid: int
+    gid: int
+    comment: str
+    home: str
+    shell: str
+
+
+def _read_colon_file(path: Path) -> list[list[str]]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+class Accounts:
+    """The root's passwd and group databases, re-read with ``reload()`` after changes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.users: dict[str, PasswdEntry] = {}
+        self.groups: dict[str, int] = {}
+        self._user_names: dict[int, str] = {}
+        self._group_names: dict[int, str] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        self.users = {}
+        for fields in _read_colon_file(self.root / "etc/passwd"):
+            if len(fields) >= 7 and fields[2].isdigit() and fields[3].isdigit():
+                entry = PasswdEntry(
+                    fields[0], int(fields[2]), int(fields[3]), fields[4], fields[5], fields[6]
+                )
+                self.users[entry.username] = entry
+        self.groups = {
+            fields[0]: int(fields[2])
+            for fields in _read_colon_file(self.root / "etc/group")
+            if len(fields) >= 3 and fields[2].isdigit()
+        }
+        self._user_names = {entry.uid: name for name, entry in self.users.items()}
+        self._group_names = {gid: name for name, gid in self.groups.items()}
+
+    def uid(self, name: str, *, configuration: str) -> int:
+        if name in self.users:
+            return self.users[name].uid
+        raise PlanError(
+            configuration, f"owner {name!r} is not an account in {self.root}/etc/passwd"
+        )
+
+    def gid(self, name: str, *, configuration: str) -> int:
+        if name in self.groups:
+            return self.groups[name]
+        raise PlanError(configuration, f"group {name!r} is not a group in {self.root}/etc/group")
+
+    def user_name(self, uid: int) -> str:
+        return self._user_names.get(uid, str(uid))
+
+    def group_name(self, gid: int) -> str:
+        return self._group_names.get(gid, str(gid))
+
+
+@dataclass(frozen=True)
+class PathState:
+    """What is at a path now: None fields mean it does not exist."""
+
+    exists: bool
+    is_dir: bool = False
+    content: bytes | None = None
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+
+def read_path(path: Path, *, with_content: bool = True) -> PathState:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return PathState(exists=False)
+    is_dir = stat.S_ISDIR(info.st_mode)
+    content = None
+    if with_content and stat.S_ISREG(info.st_mode):
+        content = path.read_bytes()
+    return PathState(
+        exists=True,
+        is_dir=is_dir,
+        content=content,
+        mode=stat.S_IMODE(info.st_mode),
+        uid=info.st_uid,
+        gid=info.st_gid,
+    )

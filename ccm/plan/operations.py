@@ -1,0 +1,198 @@
+"""From intended state to operations: compare a configuration's changes with the node.
+
+``compute_operations`` reads the node (files, accounts, the manifest) but changes
+nothing; its result is what ``ccm diff`` prints and what the executor performs. An
+empty list of operations means the node already is what the plan says (a no-op run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ccm.errors import PlanError
+from ccm.plan.changes import (
+    Account,
+    Change,
+    Check,
+    Command,
+    Directory,
+    File,
+    Playbook,
+    UnitAction,
+)
+from ccm.plan.manifest import Manifest
+from ccm.plan.node import Accounts, PathState, read_path
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    path: str
+    before: PathState
+    change: File
+    content_changed: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RemoveFile:
+    path: str
+    before: PathState
+
+
+@dataclass(frozen=True)
+class EnsureDirectory:
+    path: str
+    before: PathState
+    change: Directory
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CreateAccount:
+    account: Account
+
+
+@dataclass(frozen=True)
+class ModifyAccount:
+    account: Account
+    before_shell: str
+    before_comment: str
+
+
+@dataclass(frozen=True)
+class DeleteAccount:
+    username: str
+
+
+FileOperation = WriteFile | RemoveFile | EnsureDirectory
+AccountOperation = CreateAccount | ModifyAccount | DeleteAccount
+
+
+@dataclass
+class ConfigurationOperations:
+    """Everything one configuration would do on this node in this run."""
+
+    configuration: str
+    accounts: list[AccountOperation] = field(default_factory=list)
+    files: list[FileOperation] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    units: list[UnitAction] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+    playbooks: list[Playbook] = field(default_factory=list)
+    #: the node paths this configuration now owns (files), for the manifest
+    planned_files: set[str] = field(default_factory=set)
+    planned_accounts: set[str] = field(default_factory=set)
+
+    @property
+    def changed_paths(self) -> list[str]:
+        return [op.path for op in self.files]
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.accounts or self.files or self.playbooks)
+
+
+def triggered(triggers: Sequence[str], changed_paths: Sequence[str]) -> bool:
+    return any(path.startswith(prefix) for prefix in triggers for path in changed_paths)
+
+
+def _mode_owner_reasons(
+    before: PathState, mode: int, owner: str, group: str, accounts: Accounts
+) -> list[str]:
+    reasons = []
+    if before.mode != mode:
+        reasons.append(f"mode {before.mode:04o} -> {mode:04o}" if before.mode is not None else "")
+    if before.uid is not None and accounts.user_name(before.uid) != owner:
+        reasons.append(f"owner {accounts.user_name(before.uid)} -> {owner}")
+    if before.gid is not None and accounts.group_name(before.gid) != group:
+        reasons.append(f"group {accounts.group_name(before.gid)} -> {group}")
+    return [reason for reason in reasons if reason]
+
+
+def compute_operations(
+    configuration: str,
+    changes: Sequence[Change],
+    *,
+    root: Path,
+    manifest: Manifest,
+    accounts: Accounts,
+) -> ConfigurationOperations:
+    ops = ConfigurationOperations(configuration)
+    owned = manifest.owned(configuration)
+    for change in changes:
+        if isinstance(change, File):
+            _plan_file(ops, change, root, manifest, accounts)
+        elif isinstance(change, Directory):
+            before = read_path(root / change.path.lstrip("/"), with_content=False)
+            if before.exists and not before.is_dir:
+                raise PlanError(configuration, f"{change.path} exists and is not a directory")
+            reasons = (
+                ["new"]
+                if not before.exists
+                else _mode_owner_reasons(before, change.mode, change.owner, change.group, accounts)
+            )
+            if reasons:
+                ops.files.append(EnsureDirectory(change.path, before, change, tuple(reasons)))
+        elif isinstance(change, Account):
+            _plan_account(ops, change, manifest, accounts)
+        elif isinstance(change, Check):
+            ops.checks.append(change)
+        elif isinstance(change, UnitAction):
+            ops.units.append(change)
+        elif isinstance(change, Command):
+            ops.commands.append(change)
+        elif isinstance(change, Playbook):
+            ops.playbooks.append(change)
+    for path in sorted(owned.files - ops.planned_files):
+        before = read_path(root / path.lstrip("/"))
+        if before.exists:
+            ops.files.append(RemoveFile(path, before))
+    for username in sorted(owned.accounts - ops.planned_accounts):
+        if username in accounts.users:
+            ops.accounts.append(DeleteAccount(username))
+    return ops
+
+
+def _plan_file(
+    ops: ConfigurationOperations, change: File, root: Path, manifest: Manifest, accounts: Accounts
+) -> None:
+    if change.path in ops.planned_files:
+        raise PlanError(ops.configuration, f"{change.path} is planned twice")
+    other = manifest.owner_of_file(change.path)
+    if other is not None and other != ops.configuration:
+        raise PlanError(ops.configuration, f"{change.path} is already owned by {other}")
+    ops.planned_files.add(change.path)
+    before = read_path(root / change.path.lstrip("/"))
+    if before.exists and before.is_dir:
+        raise PlanError(ops.configuration, f"{change.path} is a directory, not a file")
+    content = change.content.encode()
+    if not before.exists:
+        ops.files.append(WriteFile(change.path, before, change, True, ("new",)))
+        return
+    content_changed = before.content != content
+    reasons = _mode_owner_reasons(before, change.mode, change.owner, change.group, accounts)
+    if content_changed:
+        reasons.insert(0, "content")
+    if reasons:
+        ops.files.append(WriteFile(change.path, before, change, content_changed, tuple(reasons)))
+
+
+def _plan_account(
+    ops: ConfigurationOperations, change: Account, manifest: Manifest, accounts: Accounts
+) -> None:
+    ops.planned_accounts.add(change.username)
+    existing = accounts.users.get(change.username)
+    owner = manifest.owner_of_account(change.username)
+    if existing is None:
+        ops.accounts.append(CreateAccount(change))
+        return
+    if owner != ops.configuration:
+        raise PlanError(
+            ops.configuration,
+            f"account {change.username!r} exists on this node but was not created by ccm; "
+            "refusing to take it over",
+        )
+    if existing.shell != change.shell or existing.comment != change.comment:
+        ops.accounts.append(ModifyAccount(change, existing.shell, existing.comment))

@@ -1,0 +1,243 @@
+"""The executor against a real temporary root: writes, no-ops, removals, rollback, reloads."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from noderoot import actions, logging_command, node_settings, seed_root
+
+from ccm.engine.registry import Registry
+from ccm.engine.run import Engine
+from ccm.errors import CheckFailed, PlanError
+from ccm.models import Snapshot, UnixUser
+from ccm.plan.changes import Account, Change, Check, Directory, File, UnitAction
+from ccm.plan.configuration import Configuration, Render
+from ccm.settings import Settings
+
+
+class Planned:
+    """Mutable intended state shared by the test configurations below."""
+
+    files: ClassVar[dict[str, list[Change]]] = {}
+
+
+class Alpha(Configuration):
+    name = "alpha"
+    subscribes = ("unix-users",)
+
+    def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
+        return Planned.files.get("alpha", [])
+
+
+class Beta(Configuration):
+    name = "beta"
+    depends_on = ("alpha",)
+
+    def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
+        return Planned.files.get("beta", [])
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    Planned.files = {}
+    return seed_root(tmp_path / "root")
+
+
+def engine_for(settings: Settings) -> Engine:
+    return Engine(Registry([Alpha, Beta]), settings)
+
+
+EMPTY = Snapshot(1)
+
+
+def read(root: Path, path: str) -> tuple[bytes, int]:
+    real = root / path.lstrip("/")
+    return real.read_bytes(), real.stat().st_mode & 0o7777
+
+
+def test_new_files_are_written_with_mode_and_a_second_run_is_a_no_op(root: Path) -> None:
+    settings = node_settings(root)
+    Planned.files["alpha"] = [
+        File("/etc/app/a.conf", "a\n", mode=0o640, group="crontab"),
+        Directory("/srv/data", mode=0o711),
+        UnitAction("app", "reload", triggers=("/etc/app/",)),
+    ]
+    report = engine_for(settings).apply(EMPTY)
+    assert report.changed == {"alpha": ["/etc/app/a.conf", "/srv/data"]}
+    assert read(root, "/etc/app/a.conf") == (b"a\n", 0o640)
+    assert (root / "etc/app/a.conf").stat().st_gid == 9000
+    assert (root / "srv/data").stat().st_mode & 0o7777 == 0o711
+    assert actions(root) == ["reload app"]
+
+    before = {p: os.stat(p).st_mtime_ns for p in root.rglob("*")}
+    again = engine_for(settings).apply(EMPTY)
+    assert again.changed == {} and again.actions == []
+    assert actions(root) == ["reload app"]
+    assert {p: os.stat(p).st_mtime_ns for p in root.rglob("*")} == before
+    assert not engine_for(settings).plan(EMPTY).has_changes
+
+
+def test_mode_only_change_keeps_content_and_triggers(root: Path) -> None:
+    settings = node_settings(root)
+    Planned.files["alpha"] = [File("/etc/app/a.conf", "a\n", mode=0o644)]
+    engine_for(settings).apply(EMPTY)
+    Planned.files["alpha"] = [File("/etc/app/a.conf", "a\n", mode=0o600)]
+    planned = engine_for(settings).plan(EMPTY)
+    assert [op.reasons for op in planned.operations[0].files] == [("mode 0644 -> 0600",)]  # type: ignore[union-attr]
+    engine_for(settings).apply(EMPTY)
+    assert read(root, "/etc/app/a.conf") == (b"a\n", 0o600)
+
+
+def test_files_no_longer_planned_are_removed_but_foreign_files_are_not(root: Path) -> None:
+    settings = node_settings(root)
+    foreign = root / "etc/app/foreign.conf"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text("not ccm's\n")
+    Planned.files["alpha"] = [File("/etc/app/a.conf", "a\n"), File("/etc/app/b.conf", "b\n")]
+    engine_for(settings).apply(EMPTY)
+    Planned.files["alpha"] = [File("/etc/app/a.conf", "a\n")]
+    report = engine_for(settings).apply(EMPTY)
+    assert report.changed == {"alpha": ["/etc/app/b.conf"]}
+    assert not (root / "etc/app/b.conf").exists()
+    assert foreign.read_text() == "not ccm's\n"
+    assert (root / "etc/app/a.conf").exists()
+
+
+def test_a_file_owned_by_another_configuration_is_a_plan_error(root: Path) -> None:
+    settings = node_settings(root)
+    Planned.files["alpha"] = [File("/etc/app/a.conf", "a\n")]
+    engine_for(settings).apply(EMPTY)
+    Planned.files["beta"] = [File("/etc/app/a.conf", "b\n")]
+    with pytest.raises(PlanError, match="already owned by alpha"):
+        engine_for(settings).plan(EMPTY)
+
+
+def test_failing_check_restores_every_file_of_the_run_and_reloads_nothing(root: Path) -> None:
+    marker = root / "check-passes"
+    settings = node_settings(
+        root, commands={"nginx_check": ["test", "-e", str(marker)]}
+    )
+    Planned.files["alpha"] = [
+        File("/etc/app/kept.conf", "old kept\n", mode=0o600),
+        File("/etc/app/gone.conf", "will be removed\n", mode=0o640),
+        UnitAction("app", "reload", triggers=("/etc/app/",)),
+    ]
+    Planned.files["beta"] = [
+        File("/etc/web/site.conf", "old site\n", mode=0o644),
+        Check("nginx_check", triggers=("/etc/web/",)),
+        UnitAction("web", "reload", triggers=("/etc/web/",)),
+    ]
+    marker.touch()
+    engine_for(settings).apply(EMPTY)
+    marker.unlink()
+    snapshot_before = {
+        p.relative_to(root): (p.read_bytes(), p.stat().st_mode, p.stat().st_uid)
+        for p in root.rglob("*") if p.is_file() and p.name != "actions.log"
+    }
+    actions_before = actions(root)
+
+    Planned.files["alpha"] = [
+        File("/etc/app/kept.conf", "NEW kept\n", mode=0o644),
+        File("/etc/app/brand-new.conf", "new\n"),
+        UnitAction("app", "reload", triggers=("/etc/app/",)),
+    ]
+    Planned.files["beta"] = [
+        File("/etc/web/site.conf", "NEW site\n", mode=0o600),
+        File("/etc/web/deeper/new.conf", "x\n"),
+        Check("nginx_check", triggers=("/etc/web/",)),
+        UnitAction("web", "reload", triggers=("/etc/web/",)),
+    ]
+    with pytest.raises(CheckFailed) as failure:
+        engine_for(settings).apply(EMPTY)
+    assert failure.value.configuration == "beta"
+    assert "test -e" in str(failure.value)
+    after = {
+        p.relative_to(root): (p.read_bytes(), p.stat().st_mode, p.stat().st_uid)
+        for p in root.rglob("*") if p.is_file() and p.name != "actions.log"
+    }
+    assert after == snapshot_before
+    assert not (root / "etc/web/deeper").exists()
+    assert actions(root) == actions_before
+    # the manifest still describes the old state: a later good run removes gone.conf
+    marker.touch()
+    engine_for(settings).apply(EMPTY)
+    assert not (root / "etc/app/gone.conf").exists()
+
+
+def test_reloads_are_deduplicated_and_a_restart_absorbs_a_reload(root: Path) -> None:
+    settings = node_settings(root)
+    Planned.files["alpha"] = [
+        File("/etc/x/a", "1\n"),
+        UnitAction("php8.2-fpm", "reload", triggers=("/etc/x/",)),
+        UnitAction("nginx", "reload", triggers=("/etc/x/",)),
+        UnitAction("untouched", "reload", triggers=("/etc/elsewhere/",)),
+    ]
+    Planned.files["beta"] = [
+        File("/etc/y/b", "1\n"),
+        UnitAction("nginx", "reload", triggers=("/etc/y/",)),
+        UnitAction("php8.2-fpm", "restart", triggers=("/etc/y/",)),
+    ]
+    engine_for(settings).apply(EMPTY)
+    assert sorted(actions(root)) == ["reload nginx", "restart php8.2-fpm"]
+
+
+def test_accounts_are_made_by_real_useradd_and_foreign_accounts_are_refused(root: Path) -> None:
+    settings = node_settings(root)
+    user = UnixUser(id=1, username="ccmtest1", shell="/bin/sh")
+    Planned.files["alpha"] = [
+        Account(user.username, user.home, user.shell),
+        Directory(user.home, 0o750, owner=user.username, group=user.username),
+    ]
+    engine_for(settings).apply(EMPTY)
+    passwd = (root / "etc/passwd").read_text()
+    assert "ccmtest1:x:" in passwd and ":/home/ccmtest1:/bin/sh" in passwd
+    assert "ccmtest1" not in Path("/etc/passwd").read_text()
+    home = root / "home/ccmtest1"
+    assert home.stat().st_mode & 0o7777 == 0o750
+    assert home.stat().st_uid != 0
+
+    Planned.files["alpha"] = [Account(user.username, user.home, "/bin/bash")]
+    engine_for(settings).apply(EMPTY)
+    assert ":/home/ccmtest1:/bin/bash" in (root / "etc/passwd").read_text()
+
+    Planned.files["alpha"] = []
+    engine_for(settings).apply(EMPTY)
+    assert "ccmtest1:" not in (root / "etc/passwd").read_text()
+    assert home.exists(), "a deleted account's home directory is kept (it holds data)"
+
+    Planned.files["alpha"] = [Account("games", "/usr/games", "/bin/sh")]
+    with pytest.raises(PlanError, match="not created by ccm"):
+        engine_for(settings).plan(EMPTY)
+
+
+def test_an_account_created_in_a_failed_run_is_removed_again(root: Path) -> None:
+    settings = node_settings(root, commands={"nginx_check": ["false"]})
+    Planned.files["alpha"] = [Account("ccmtest2", "/home/ccmtest2")]
+    Planned.files["beta"] = [File("/etc/web/x", "x\n"), Check("nginx_check", triggers=("/etc/",))]
+    with pytest.raises(CheckFailed):
+        engine_for(settings).apply(EMPTY)
+    assert "ccmtest2:" not in (root / "etc/passwd").read_text()
+
+
+def test_unknown_owner_is_a_clear_error_and_nothing_is_written(root: Path) -> None:
+    settings = node_settings(root)
+    Planned.files["alpha"] = [File("/etc/a", "a\n", owner="nosuchuser")]
+    with pytest.raises(PlanError, match="'nosuchuser' is not an account"):
+        engine_for(settings).apply(EMPTY)
+    assert not (root / "etc/a").exists()
+
+
+def test_commands_fill_placeholders_from_settings(root: Path) -> None:
+    settings = node_settings(
+        root, commands={"php_fpm_check": logging_command(root, "php-fpm{version} -t")}
+    )
+    Planned.files["alpha"] = [
+        File("/etc/php/8.2/fpm/pool.d/a.conf", "[a]\n"),
+        Check("php_fpm_check", triggers=("/etc/php/8.2/",), variables={"version": "8.2"}),
+    ]
+    engine_for(settings).apply(EMPTY)
+    assert actions(root) == ["php-fpm8.2 -t"]
