@@ -1,21 +1,21 @@
 """The one exception tree of ccm; every error carries its context.
 
-    CcmError
-    ├── SettingsError            a bad settings file or environment override (names the key)
-    ├── ValidationFailed         an object refused at write time (type, id, field, reason)
-    ├── StoreError               the object store refused a write or could not answer
-    │   ├── DanglingReference    a write references an object that does not exist
-    │   ├── ReferencedObject     a delete would leave referrers (names them)
-    │   └── ObjectNotFound       get/delete of an id that is not stored
-    ├── ClusterError             etcd unreachable, lock lost, fencing failed
-    │   └── LockLost             the lease behind the cluster lock expired
-    ├── GraphError               the configuration graph is invalid
-    │   └── DependencyCycle      a cycle between configurations (names the cycle)
-    └── RunError                 a run failed on this node (names the configuration)
-        ├── PlanError            a configuration could not plan (a template error, a conflict)
-        ├── CheckFailed          a check command refused the rendered files (carries output)
-        ├── CommandFailed        an action command exited non-zero (carries argv and output)
-        └── PlaybookFailed       an Ansible playbook failed (carries the failing task)
+CcmError
+├── SettingsError            a bad settings file or environment override (names the key)
+├── ValidationFailed         an object refused at write time (type, id, field, reason)
+├── StoreError               the object store refused a write or could not answer
+│   ├── DanglingReference    a write references an object that does not exist
+│   ├── ReferencedObject     a delete would leave referrers (names them)
+│   └── ObjectNotFound       get/delete of an id that is not stored
+├── ClusterError             etcd unreachable, lock lost, fencing failed
+│   └── LockLost             the lease behind the cluster lock expired
+├── GraphError               the configuration graph is invalid
+│   └── DependencyCycle      a cycle between configurations (names the cycle)
+└── RunError                 a run failed on this node (names the configuration)
+    ├── PlanError            a configuration could not plan (a template error, a conflict)
+    ├── CheckFailed          a check command refused the rendered files (carries output)
+    ├── CommandFailed        an action command exited non-zero (carries argv and output)
+    └── PlaybookFailed       an Ansible playbook failed (carries the failing task)
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ class CheckFailed(RunError):
 class CommandFailed(RunError):
     def __init__(self, configuration: str, argv: list[str], returncode: int, output: str) -> None:
         super().__init__(
-            configuration, f"command {' '.join(argv)!r} failed (exit {returncode}):\n{output.strip()}"
+            configuration,
+            f"command {' '.join(argv)!r} failed (exit {returncode}):\n{output.strip()}",
         )
         self.argv = argv
         self.returncode = returncode

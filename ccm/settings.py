@@ -72,18 +72,38 @@ class CommandSettings(BaseModel):
     nginx_check: tuple[str, ...] = ("nginx", "-t")
     php_fpm_check: tuple[str, ...] = ("php-fpm{version}", "-t")
     useradd: tuple[str, ...] = (
-        "useradd", "--prefix", "{root}", "--no-create-home", "--home-dir", "{home}",
-        "--shell", "{shell}", "--comment", "{comment}", "{username}",
+        "useradd",
+        "--prefix",
+        "{root}",
+        "--no-create-home",
+        "--home-dir",
+        "{home}",
+        "--shell",
+        "{shell}",
+        "--comment",
+        "{comment}",
+        "{username}",
     )
     usermod: tuple[str, ...] = (
-        "usermod", "--prefix", "{root}", "--shell", "{shell}", "--comment", "{comment}",
+        "usermod",
+        "--prefix",
+        "{root}",
+        "--shell",
+        "{shell}",
+        "--comment",
+        "{comment}",
         "{username}",
     )
     userdel: tuple[str, ...] = ("userdel", "--prefix", "{root}", "{username}")
     timeout: float = Field(default=300.0, gt=0)
 
     @field_validator(
-        "reload_unit", "restart_unit", "nginx_check", "php_fpm_check", "useradd", "usermod",
+        "reload_unit",
+        "restart_unit",
+        "nginx_check",
+        "php_fpm_check",
+        "useradd",
+        "usermod",
         "userdel",
     )
     @classmethod
@@ -149,9 +169,7 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
         target[path[-1]] = value
 
 
-def load_settings(
-    path: Path | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read settings from ``path`` (or ``CCM_CONFIG``, or the default) and the environment.
 
     A missing file is fine only when it is the default location; a file named explicitly

@@ -49,11 +49,21 @@ Hostname = Annotated[str, AfterValidator(_hostname)]
 Alias = Annotated[str, AfterValidator(_alias)]
 AbsolutePath = Annotated[str, AfterValidator(_safe_absolute_path)]
 ObjectId = Annotated[int, Field(gt=0, strict=True)]
-Email = Annotated[str, Field(pattern=r"^[A-Za-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,63}$", max_length=254)]
+Email = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,63}$", max_length=254)
+]
 PhpVersion = Annotated[str, Field(pattern=r"^[5-9]\.[0-9]$")]
 
-_CRON_SPECIAL = {"@reboot", "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight",
-                 "@hourly"}
+_CRON_SPECIAL = {
+    "@reboot",
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@midnight",
+    "@hourly",
+}
 _CRON_FIELD = re.compile(r"^[A-Za-z0-9*/,-]+$")
 
 
@@ -166,7 +176,10 @@ class FpmPool(CcmObject):
 
 class VirtualHost(CcmObject):
     TYPE: ClassVar[str] = "virtual-hosts"
-    REFERENCES: ClassVar[dict[str, str]] = {"unix_user_id": "unix-users", "fpm_pool_id": "fpm-pools"}
+    REFERENCES: ClassVar[dict[str, str]] = {
+        "unix_user_id": "unix-users",
+        "fpm_pool_id": "fpm-pools",
+    }
     domain: Hostname
     server_aliases: list[Alias] = Field(default_factory=list)
     unix_user_id: ObjectId
