@@ -1,0 +1,83 @@
+"""Registry, dependency graph and event bus: selection and order without any I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from ccm.engine.bus import ALL, EventBus
+from ccm.engine.graph import DependencyGraph
+from ccm.engine.registry import Registry
+from ccm.errors import DependencyCycle, GraphError
+from ccm.models import Snapshot
+from ccm.plan.changes import Change
+from ccm.plan.configuration import Configuration, Render
+
+
+def make(name: str, subscribes: tuple[str, ...] = (), depends_on: tuple[str, ...] = ()) -> type:
+    def plan(self: Configuration, snapshot: Snapshot, render: Render) -> Sequence[Change]:
+        return []
+
+    return type(
+        name.title(),
+        (Configuration,),
+        {"name": name, "subscribes": subscribes, "depends_on": depends_on, "plan": plan},
+    )
+
+
+def test_run_order_is_topological_with_ties_broken_by_name() -> None:
+    registry = Registry(
+        [
+            make("vhosts", ("virtual-hosts",), ("users", "pools")),
+            make("pools", ("fpm-pools",), ("users",)),
+            make("users", ("unix-users",)),
+            make("mail", ("mail-accounts",)),
+            make("crons", ("crons",), ("users",)),
+        ]
+    )
+    assert DependencyGraph(registry).order == ["mail", "users", "crons", "pools", "vhosts"]
+
+
+def test_selecting_a_type_selects_subscribers_and_their_dependants_in_order() -> None:
+    registry = Registry(
+        [
+            make("users", ("unix-users",)),
+            make("pools", ("fpm-pools",), ("users",)),
+            make("vhosts", ("virtual-hosts",), ("pools",)),
+            make("mail", ("mail-accounts",)),
+        ]
+    )
+    bus = EventBus(registry, DependencyGraph(registry))
+    assert bus.select(["fpm-pools"]) == ["pools", "vhosts"]
+    assert bus.select(["unix-users"]) == ["users", "pools", "vhosts"]
+    assert bus.select(["mail-accounts", "virtual-hosts"]) == ["mail", "vhosts"]
+    assert bus.select(["crons"]) == []
+    assert bus.select([ALL]) == ["mail", "users", "pools", "vhosts"]
+
+
+def test_a_cycle_is_an_error_that_names_it() -> None:
+    registry = Registry([make("a", depends_on=("c",)), make("b", depends_on=("a",)),
+                         make("c", depends_on=("b",)), make("d")])
+    with pytest.raises(DependencyCycle) as error:
+        DependencyGraph(registry)
+    assert set(error.value.cycle) == {"a", "b", "c"}
+    assert "->" in str(error.value) and "d" not in error.value.cycle
+
+
+def test_unknown_dependency_duplicate_name_and_unknown_type_are_refused() -> None:
+    with pytest.raises(GraphError, match="depends on 'ghost'"):
+        DependencyGraph(Registry([make("a", depends_on=("ghost",))]))
+    with pytest.raises(GraphError, match="registered twice"):
+        Registry([make("a"), make("a")])
+    with pytest.raises(GraphError, match="unknown object types: widgets"):
+        Registry([make("a", ("widgets",))])
+
+
+def test_the_entry_point_registry_holds_the_builtin_configurations() -> None:
+    registry = Registry.from_entry_points()
+    names = {configuration.name for configuration in registry}
+    assert {"unix-users", "crontabs", "php-fpm-pools", "nginx-vhosts", "dovecot-users"} <= names
+    order = DependencyGraph(registry).order
+    assert order.index("unix-users") < order.index("crontabs")
+    assert order.index("php-fpm-pools") < order.index("nginx-vhosts")

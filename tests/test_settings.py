@@ -1,0 +1,69 @@
+"""Settings: TOML file, environment overrides, errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ccm.errors import SettingsError
+from ccm.settings import load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ccm.toml"
+    path.write_text(text)
+    return path
+
+
+def test_every_key_is_optional(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, ""), environ={})
+    assert settings.root == Path("/")
+    assert settings.etcd.endpoints == ("http://127.0.0.1:2379",)
+    assert settings.debounce.quiet == 10 and settings.debounce.max_wait == 60
+    assert settings.lock.ttl == 30 and settings.reconcile_interval == 3600
+    assert settings.commands.nginx_check == ("nginx", "-t")
+
+
+def test_file_values_and_environment_overrides(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'node = "web01"\nroot = "/srv/root"\n[etcd]\nendpoints = ["http://10.0.0.1:2379"]\n'
+        '[commands]\nreload_unit = ["true", "{unit}"]\n',
+    )
+    settings = load_settings(path, environ={})
+    assert settings.node == "web01" and settings.commands.reload_unit == ("true", "{unit}")
+    env = {"CCM_NODE": "web02", "CCM_ROOT": "/tmp/x", "CCM_ETCD_PREFIX": "/other",
+           "CCM_ETCD_ENDPOINTS": "http://a:1, http://b:2"}
+    overridden = load_settings(path, environ=env)
+    assert overridden.node == "web02" and overridden.root == Path("/tmp/x")
+    assert overridden.etcd.endpoints == ("http://a:1", "http://b:2")
+    assert overridden.etcd.prefix == "/other"
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, 'node = "fromenv"\n')
+    assert load_settings(environ={"CCM_CONFIG": str(path)}).node == "fromenv"
+    with pytest.raises(SettingsError, match="no such settings file"):
+        load_settings(environ={"CCM_CONFIG": str(tmp_path / "missing.toml")})
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ("nod = 'x'\n", "nod", "unknown key"),
+        ("[etcd]\nendpoint = []\n", "etcd.endpoint", "unknown key"),
+        ("[debounce]\nquiet = -1\n", "debounce.quiet", "greater than or equal"),
+        ("root = 'relative'\n", "root", "absolute"),
+        ("[etcd]\nprefix = 'ccm/'\n", "etcd.prefix", "must start with"),
+        ("[etcd]\nendpoints = ['localhost']\n", "etcd.endpoints", "http(s)://host:port"),
+        ("[commands]\nreload_unit = []\n", "commands.reload_unit", "non-empty argv"),
+        ("[lock]\nttl = 'long'\n", "lock.ttl", "integer"),
+        ("node = 'web 01'\n", "node", "pattern"),
+        ("x = [", "ccm.toml", "not valid TOML"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings(write(tmp_path, text), environ={})
+    assert key in str(error.value) and reason in str(error.value)
