@@ -241,3 +241,14 @@ def test_commands_fill_placeholders_from_settings(root: Path) -> None:
     ]
     engine_for(settings).apply(EMPTY)
     assert actions(root) == ["php-fpm8.2 -t"]
+
+
+def test_an_existing_file_ccm_did_not_write_is_refused_not_overwritten(root: Path) -> None:
+    settings = node_settings(root)
+    existing = root / "etc/app/a.conf"
+    existing.parent.mkdir(parents=True)
+    existing.write_text("hand-written\n")
+    Planned.files["alpha"] = [File("/etc/app/a.conf", "a\n")]
+    with pytest.raises(PlanError, match="not written by ccm"):
+        engine_for(settings).apply(EMPTY)
+    assert existing.read_text() == "hand-written\n"

@@ -166,6 +166,14 @@ class FpmPool(CcmObject):
                 raise ValueError(f"setting {name!r}: value must not hold '\"' or control chars")
         return value
 
+    @field_validator("name")
+    @classmethod
+    def _not_reserved_pool(cls, value: str) -> str:
+        # "[global]" is php-fpm's global section; "www" is Debian's own default pool file
+        if value in {"global", "www"}:
+            raise ValueError(f"{value!r} is reserved by php-fpm / Debian")
+        return value
+
     @property
     def socket(self) -> str:
         return f"/run/php/{self.name}.sock"

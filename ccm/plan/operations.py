@@ -167,6 +167,12 @@ def _plan_file(
     before = read_path(root / change.path.lstrip("/"))
     if before.exists and before.is_dir:
         raise PlanError(ops.configuration, f"{change.path} is a directory, not a file")
+    if before.exists and other is None:
+        raise PlanError(
+            ops.configuration,
+            f"{change.path} exists but was not written by ccm; refusing to overwrite it "
+            "(move it away to let ccm manage it)",
+        )
     content = change.content.encode()
     if not before.exists:
         ops.files.append(WriteFile(change.path, before, change, True, ("new",)))
