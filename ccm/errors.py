@@ -6,9 +6,14 @@ CcmError
 ├── StoreError               the object store refused a write or could not answer
 │   ├── DanglingReference    a write references an object that does not exist
 │   ├── ReferencedObject     a delete would leave referrers (names them)
-│   └── ObjectNotFound       get/delete of an id that is not stored
+│   ├── ObjectNotFound       get/delete of an id that is not stored
+│   └── InvalidStoredObject  a stored value no longer validates (ccm.cluster.store)
 ├── ClusterError             etcd unreachable, lock lost, fencing failed
-│   └── LockLost             the lease behind the cluster lock expired
+│   ├── LockLost             the lease behind the cluster lock expired
+│   ├── EtcdUnavailable      etcd down or unreachable: retry later (ccm.cluster.etcd)
+│   │   └── WatchDisconnected    a watch stream broke: re-watch from last + 1
+│   ├── RevisionCompacted    history is gone: assume everything changed
+│   └── LeaseNotFound        the lease expired or was revoked
 ├── GraphError               the configuration graph is invalid
 │   └── DependencyCycle      a cycle between configurations (names the cycle)
 └── RunError                 a run failed on this node (names the configuration)

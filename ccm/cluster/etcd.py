@@ -1,0 +1,831 @@
+"""The etcd adapter: the ONLY module of ccm that imports ``pyetcd`` or ``grpc``.
+
+Everything else in ccm (the object store, the watcher, the lock, the halt flag, node
+state) talks to etcd through ``EtcdClient``, with small typed values of its own
+(``KeyValue``, ``Compare``, ``Put``/``Delete``/``Get``, ``TxnResult``, ``WatchEvent``) and
+errors from ``ccm.errors`` (``ClusterError`` and the subclasses defined here). That keeps
+the untyped client library, its exceptions and its traps in one place:
+
+* ``etcd-sdk-python`` marks an endpoint dead for 300 s after one failure: endpoints are
+  built with ``time_retry=1``, and the gRPC reconnect backoff is capped at 2 s, so the
+  client works again within about 2 s of etcd coming back (ETCD-NOTES.md).
+* Its authentication sends the token as *call credentials*, which gRPC refuses on a
+  plain-http channel; we authenticate ourselves, lazily (no I/O in the constructor, so a
+  daemon can start while etcd is down), send the token as metadata, and authenticate
+  again when etcd says the token expired (simple tokens last 5 minutes and die with a
+  restart).
+* etcd refuses a transaction with more than ``--max-txn-ops`` (128 by default) compares
+  or operations on one level. ``txn()`` packs longer operation lists into nested
+  sub-transactions without compares (etcd's budget allows about 64 x 64 of them); they
+  are applied atomically, at one revision, exactly like a flat transaction.
+* Its watch does not resume after a disconnect, and a compacted start revision arrives
+  as an exception object on a callback. ``watch_prefix()`` turns both into exceptions
+  raised from the iterator: ``WatchDisconnected`` (re-watch from the last revision + 1)
+  and ``RevisionCompacted`` (history is gone: assume everything changed).
+* gRPC caps received messages at 4 MiB; a snapshot of a large cluster is bigger, so the
+  channel accepts up to 512 MiB.
+
+Error messages name the endpoint and the operation, never the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import grpc  # type: ignore[import-untyped]
+import pyetcd
+from pyetcd import etcdrpc
+from pyetcd import events as pyetcd_events
+from pyetcd import exceptions as pyetcd_exceptions
+
+from ccm.errors import ClusterError, SettingsError
+from ccm.settings import EtcdSettings
+
+__all__ = [
+    "DEFAULT_MAX_TXN_OPS",
+    "Compare",
+    "Delete",
+    "EtcdClient",
+    "EtcdUnavailable",
+    "Get",
+    "KeyValue",
+    "LeaseNotFound",
+    "Op",
+    "OpResult",
+    "Put",
+    "RevisionCompacted",
+    "TxnResult",
+    "Watch",
+    "WatchBatch",
+    "WatchDisconnected",
+    "WatchEvent",
+    "prefix_range_end",
+]
+
+#: etcd's default ``--max-txn-ops``: compares or operations allowed on one txn level.
+DEFAULT_MAX_TXN_OPS = 128
+
+_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+    # Reconnect soon after etcd comes back, not after gRPC's default backoff (up to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    # Detect a silently dead connection (no RST) under a long-lived watch. etcd accepts
+    # pings every 5 s or more while a stream is open; none are sent without one.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+_ENDPOINT_RETRY_SECONDS = 1
+_UNAVAILABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+_STALE_TOKEN_DETAILS = ("invalid auth token", "revision of auth store is old")
+
+T = TypeVar("T")
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+class EtcdUnavailable(ClusterError):
+    """No etcd endpoint answered (down, unreachable, or too slow); retrying may help."""
+
+
+class WatchDisconnected(EtcdUnavailable):
+    """A watch stream broke; re-watch from the last seen revision + 1."""
+
+
+class RevisionCompacted(ClusterError):
+    """The requested revision was compacted away: its history is gone.
+
+    ``compact_revision`` is etcd's current compaction point when etcd said it (a watch),
+    ``None`` when it did not (a read at an old revision).
+    """
+
+    def __init__(self, message: str, compact_revision: int | None) -> None:
+        super().__init__(message)
+        self.compact_revision = compact_revision
+
+
+class LeaseNotFound(ClusterError):
+    """The lease expired or was revoked; keys bound to it are gone."""
+
+    def __init__(self, lease_id: int) -> None:
+        super().__init__(f"etcd lease {lease_id:x} does not exist (expired or revoked)")
+        self.lease_id = lease_id
+
+
+# -- values ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    """One stored key, as etcd reports it (``lease`` is 0 when the key has none)."""
+
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    lease: int
+    version: int = 1
+
+
+CompareTarget = Literal["mod", "version", "create", "value"]
+CompareOp = Literal["==", "!=", "<", ">"]
+
+
+@dataclass(frozen=True)
+class Compare:
+    """One txn condition: ``target(key) op value`` (``value`` is bytes for "value").
+
+    A missing key compares as mod/create/version 0 (and never equals any value).
+    """
+
+    key: str
+    target: CompareTarget
+    op: CompareOp
+    value: int | bytes
+
+    def __post_init__(self) -> None:
+        if (self.target == "value") != isinstance(self.value, bytes):
+            wanted = "bytes" if self.target == "value" else "int"
+            raise TypeError(f"a compare on {self.target!r} needs a {wanted} value")
+
+    @classmethod
+    def missing(cls, key: str) -> Compare:
+        """The key does not exist."""
+        return cls(key, "version", "==", 0)
+
+    @classmethod
+    def unchanged(cls, key: str, read: KeyValue | None) -> Compare:
+        """The key is still as ``read`` saw it: same mod revision, or still missing."""
+        return cls.missing(key) if read is None else cls(key, "mod", "==", read.mod_revision)
+
+
+@dataclass(frozen=True)
+class Put:
+    """Write ``value`` at ``key``, bound to ``lease`` when it is not 0."""
+
+    key: str
+    value: bytes
+    lease: int = 0
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Delete ``key`` (every key starting with it when ``prefix``)."""
+
+    key: str
+    prefix: bool = False
+
+
+@dataclass(frozen=True)
+class Get:
+    """Read ``key`` (or a prefix) inside a txn, at the txn's revision.
+
+    ``limit`` 0 means all; ``sort`` orders by key, create or mod revision;
+    ``max_create_revision`` keeps keys created at or before it (0: no bound).
+    """
+
+    key: str
+    prefix: bool = False
+    limit: int = 0
+    sort: Literal["key", "create", "mod"] = "key"
+    descending: bool = False
+    max_create_revision: int = 0
+
+
+Op = Put | Delete | Get
+#: Per op of the branch that ran: ``Get`` → its kvs, ``Delete`` → keys deleted, ``Put`` → None.
+OpResult = list[KeyValue] | int | None
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    """What a transaction did: which branch ran, at which revision, and each op's result.
+
+    ``revision`` is the store revision after the txn (the revision of its writes, if any).
+    """
+
+    succeeded: bool
+    revision: int
+    responses: tuple[OpResult, ...]
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """A change seen by a watch; ``value`` is empty for a delete."""
+
+    type: Literal["put", "delete"]
+    key: str
+    value: bytes
+    mod_revision: int
+
+
+@dataclass(frozen=True)
+class WatchBatch:
+    """The events of one watch response (one or more revisions), in revision order."""
+
+    revision: int
+    events: tuple[WatchEvent, ...]
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def prefix_range_end(prefix: bytes) -> bytes:
+    """The range end that makes ``[prefix, end)`` every key starting with ``prefix``."""
+    end = bytearray(prefix)
+    for index in reversed(range(len(end))):
+        if end[index] < 0xFF:
+            end[index] += 1
+            return bytes(end[: index + 1])
+    return b"\0"  # all keys
+
+
+def _decode(key: bytes) -> str:
+    return key.decode("utf-8", errors="backslashreplace")
+
+
+def _key_value(kv: Any) -> KeyValue:
+    return KeyValue(
+        key=_decode(kv.key),
+        value=bytes(kv.value),
+        create_revision=int(kv.create_revision),
+        mod_revision=int(kv.mod_revision),
+        lease=int(kv.lease),
+        version=int(kv.version),
+    )
+
+
+_COMPARE_OPS = {
+    "==": etcdrpc.Compare.EQUAL,
+    "!=": etcdrpc.Compare.NOT_EQUAL,
+    "<": etcdrpc.Compare.LESS,
+    ">": etcdrpc.Compare.GREATER,
+}
+_SORT_TARGETS = {
+    "key": etcdrpc.RangeRequest.KEY,
+    "create": etcdrpc.RangeRequest.CREATE,
+    "mod": etcdrpc.RangeRequest.MOD,
+}
+
+
+def _compare_message(compare: Compare) -> Any:
+    message = etcdrpc.Compare(key=compare.key.encode(), result=_COMPARE_OPS[compare.op])
+    value = compare.value
+    if compare.target == "value":
+        message.target = etcdrpc.Compare.VALUE
+        message.value = value
+    elif compare.target == "mod":
+        message.target = etcdrpc.Compare.MOD
+        message.mod_revision = value
+    elif compare.target == "create":
+        message.target = etcdrpc.Compare.CREATE
+        message.create_revision = value
+    else:
+        message.target = etcdrpc.Compare.VERSION
+        message.version = value
+    return message
+
+
+def _range_request(get: Get, revision: int = 0) -> Any:
+    key = get.key.encode()
+    request = etcdrpc.RangeRequest(key=key, limit=get.limit, revision=revision)
+    if get.prefix:
+        request.range_end = prefix_range_end(key)
+    request.sort_target = _SORT_TARGETS[get.sort]
+    request.sort_order = (
+        etcdrpc.RangeRequest.DESCEND if get.descending else etcdrpc.RangeRequest.ASCEND
+    )
+    if get.max_create_revision:
+        request.max_create_revision = get.max_create_revision
+    return request
+
+
+def _op_message(op: Op) -> Any:
+    if isinstance(op, Put):
+        return etcdrpc.RequestOp(
+            request_put=etcdrpc.PutRequest(key=op.key.encode(), value=op.value, lease=op.lease)
+        )
+    if isinstance(op, Delete):
+        request = etcdrpc.DeleteRangeRequest(key=op.key.encode())
+        if op.prefix:
+            request.range_end = prefix_range_end(request.key)
+        return etcdrpc.RequestOp(request_delete_range=request)
+    return etcdrpc.RequestOp(request_range=_range_request(op))
+
+
+def _pack(ops: Sequence[Op], entries: int) -> list[Any]:
+    """``ops`` as at most ``entries`` request ops: flat, or nested compare-less txns."""
+    messages = [_op_message(op) for op in ops]
+    if len(messages) <= entries:
+        return messages
+    size = -(-len(messages) // entries)
+    return [
+        etcdrpc.RequestOp(request_txn=etcdrpc.TxnRequest(success=messages[i : i + size]))
+        for i in range(0, len(messages), size)
+    ]
+
+
+def _txn_layout(compares: int, ops: int, limit: int) -> int:
+    """How many entries a txn level may hold so that ``ops`` fit under etcd's limit.
+
+    etcd counts ``max(compares, entries)`` on a level and gives nested txns what is left
+    of the limit; the smallest entry count that fits leaves the nested txns most room.
+    """
+    if max(compares, ops) <= limit:
+        return max(ops, 1)
+    for entries in range(1, limit + 1):
+        room = limit - max(compares, entries)
+        if room > 0 and entries * room >= ops:
+            return entries
+    raise ClusterError(
+        f"a transaction of {ops} operations and {compares} compares does not fit in etcd's "
+        f"limit of {limit} per level (etcd --max-txn-ops); write fewer objects at once"
+    )
+
+
+def _op_results(responses: Any) -> list[OpResult]:
+    results: list[OpResult] = []
+    for response in responses:
+        kind = response.WhichOneof("response")
+        if kind == "response_range":
+            results.append([_key_value(kv) for kv in response.response_range.kvs])
+        elif kind == "response_delete_range":
+            results.append(int(response.response_delete_range.deleted))
+        elif kind == "response_txn":  # one of our packing sub-transactions
+            results.extend(_op_results(response.response_txn.responses))
+        else:
+            results.append(None)
+    return results
+
+
+def _channel_credentials(settings: EtcdSettings) -> Any:
+    def read(name: str, path: str) -> bytes | None:
+        if not path:
+            return None
+        try:
+            with open(path, "rb") as handle:
+                return handle.read()
+        except OSError as error:
+            raise SettingsError(f"etcd.{name}", f"cannot read {path}: {error.strerror}") from None
+
+    if bool(settings.cert_file) != bool(settings.key_file):
+        raise SettingsError("etcd.cert_file", "cert_file and key_file must be given together")
+    return grpc.ssl_channel_credentials(
+        root_certificates=read("ca_file", settings.ca_file),
+        private_key=read("key_file", settings.key_file),
+        certificate_chain=read("cert_file", settings.cert_file),
+    )
+
+
+def _endpoint(url: str, settings: EtcdSettings) -> Any:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise SettingsError("etcd.endpoints", f"{url!r} is not of the form http(s)://host:port")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    secure = parts.scheme == "https"
+    return pyetcd.Endpoint(
+        host,
+        port,
+        secure=secure,
+        creds=_channel_credentials(settings) if secure else None,
+        time_retry=_ENDPOINT_RETRY_SECONDS,
+        opts=_CHANNEL_OPTIONS,
+    )
+
+
+# -- the client -----------------------------------------------------------------------
+
+
+class EtcdClient:
+    """A typed etcd v3 client; every failure is raised as a ``ClusterError``.
+
+    Thread-safe for calls (one gRPC channel per endpoint); build it after any ``fork()``.
+    Use it as a context manager, or call ``close()``.
+    """
+
+    def __init__(self, settings: EtcdSettings, *, max_txn_ops: int = DEFAULT_MAX_TXN_OPS) -> None:
+        if bool(settings.username) != bool(settings.password):
+            raise SettingsError("etcd.username", "username and password must be given together")
+        endpoints = [_endpoint(url, settings) for url in settings.endpoints]
+        self._client: Any = pyetcd.MultiEndpointEtcd3Client(
+            endpoints=endpoints, timeout=settings.timeout, failover=True
+        )
+        self._timeout = settings.timeout
+        self._user = settings.username
+        self._password = settings.password
+        self._auth_lock = threading.Lock()
+        self._token: str | None = None
+        self._closed = False
+        self.max_txn_ops = max_txn_ops
+
+    @classmethod
+    def from_settings(
+        cls, settings: EtcdSettings, *, max_txn_ops: int = DEFAULT_MAX_TXN_OPS
+    ) -> EtcdClient:
+        """Build a client for ``settings`` (no I/O: connecting happens on first use)."""
+        return cls(settings, max_txn_ops=max_txn_ops)
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _where(self) -> str:
+        try:
+            endpoint = self._client.endpoint_in_use
+            return f"{endpoint.protocol}://{endpoint.netloc}"
+        except Exception:  # only for messages: never fail while describing a failure
+            return "etcd"
+
+    def _metadata(self) -> Any:
+        return self._client.metadata
+
+    def _ensure_token(self) -> None:
+        """Authenticate when a user is configured and there is no valid token."""
+        if not self._user:
+            return
+        with self._auth_lock:
+            if self._token is not None:
+                return
+            request = etcdrpc.AuthenticateRequest(name=self._user, password=self._password)
+            response = self._client.authstub.Authenticate(request, self._timeout)
+            self._token = str(response.token)
+            self._client.metadata = (("token", self._token),)
+            # New watches must carry the new token: give them a new watcher. Open watches
+            # keep theirs (each Watch holds the watcher it was created on).
+            self._client._stubs.pop("watcher", None)
+
+    def _drop_token(self, refused: str | None) -> None:
+        with self._auth_lock:
+            if self._token == refused:
+                self._token = None
+
+    def _fail_endpoint(self) -> None:
+        # What pyetcd does on UNAVAILABLE: mark the endpoint failed (for time_retry) so
+        # the next call fails over to another endpoint, and drop stubs bound to it.
+        with contextlib.suppress(Exception):
+            self._client.endpoint_in_use.fail()
+            self._client._clear_old_stubs()
+
+    def _error(self, what: str, error: Exception) -> ClusterError:
+        if isinstance(error, pyetcd_exceptions.NoServerAvailableError):
+            endpoints = ", ".join(
+                f"{endpoint.protocol}://{endpoint.netloc}"
+                for endpoint in self._client.endpoints.values()
+            )
+            return EtcdUnavailable(
+                f"{what}: no etcd endpoint available ({endpoints}: each failed within the "
+                f"last {_ENDPOINT_RETRY_SECONDS} s)"
+            )
+        if isinstance(error, pyetcd_exceptions.WatchTimedOut):
+            return EtcdUnavailable(
+                f"{what}: etcd at {self._where()} did not create the watch within "
+                f"{self._timeout:g} s"
+            )
+        if isinstance(error, pyetcd_exceptions.RevisionCompactedError):
+            return RevisionCompacted(
+                f"{what}: revision compacted (etcd keeps history from {error.compacted_revision})",
+                int(error.compacted_revision),
+            )
+        if not isinstance(error, grpc.RpcError):
+            return ClusterError(f"{what}: {type(error).__name__}: {error}")
+        code = error.code()
+        details = error.details() or ""
+        where = self._where()
+        if code in _UNAVAILABLE_CODES:
+            self._fail_endpoint()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return EtcdUnavailable(
+                    f"{what}: etcd at {where} did not answer within {self._timeout:g} s"
+                )
+            return EtcdUnavailable(f"{what}: etcd at {where} is unavailable: {details}")
+        if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
+            return RevisionCompacted(f"{what}: {details}", None)
+        if code == grpc.StatusCode.INTERNAL:
+            self._fail_endpoint()
+        if "authentication failed" in details:
+            return ClusterError(f"{what}: etcd at {where} refused user {self._user!r}: {details}")
+        return ClusterError(f"{what}: etcd at {where} refused: {code.name}: {details}")
+
+    def _rpc(self, what: str, call: Callable[[Any], T]) -> T:
+        """Run ``call(metadata)``, authenticating first, and again once if etcd says the
+        token expired; translate every failure into a ``ClusterError``."""
+        if self._closed:
+            raise ClusterError(f"{what}: the etcd client is closed")
+        for attempt in range(2):
+            token = self._token
+            try:
+                self._ensure_token()
+                token = self._token
+                return call(self._metadata())
+            except grpc.RpcError as error:
+                details = error.details() or ""
+                if (
+                    attempt == 0
+                    and token is not None
+                    and any(text in details for text in _STALE_TOKEN_DETAILS)
+                ):
+                    self._drop_token(token)
+                    continue
+                raise self._error(what, error) from error
+            except pyetcd_exceptions.Etcd3Exception as error:
+                raise self._error(what, error) from error
+            except ValueError as error:  # gRPC: "Cannot invoke RPC on closed channel!"
+                raise ClusterError(f"{what}: {error}") from error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _range(self, what: str, get: Get, revision: int = 0) -> Any:
+        request = _range_request(get, revision)
+        return self._rpc(
+            what,
+            lambda metadata: self._client.kvstub.Range(request, self._timeout, metadata=metadata),
+        )
+
+    # -- key-value -----------------------------------------------------------------------
+
+    def get(self, key: str) -> KeyValue | None:
+        """The key, or None when it does not exist."""
+        response = self._range(f"get {key}", Get(key))
+        return _key_value(response.kvs[0]) if response.kvs else None
+
+    def get_prefix(self, prefix: str, revision: int | None = None) -> tuple[list[KeyValue], int]:
+        """Every key starting with ``prefix``, sorted by key, read at one revision.
+
+        Returns the kvs and the revision they reflect: ``revision`` when given (raising
+        ``RevisionCompacted`` when it is gone), else the store's current revision.
+        """
+        response = self._range(f"get prefix {prefix}", Get(prefix, prefix=True), revision or 0)
+        kvs = [_key_value(kv) for kv in response.kvs]
+        return kvs, revision or int(response.header.revision)
+
+    def current_revision(self) -> int:
+        """The store's current revision."""
+        request = etcdrpc.RangeRequest(key=b"\0", count_only=True)
+        response = self._rpc(
+            "read revision",
+            lambda metadata: self._client.kvstub.Range(request, self._timeout, metadata=metadata),
+        )
+        return int(response.header.revision)
+
+    def txn(
+        self,
+        compares: Sequence[Compare],
+        success: Sequence[Op],
+        failure: Sequence[Op] = (),
+    ) -> TxnResult:
+        """If every compare holds, apply ``success``, else ``failure``; atomically.
+
+        More operations than etcd's per-level limit are packed into nested
+        sub-transactions (still one atomic write at one revision); more compares than the
+        limit are refused by etcd (``ClusterError``).
+        """
+        limit = self.max_txn_ops
+        entries = _txn_layout(len(compares), max(len(success), len(failure)), limit)
+        request = etcdrpc.TxnRequest(
+            compare=[_compare_message(compare) for compare in compares],
+            success=_pack(success, entries),
+            failure=_pack(failure, entries),
+        )
+        response = self._rpc(
+            f"txn ({len(compares)} compares, {len(success)}/{len(failure)} ops)",
+            lambda metadata: self._client.kvstub.Txn(request, self._timeout, metadata=metadata),
+        )
+        return TxnResult(
+            succeeded=bool(response.succeeded),
+            revision=int(response.header.revision),
+            responses=tuple(_op_results(response.responses)),
+        )
+
+    def put(self, key: str, value: bytes, lease: int = 0) -> int:
+        """Write one key; returns the revision of the write."""
+        return self.txn([], [Put(key, value, lease)]).revision
+
+    def delete(self, key: str, prefix: bool = False) -> int:
+        """Delete one key (or a prefix); returns how many keys were deleted."""
+        result = self.txn([], [Delete(key, prefix)]).responses[0]
+        return result if isinstance(result, int) else 0
+
+    def compact(self, revision: int) -> None:
+        """Drop the history before ``revision`` (reads and watches there then fail)."""
+        request = etcdrpc.CompactionRequest(revision=revision, physical=True)
+        self._rpc(
+            f"compact at {revision}",
+            lambda metadata: self._client.kvstub.Compact(request, self._timeout, metadata=metadata),
+        )
+
+    # -- leases --------------------------------------------------------------------------
+
+    def grant_lease(self, ttl: int) -> int:
+        """A new lease of ``ttl`` seconds; returns its id."""
+        request = etcdrpc.LeaseGrantRequest(TTL=ttl, ID=0)
+        response = self._rpc(
+            f"grant lease ({ttl} s)",
+            lambda metadata: self._client.leasestub.LeaseGrant(
+                request, self._timeout, metadata=metadata
+            ),
+        )
+        if response.error:
+            raise ClusterError(f"grant lease ({ttl} s): {response.error}")
+        return int(response.ID)
+
+    def refresh_lease(self, lease_id: int) -> int:
+        """Keep a lease alive once; returns its renewed TTL (``LeaseNotFound`` if gone)."""
+        request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
+
+        def keep_alive(metadata: Any) -> Any:
+            stream = self._client.leasestub.LeaseKeepAlive(
+                iter([request]), self._timeout, metadata=metadata
+            )
+            try:
+                return next(iter(stream), None)
+            finally:
+                stream.cancel()
+
+        response = self._rpc(f"refresh lease {lease_id:x}", keep_alive)
+        if response is None or response.TTL <= 0:
+            raise LeaseNotFound(lease_id)
+        return int(response.TTL)
+
+    def revoke_lease(self, lease_id: int) -> None:
+        """Revoke a lease (deleting its keys); a lease already gone is fine."""
+        request = etcdrpc.LeaseRevokeRequest(ID=lease_id)
+        try:
+            self._rpc(
+                f"revoke lease {lease_id:x}",
+                lambda metadata: self._client.leasestub.LeaseRevoke(
+                    request, self._timeout, metadata=metadata
+                ),
+            )
+        except ClusterError as error:
+            if "lease not found" not in str(error):
+                raise
+
+    def lease_ttl(self, lease_id: int) -> int:
+        """Seconds the lease has left; -1 when it expired or was revoked."""
+        request = etcdrpc.LeaseTimeToLiveRequest(ID=lease_id)
+        response = self._rpc(
+            f"lease {lease_id:x} ttl",
+            lambda metadata: self._client.leasestub.LeaseTimeToLive(
+                request, self._timeout, metadata=metadata
+            ),
+        )
+        return int(response.TTL)
+
+    # -- watch ---------------------------------------------------------------------------
+
+    def watch_prefix(self, prefix: str, start_revision: int | None = None) -> Watch:
+        """Watch every key under ``prefix``, from ``start_revision`` (None: from now).
+
+        Raises, here or later from the iterator, ``RevisionCompacted`` when
+        ``start_revision`` is older than etcd's history and ``WatchDisconnected`` when the
+        stream breaks. Nothing resumes by itself: re-watch from the last revision + 1.
+        """
+        key = prefix.encode()
+        events: queue.SimpleQueue[object] = queue.SimpleQueue()
+
+        def create(metadata: Any) -> tuple[Any, int]:
+            watcher = self._client.watcher
+            watch_id = watcher.add_callback(
+                key,
+                events.put,
+                range_end=prefix_range_end(key),
+                start_revision=start_revision,
+            )
+            return watcher, int(watch_id)
+
+        watcher, watch_id = self._rpc(f"watch {prefix}", create)
+        return Watch(self, prefix, watcher, watch_id, events)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the channels; open watches end with ``WatchDisconnected``."""
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self._client.close()
+
+    def __enter__(self) -> EtcdClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+_CANCELLED = object()
+
+
+class Watch:
+    """An open watch: iterate for ``WatchBatch``es; ``cancel()`` (from any thread) ends it.
+
+    Iteration raises ``WatchDisconnected`` or ``RevisionCompacted``; after that, or after
+    ``cancel()``, the watch is over.
+    """
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        prefix: str,
+        watcher: Any,
+        watch_id: int,
+        events: queue.SimpleQueue[object],
+    ) -> None:
+        self._client = client
+        self.prefix = prefix
+        self._watcher = watcher
+        self._watch_id = watch_id
+        self._events = events
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        """True once cancelled or failed: nothing more will come."""
+        return self._done
+
+    def cancel(self) -> None:
+        """Stop watching; a thread blocked in iteration returns."""
+        if self._done:
+            return
+        self._done = True
+        with contextlib.suppress(Exception):
+            self._watcher.cancel(self._watch_id)
+        self._events.put(_CANCELLED)
+
+    def get(self, timeout: float | None = None) -> WatchBatch | None:
+        """The next batch; None when ``timeout`` passed first or the watch was cancelled."""
+        if self._done and self._events.empty():
+            return None
+        try:
+            item: Any = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is _CANCELLED:
+            self._done = True
+            return None
+        if isinstance(item, pyetcd_exceptions.RevisionCompactedError):
+            self._done = True
+            raise RevisionCompacted(
+                f"watch {self.prefix}: start revision compacted (etcd keeps history from "
+                f"{item.compacted_revision})",
+                int(item.compacted_revision),
+            )
+        if item is None or isinstance(item, Exception):
+            self._done = True
+            with contextlib.suppress(Exception):
+                self._watcher.cancel(self._watch_id)
+            if isinstance(item, grpc.RpcError) and item.code() in _UNAVAILABLE_CODES:
+                self._client._fail_endpoint()
+            reason = f": {item.details()}" if isinstance(item, grpc.RpcError) else ""
+            raise WatchDisconnected(
+                f"watch {self.prefix}: stream to etcd at {self._client._where()} broke{reason}"
+            )
+        return WatchBatch(
+            revision=int(item.header.revision),
+            events=tuple(_watch_event(event) for event in item.events),
+        )
+
+    def __iter__(self) -> Iterator[WatchBatch]:
+        while True:
+            batch = self.get()
+            if batch is None:
+                return
+            yield batch
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.cancel()
+
+
+def _watch_event(event: Any) -> WatchEvent:
+    deleted = isinstance(event, pyetcd_events.DeleteEvent)
+    return WatchEvent(
+        type="delete" if deleted else "put",
+        key=_decode(event.key),
+        value=b"" if deleted else bytes(event.value),
+        mod_revision=int(event.mod_revision),
+    )
