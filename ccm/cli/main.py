@@ -7,6 +7,7 @@ printed as one clear message, never a traceback, for every ``CcmError``.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,8 +16,13 @@ from typing import Any
 
 import click
 
+from ccm.cluster.clock import SystemClock
 from ccm.cluster.etcd import EtcdClient
+from ccm.cluster.halt import HaltFlag, HaltRecord
+from ccm.cluster.status import cluster_status, format_status
 from ccm.cluster.store import ObjectStore
+from ccm.daemon.loop import run_daemon
+from ccm.daemon.node_run import NodeRun
 from ccm.engine.graph import DependencyGraph
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
@@ -32,15 +38,19 @@ TYPE_CHOICE = click.Choice(sorted(OBJECT_TYPES))
 class Context:
     """What every command needs, built lazily from ``--config``."""
 
-    def __init__(self, config: Path | None) -> None:
+    def __init__(self, config: Path | None, verbose: bool) -> None:
         self.config = config
+        self.verbose = verbose
         self._settings: Settings | None = None
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings(self.config)
-            configure_logging(self._settings.log_format)
+            # commands print their own results; their log lines are for -v (the daemon
+            # raises the level to INFO itself)
+            level = logging.INFO if self.verbose else logging.WARNING
+            configure_logging(self._settings.log_format, level)
         return self._settings
 
     @contextmanager
@@ -76,15 +86,16 @@ def _errors() -> Iterator[None]:
     envvar="CCM_CONFIG",
     help="Settings file (TOML). Default /etc/ccm/ccm.toml; env CCM_CONFIG.",
 )
+@click.option("-v", "--verbose", is_flag=True, help="Log every change and action.")
 @click.version_option(package_name="ccm")
 @click.pass_context
-def cli(ctx: click.Context, config: Path | None) -> None:
+def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
     """ccm: configuration management for hosting clusters, driven by etcd.
 
     A Cluster API writes objects (users, vhosts, pools, crons, mail accounts) into etcd;
     every node renders them into nginx, PHP-FPM, cron and Dovecot configuration.
     """
-    ctx.obj = Context(config)
+    ctx.obj = Context(config, verbose)
 
 
 @cli.command()
@@ -121,23 +132,97 @@ def diff(context: Context, types: tuple[str, ...], as_json: bool) -> None:
     "types",
     multiple=True,
     type=TYPE_CHOICE,
-    help="Only configurations subscribed to this object type (repeatable).",
+    help="Also run the configurations of this object type (repeatable).",
 )
-@click.option("--all", "run_all", is_flag=True, help="Run every configuration (the default).")
+@click.option("--all", "run_all", is_flag=True, help="Run every configuration (a full run).")
+@click.option(
+    "--lock-timeout",
+    type=float,
+    default=None,
+    help="Give up waiting for the cluster lock after this many seconds.",
+)
 @pass_context
-def apply(context: Context, types: tuple[str, ...], run_all: bool) -> None:
-    """Run now on this node: render, check, write, reload."""
+def apply(
+    context: Context, types: tuple[str, ...], run_all: bool, lock_timeout: float | None
+) -> None:
+    """One run now on this node, under the cluster lock, honouring the halt flag.
+
+    Without options it catches up: it runs every configuration whose object types
+    changed since this node last applied (everything on a node with no record).
+    A failure restores the node, sets the halt flag and exits 1.
+    """
     with _errors():
         engine = context.engine()
-        with context.store() as store:
-            snapshot = store.snapshot()
-        report = engine.apply(snapshot, None if run_all or not types else types)
-        changed = report.changed_paths
-        click.echo(f"applied revision {snapshot.revision}: {len(changed)} change(s)")
+        with EtcdClient.from_settings(context.settings.etcd) as client:
+            outcome = NodeRun(context.settings, client, engine).run(
+                types, full=run_all, lock_timeout=lock_timeout
+            )
+        if outcome.result == "halted" and outcome.halt is not None:
+            click.echo(
+                f"error: the cluster is halted by {outcome.halt.node}: "
+                f"{outcome.halt.error}\nnothing was applied; fix the cause, then "
+                "`ccm resume`",
+                err=True,
+            )
+            sys.exit(1)
+        if outcome.result == "failed":
+            click.echo(
+                f"error: {outcome.error}\nthe halt flag is set; fix the cause, then `ccm resume`",
+                err=True,
+            )
+            sys.exit(1)
+        changed = outcome.report.changed_paths
+        click.echo(f"applied revision {outcome.revision}: {len(changed)} change(s)")
         for path in changed:
             click.echo(f"  {path}")
-        for action in report.actions:
+        for action in outcome.report.actions:
             click.echo(f"  ! {action}")
+
+
+@cli.command()
+@pass_context
+def daemon(context: Context) -> None:
+    """Run the watcher on this node (systemd Type=notify; SIGHUP re-reads settings)."""
+    with _errors():
+        settings = context.settings
+        configure_logging(settings.log_format, logging.INFO)
+        sys.exit(run_daemon(settings, Registry.from_entry_points(), context.config))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+def status(context: Context, as_json: bool) -> None:
+    """Halt flag, lock holder and queue, every node's applied revision."""
+    with _errors(), EtcdClient.from_settings(context.settings.etcd) as client:
+        found = cluster_status(client, context.settings.etcd.prefix)
+        click.echo(json.dumps(found, indent=2) if as_json else format_status(found))
+
+
+@cli.command()
+@click.option("--reason", required=True, help="Why; shown by `ccm status`.")
+@pass_context
+def halt(context: Context, reason: str) -> None:
+    """Set the halt flag: every node stops before its next apply."""
+    with _errors(), EtcdClient.from_settings(context.settings.etcd) as client:
+        record = HaltRecord.now(
+            context.settings.node,
+            "(manual)",
+            reason,
+            client.current_revision(),
+            SystemClock().wall(),
+        )
+        HaltFlag(client, context.settings.etcd.prefix).set(record)
+        click.echo(f"halted: {reason}")
+
+
+@cli.command()
+@pass_context
+def resume(context: Context) -> None:
+    """Clear the halt flag: halted nodes continue with their pending work."""
+    with _errors(), EtcdClient.from_settings(context.settings.etcd) as client:
+        was_set = HaltFlag(client, context.settings.etcd.prefix).clear()
+        click.echo("resumed" if was_set else "the halt flag was not set")
 
 
 @cli.command()
@@ -220,3 +305,7 @@ def objects_delete(context: Context, type_name: str, object_id: int, writer: str
 
 def main() -> None:
     cli(prog_name="ccm")
+
+
+if __name__ == "__main__":
+    main()

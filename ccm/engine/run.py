@@ -7,7 +7,7 @@ through the executor. Neither knows about etcd: the caller brings the snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +82,13 @@ class Engine:
             )
         return PlannedRun(snapshot.revision, operations, manifest, accounts)
 
-    def apply(self, snapshot: Snapshot, types: Iterable[str] | None = None) -> RunReport:
+    def apply(
+        self,
+        snapshot: Snapshot,
+        types: Iterable[str] | None = None,
+        *,
+        guard: Callable[[], None] = lambda: None,
+    ) -> RunReport:
         planned = self.plan(snapshot, types)
         executor = Executor(
             self.settings,
@@ -91,5 +97,6 @@ class Engine:
             runner=self.runner,
             playbooks=self.playbooks,
             revision=snapshot.revision,
+            guard=guard,
         )
         return executor.apply(planned.operations)

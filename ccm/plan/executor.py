@@ -98,6 +98,7 @@ class Executor:
         runner: CommandRunner = run_command,
         playbooks: PlaybookExecutor | None = None,
         revision: int = 0,
+        guard: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.root = settings.root
@@ -107,6 +108,8 @@ class Executor:
         self.playbooks = playbooks
         self.log = get_logger(revision=revision, node=settings.node)
         self._journal = _Journal()
+        #: called before every change; raises (``LockLost``) to stop the run there
+        self.guard = guard
 
     # -- the whole run -------------------------------------------------------------
 
@@ -121,6 +124,7 @@ class Executor:
             self.accounts.reload()
             self.manifest.save()
             raise
+        self.guard()
         for ops in operations:
             self._delete_accounts(ops, report)
             owned = self.manifest.owned(ops.configuration)
@@ -133,6 +137,7 @@ class Executor:
     def _apply_configuration(self, ops: ConfigurationOperations, report: RunReport) -> None:
         log = self.log.bind(configuration=ops.configuration)
         for account_op in ops.accounts:
+            self.guard()
             if isinstance(account_op, CreateAccount):
                 self._create_account(ops.configuration, account_op.account, log)
             elif isinstance(account_op, ModifyAccount):
@@ -143,6 +148,7 @@ class Executor:
             # time that ccm made these accounts (a failed run removes them again)
             self.manifest.save()
         for file_op in ops.files:
+            self.guard()
             log.info("change", change=file_op.path, operation=type(file_op).__name__)
             if isinstance(file_op, WriteFile):
                 self._write_file(ops.configuration, file_op)
@@ -160,6 +166,7 @@ class Executor:
         for check in ops.checks:
             if not triggered(check.triggers, changed):
                 continue
+            self.guard()
             argv = fill(
                 getattr(self.settings.commands, check.command),
                 {"root": str(self.root), **check.variables},
@@ -170,6 +177,7 @@ class Executor:
             if result.returncode != 0:
                 raise CheckFailed(ops.configuration, argv, result.returncode, result.output)
         for playbook in ops.playbooks:
+            self.guard()
             if self.playbooks is None:
                 raise RunError(ops.configuration, "no playbook executor is configured")
             self.playbooks(ops.configuration, playbook)

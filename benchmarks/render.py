@@ -1,0 +1,125 @@
+"""Render benchmark: 10,000 objects, whole ``ccm`` processes, a temporary root.
+
+Generates 2,000 users, 2,000 pools, 2,000 vhosts and 4,000 crons in a real local etcd,
+then times, as separate ``ccm apply`` processes (so import and start-up count):
+
+* a cold apply into an empty root (account creation by the real ``useradd`` dominates),
+* a no-op full run (must write nothing and reload nothing),
+* a run after one cron changed (must write only that user's crontab),
+
+and prints wall time, files written, reloads and peak RSS of each. Targets (2 cores):
+no-op ≤ 1 s, one change ≤ 1 s, cold ≤ 60 s, peak RSS ≤ 150 MB.
+
+    .venv/bin/python benchmarks/render.py [--users 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from etcd_server import EtcdServer  # noqa: E402
+from noderoot import seed_root  # noqa: E402
+
+from ccm.cluster.etcd import EtcdClient  # noqa: E402
+from ccm.cluster.store import ObjectStore  # noqa: E402
+from ccm.settings import EtcdSettings  # noqa: E402
+
+BATCH = 100  # objects per put (etcd's default --max-txn-ops is 128)
+
+
+def objects(users: int) -> dict[str, list[dict[str, object]]]:
+    made: dict[str, list[dict[str, object]]] = {
+        "unix-users": [], "fpm-pools": [], "virtual-hosts": [], "crons": []
+    }
+    for i in range(1, users + 1):
+        name = f"u{i:05d}"
+        made["unix-users"].append({"id": i, "username": name, "email": f"{name}@example.com"})
+        made["fpm-pools"].append({"id": i, "name": name, "unix_user_id": i, "php_version": "8.2",
+                                  "max_children": 5, "php_settings": {"memory_limit": "256M"}})
+        made["virtual-hosts"].append({"id": i, "domain": f"{name}.example.com",
+                                      "server_aliases": [f"www.{name}.example.com"],
+                                      "unix_user_id": i, "document_root": f"/home/{name}/www",
+                                      "fpm_pool_id": i})
+        for j in range(2):
+            made["crons"].append({"id": 2 * i - 1 + j, "unix_user_id": i, "name": f"job{j}",
+                                  "schedule": f"{j} * * * *", "command": f"php /home/{name}/j{j}.php"})
+    return made
+
+
+def write_config(path: Path, root: Path, endpoint: str) -> None:
+    log = root.parent / "actions.log"
+    record = ["sh", "-c", f'echo "$1" >> "{log}"', "sh"]
+    path.write_text(
+        f'node = "bench"\nroot = "{root}"\nlog_format = "json"\n'
+        f'[etcd]\nendpoints = ["{endpoint}"]\nprefix = "/bench"\n'
+        f"[commands]\n"
+        f"reload_unit = {json.dumps(record + ['reload {unit}'])}\n"
+        f"restart_unit = {json.dumps(record + ['restart {unit}'])}\n"
+        f"nginx_check = {json.dumps(record + ['check nginx'])}\n"
+        f"php_fpm_check = {json.dumps(record + ['check php{version}'])}\n"
+    )
+
+
+def timed_apply(config: Path, label: str, log: Path, *extra: str) -> None:
+    before = log.read_text().count("\n") if log.exists() else 0
+    started = time.perf_counter()
+    process = subprocess.run(
+        [str(Path(sys.executable).parent / "ccm"), "--config", str(config), "apply", *extra],
+        capture_output=True, text=True, check=False,
+    )
+    elapsed = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if process.returncode != 0:
+        raise SystemExit(f"{label}: ccm apply failed:\n{process.stderr[-3000:]}")
+    first = process.stdout.splitlines()[0]
+    changes = first.split(": ")[-1]
+    reloads = (log.read_text().count("\n") if log.exists() else 0) - before
+    print(f"{label:<22} {elapsed:7.2f} s   {changes:<14} {reloads} check/reload(s)   "
+          f"peak RSS so far {peak_kib / 1024:.0f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--users", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ccm-bench-") as tmp, EtcdServer() as server:
+        base = Path(tmp)
+        root = seed_root(base / "root")
+        config = base / "ccm.toml"
+        write_config(config, root, server.endpoint)
+        settings = EtcdSettings(endpoints=(server.endpoint,), prefix="/bench")
+        made = objects(args.users)
+        started = time.perf_counter()
+        with EtcdClient.from_settings(settings) as client:
+            store = ObjectStore(client, "/bench", writer="bench")
+            for type_name in ("unix-users", "fpm-pools", "virtual-hosts", "crons"):
+                items = made[type_name]
+                for offset in range(0, len(items), BATCH):
+                    store.put(type_name, items[offset:offset + BATCH])
+        total = sum(len(v) for v in made.values())
+        print(f"wrote {total} objects in {time.perf_counter() - started:.1f} s "
+              f"({os.cpu_count()} cores)")
+        log = base / "actions.log"
+        timed_apply(config, "cold apply", log)
+        timed_apply(config, "no-op full run", log)
+        with EtcdClient.from_settings(settings) as client:
+            store = ObjectStore(client, "/bench", writer="bench")
+            cron = made["crons"][0] | {"schedule": "*/5 * * * *"}
+            store.put("crons", [cron])
+        timed_apply(config, "one cron changed", log, "--type", "crons")
+        timed_apply(config, "no-op, --type crons", log, "--type", "crons")
+
+
+if __name__ == "__main__":
+    main()

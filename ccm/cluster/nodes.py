@@ -1,0 +1,128 @@
+"""Node state in etcd: ``{prefix}/nodes/<node>`` records and ``{prefix}/alive/<node>``.
+
+The record says which revision the node last applied and how its last run went; it is
+what a restarted node derives its missed work from (every events key with a higher mod
+revision). The alive key is bound to a lease kept alive by a running daemon, so it
+vanishes by itself when the daemon dies.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ccm.cluster.etcd import EtcdClient, LeaseNotFound, Put
+from ccm.errors import ClusterError
+from ccm.log import get_logger
+
+
+@dataclass(frozen=True)
+class LastRun:
+    started: str
+    finished: str
+    result: str  # "success" | "failed"
+    changed: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    applied_revision: int
+    last_run: LastRun | None = None
+
+    def to_json(self) -> bytes:
+        data: dict[str, Any] = {
+            "applied_revision": self.applied_revision,
+            "last_run": asdict(self.last_run) if self.last_run else None,
+        }
+        return json.dumps(data).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> NodeRecord:
+        data = json.loads(raw)
+        last = data.get("last_run")
+        return cls(
+            int(data.get("applied_revision", 0)),
+            LastRun(**{k: last[k] for k in LastRun.__dataclass_fields__ if k in last})
+            if isinstance(last, dict)
+            else None,
+        )
+
+
+class NodeRecords:
+    def __init__(self, client: EtcdClient, prefix: str) -> None:
+        self.client = client
+        self.nodes_prefix = f"{prefix}/nodes/"
+        self.alive_prefix = f"{prefix}/alive/"
+
+    def key(self, node: str) -> str:
+        return self.nodes_prefix + node
+
+    def read(self, node: str) -> NodeRecord | None:
+        kv = self.client.get(self.key(node))
+        return NodeRecord.from_json(kv.value) if kv else None
+
+    def put_op(self, node: str, record: NodeRecord) -> Put:
+        return Put(self.key(node), record.to_json())
+
+    def all(self) -> dict[str, NodeRecord]:
+        kvs, _ = self.client.get_prefix(self.nodes_prefix)
+        return {kv.key[len(self.nodes_prefix) :]: NodeRecord.from_json(kv.value) for kv in kvs}
+
+    def alive(self) -> set[str]:
+        kvs, _ = self.client.get_prefix(self.alive_prefix)
+        return {kv.key[len(self.alive_prefix) :] for kv in kvs}
+
+
+class Presence:
+    """Holds ``alive/<node>`` under a lease, refreshed by a background thread.
+
+    If etcd is unreachable long enough for the lease to expire, the thread grants a new
+    one and puts the key again once etcd answers.
+    """
+
+    def __init__(self, client: EtcdClient, prefix: str, node: str, ttl: int = 10) -> None:
+        self.client = client
+        self.key = f"{prefix}/alive/{node}"
+        self.node = node
+        self.ttl = ttl
+        self.lease = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.log = get_logger(node=node)
+
+    def _announce(self) -> None:
+        self.lease = self.client.grant_lease(self.ttl)
+        self.client.put(self.key, json.dumps({"node": self.node}).encode(), lease=self.lease)
+
+    def _keep(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                if self.lease:
+                    self.client.refresh_lease(self.lease)
+                else:
+                    self._announce()
+            except ClusterError as error:
+                self.log.warning("presence lease not refreshed", error=str(error))
+                if isinstance(error, LeaseNotFound):
+                    self.lease = 0  # expired while etcd was away: announce again
+
+    def start(self) -> None:
+        try:
+            self._announce()
+        except ClusterError as error:
+            self.log.warning("presence not announced yet", error=str(error))
+        self._thread = threading.Thread(target=self._keep, name="ccm-presence", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        if self.lease:
+            try:
+                self.client.revoke_lease(self.lease)
+            except ClusterError:
+                pass  # it expires by itself

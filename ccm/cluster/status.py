@@ -1,0 +1,82 @@
+"""``ccm status``: the cluster as etcd sees it, in DESIGN.md's JSON shape.
+
+    {"revision": <latest events revision>,
+     "halt": null | {node, configuration, error, revision, at},
+     "lock": {"holder": <node> | null, "waiting": [<node>…]},
+     "nodes": [{"node", "alive", "applied_revision", "behind", "last_run": {…}}]}
+
+Settings (and so secrets) never appear here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from ccm.cluster.etcd import EtcdClient
+from ccm.cluster.halt import HaltFlag
+from ccm.cluster.lock import lock_queue
+from ccm.cluster.nodes import NodeRecords
+
+
+def cluster_status(client: EtcdClient, prefix: str) -> dict[str, Any]:
+    events_prefix = f"{prefix}/events/"
+    events, _ = client.get_prefix(events_prefix)
+    latest = max((kv.mod_revision for kv in events), default=0)
+    halt = HaltFlag(client, prefix).get()
+    queue = lock_queue(client, prefix)
+    records = NodeRecords(client, prefix)
+    known = records.all()
+    alive = records.alive()
+    nodes = []
+    for node in sorted(set(known) | alive):
+        record = known.get(node)
+        applied = record.applied_revision if record else None
+        nodes.append(
+            {
+                "node": node,
+                "alive": node in alive,
+                "applied_revision": applied,
+                "behind": applied is None or applied < latest,
+                "last_run": asdict(record.last_run) if record and record.last_run else None,
+            }
+        )
+    return {
+        "revision": latest,
+        "halt": asdict(halt) if halt else None,
+        "lock": {
+            "holder": queue[0].node if queue else None,
+            "waiting": [entry.node for entry in queue[1:]],
+        },
+        "nodes": nodes,
+    }
+
+
+def format_status(status: dict[str, Any]) -> str:
+    lines = [f"revision {status['revision']}"]
+    halt = status["halt"]
+    if halt:
+        lines.append(
+            f"HALTED by {halt['node']} at {halt['at']} (revision {halt['revision']}, "
+            f"configuration {halt['configuration']}):"
+        )
+        lines.extend(f"  {line}" for line in str(halt["error"]).splitlines())
+        lines.append("  fix the cause, then run `ccm resume`")
+    else:
+        lines.append("halt: not set")
+    lock = status["lock"]
+    lines.append(
+        f"lock: {lock['holder'] or 'free'}"
+        + (f"; waiting: {', '.join(lock['waiting'])}" if lock["waiting"] else "")
+    )
+    header = f"{'NODE':<20} {'ALIVE':<6} {'APPLIED':>8} {'BEHIND':<7} {'LAST RUN':<8} FINISHED"
+    lines.append(header)
+    for node in status["nodes"]:
+        last = node["last_run"] or {}
+        applied = "-" if node["applied_revision"] is None else str(node["applied_revision"])
+        lines.append(
+            f"{node['node']:<20} {'yes' if node['alive'] else 'no':<6} {applied:>8} "
+            f"{'yes' if node['behind'] else 'no':<7} {last.get('result', '-'):<8} "
+            f"{last.get('finished', '-')}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,270 @@
+"""``ccm daemon``: the node's main loop, wiring the cluster layer to the engine.
+
+start: connect, announce alive/<node>, queue a catch-up run (everything missed since
+       the applied revision — derived in NodeRun from revisions), start the watcher
+loop:  events → debouncer; when due → NodeRun under the lock
+       halted → keep the pending work, watch the halt key until ``ccm resume``
+       etcd trouble → keep the work, retry after a capped back-off
+       every reconcile_interval → a full run (repairs drift)
+READY=1 once the first (catch-up) run is done; WATCHDOG=1 from the loop itself, so a
+wedged loop gets the daemon restarted by systemd.
+SIGTERM → finish the current run (it is bounded), release the lock, exit 0.
+SIGHUP  → re-read the settings file (engine, debounce, commands; etcd and node need a
+          restart).
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ccm.cluster.clock import Clock, SystemClock
+from ccm.cluster.debounce import ALL, Debouncer
+from ccm.cluster.etcd import EtcdClient
+from ccm.cluster.halt import HaltFlag
+from ccm.cluster.nodes import Presence
+from ccm.cluster.watcher import EventWatcher
+from ccm.daemon.node_run import NodeRun
+from ccm.daemon.notify import Notifier
+from ccm.engine.registry import Registry
+from ccm.engine.run import Engine
+from ccm.errors import CcmError, ClusterError
+from ccm.log import get_logger
+from ccm.settings import Settings, load_settings
+
+
+@dataclass(frozen=True)
+class _Wake:
+    """A message to the main loop."""
+
+    kind: str  # "types" | "full" | "resumed" | "stop" | "reload"
+    types: frozenset[str] = frozenset()
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        *,
+        config_path: Path | None = None,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+        engine_factory: Callable[[Settings], Engine] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.config_path = config_path
+        self.clock = clock or SystemClock()
+        self.notifier = notifier or Notifier()
+        self._engine_factory = engine_factory or (lambda s: Engine(self.registry, s))
+        self.engine = self._engine_factory(settings)
+        self.debouncer = Debouncer(settings.debounce.quiet, settings.debounce.max_wait, self.clock)
+        self.wakes: queue.Queue[_Wake] = queue.Queue()
+        self.stopping = threading.Event()
+        self.halted = False
+        self.ready = False
+        self.retry_at: float | None = None
+        self.failures = 0
+        self.next_reconcile = self._reconcile_after()
+        self._catch_up = True
+        self.log = get_logger(node=settings.node)
+
+    # -- signals and messages -------------------------------------------------------
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wakes.put(_Wake("stop"))
+
+    def install_signal_handlers(self) -> None:
+        def on_term(signum: int, frame: FrameType | None) -> None:
+            self.stop()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            self.wakes.put(_Wake("reload"))
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def _on_types(self, types: set[str], revision: int) -> None:
+        self.wakes.put(_Wake("types", frozenset(types)))
+
+    def _on_full(self, reason: str) -> None:
+        self.log.warning("full run needed", reason=reason)
+        self.wakes.put(_Wake("full"))
+
+    def _reconcile_after(self) -> float | None:
+        interval = self.settings.reconcile_interval
+        return self.clock.monotonic() + interval if interval > 0 else None
+
+    # -- the loop -------------------------------------------------------------------
+
+    def run(self) -> int:
+        settings = self.settings
+        with EtcdClient.from_settings(settings.etcd) as client:
+            presence = Presence(client, settings.etcd.prefix, settings.node)
+            presence.start()
+            node_run = NodeRun(settings, client, self.engine, clock=self.clock)
+            start_revision = self._current_revision(client)
+            watcher = EventWatcher(
+                client,
+                settings.etcd.prefix,
+                start_revision + 1,
+                self._on_types,
+                self._on_full,
+                clock=self.clock,
+            )
+            watcher.start()
+            # catch-up: NodeRun adds every type changed since this node's applied revision
+            self._catch_up = True
+            self.log.info("daemon started", revision=start_revision, root=str(settings.root))
+            try:
+                self._loop(client, node_run)
+            finally:
+                self.notifier.stopping("stopping")
+                watcher.stop()
+                presence.stop()
+        self.log.info("daemon stopped")
+        return 0
+
+    def _current_revision(self, client: EtcdClient) -> int:
+        delay = 0.5
+        while True:
+            try:
+                return client.current_revision()
+            except ClusterError as error:
+                self.log.warning("etcd not reachable yet", error=str(error), retry_in=delay)
+                if self.stopping.wait(delay):
+                    raise
+                delay = min(delay * 2, 10.0)
+
+    def _timeout(self) -> float:
+        now = self.clock.monotonic()
+        candidates = [5.0]
+        interval = self.notifier.watchdog_interval()
+        if interval:
+            candidates.append(interval)
+        if not self.halted:
+            if self._catch_up or self.retry_at is not None:
+                candidates.append(max(0.0, (self.retry_at or now) - now))
+            due = self.debouncer.seconds_until_due()
+            if due is not None and self.retry_at is None:
+                candidates.append(due)
+            if self.next_reconcile is not None:
+                candidates.append(max(0.0, self.next_reconcile - now))
+        return min(candidates)
+
+    def _loop(self, client: EtcdClient, node_run: NodeRun) -> None:
+        while not self.stopping.is_set():
+            try:
+                wake = self.wakes.get(timeout=self._timeout())
+            except queue.Empty:
+                wake = None
+            self.notifier.watchdog()
+            # drain what is queued, then decide: a steady stream of events must not keep
+            # the loop from noticing that max_wait has passed
+            while wake is not None:
+                self._handle(wake, node_run)
+                try:
+                    wake = self.wakes.get_nowait()
+                except queue.Empty:
+                    wake = None
+            if self.stopping.is_set() or self.halted:
+                continue
+            now = self.clock.monotonic()
+            if self.retry_at is not None and now < self.retry_at:
+                continue
+            if self.next_reconcile is not None and now >= self.next_reconcile:
+                self.debouncer.restore([ALL])
+                self.next_reconcile = self._reconcile_after()
+            if self._catch_up or self.debouncer.is_due():
+                self._run_once(client, node_run)
+
+    def _handle(self, wake: _Wake, node_run: NodeRun) -> None:
+        if wake.kind == "types":
+            self.debouncer.add(wake.types)
+        elif wake.kind == "full":
+            self.debouncer.add([ALL])
+        elif wake.kind == "resumed":
+            self.log.info("halt flag cleared: continuing with the pending work")
+            self.halted = False
+            self.retry_at = None
+        elif wake.kind == "reload":
+            self._reload(node_run)
+
+    def _run_once(self, client: EtcdClient, node_run: NodeRun) -> None:
+        types = self.debouncer.take()
+        try:
+            outcome = node_run.run(types, full=ALL in types, cancel=self.stopping)
+        except CcmError as error:  # etcd away, lock lost: keep the work, back off
+            self.debouncer.restore(types)
+            self.failures += 1
+            delay = min(0.5 * 2 ** (self.failures - 1), 30.0)
+            self.retry_at = self.clock.monotonic() + delay
+            if not self.stopping.is_set():
+                self.log.warning("run not done, will retry", error=str(error), retry_in=delay)
+            return
+        self.failures = 0
+        self.retry_at = None
+        self._catch_up = False
+        if outcome.result == "success":
+            if ALL in types:
+                self.next_reconcile = self._reconcile_after()
+        else:  # halted or failed: keep the work, wait for `ccm resume`
+            self.debouncer.restore(types)
+            self._wait_for_resume(client)
+        if not self.ready:
+            self.ready = True
+            self.notifier.ready(f"caught up at revision {outcome.revision}")
+            self.log.info("ready", revision=outcome.revision, result=outcome.result)
+
+    def _wait_for_resume(self, client: EtcdClient) -> None:
+        self.halted = True
+        halt = HaltFlag(client, self.settings.etcd.prefix)
+
+        def wait() -> None:
+            try:
+                if halt.wait_cleared(self.stopping):
+                    self.wakes.put(_Wake("resumed"))
+            except CcmError as error:
+                self.log.error("waiting for resume failed", error=str(error))
+                self.wakes.put(_Wake("resumed"))  # re-check under the lock
+
+        threading.Thread(target=wait, name="ccm-halt-wait", daemon=True).start()
+
+    def _reload(self, node_run: NodeRun) -> None:
+        try:
+            settings = load_settings(self.config_path)
+        except CcmError as error:
+            self.log.error("settings not reloaded", error=str(error))
+            return
+        if settings.etcd != self.settings.etcd or settings.node != self.settings.node:
+            self.log.warning("etcd and node settings change only with a restart")
+            settings = settings.model_copy(
+                update={"etcd": self.settings.etcd, "node": self.settings.node}
+            )
+        self.settings = settings
+        self.engine = self._engine_factory(settings)
+        node_run.engine = self.engine
+        node_run.settings = settings
+        pending = self.debouncer.pending
+        self.debouncer = Debouncer(settings.debounce.quiet, settings.debounce.max_wait, self.clock)
+        if pending:
+            self.debouncer.add(pending)
+        self.notifier.status("settings reloaded")
+        self.log.info("settings reloaded")
+
+
+def run_daemon(
+    settings: Settings, registry: Registry, config_path: Path | None, **kwargs: Any
+) -> int:
+    daemon = Daemon(settings, registry, config_path=config_path, **kwargs)
+    daemon.install_signal_handlers()
+    return daemon.run()

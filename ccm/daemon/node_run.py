@@ -1,0 +1,159 @@
+"""One run on this node under the cluster lock — shared by ``ccm daemon`` and ``ccm apply``.
+
+    take the cluster lock
+    halt flag set?            → release, report "halted" (the caller keeps its work)
+    read ONE snapshot (revision R) and the events keys at R
+    select: the requested types, plus every type whose events key changed after the
+            revision this node last applied (so nothing is missed, whatever the watcher
+            saw); everything for a node with no record or a full run
+    apply (the executor stops before its next change if the lock's lease is lost)
+    success → record nodes/<node> = {applied_revision: R, last_run}  (fenced on the lock)
+    failure → halt record + failed last_run + lock release, in ONE fenced transaction
+    release the lock
+
+Pending work is derived from revisions, so a crash at any point loses nothing: the
+next run finds the same events keys above the same applied revision.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ccm.cluster.clock import Clock, SystemClock
+from ccm.cluster.debounce import ALL
+from ccm.cluster.etcd import EtcdClient
+from ccm.cluster.halt import HaltFlag, HaltRecord
+from ccm.cluster.lock import ClusterLock, LockHold
+from ccm.cluster.nodes import LastRun, NodeRecord, NodeRecords
+from ccm.cluster.store import ObjectStore
+from ccm.engine.run import Engine
+from ccm.errors import LockLost, RunError
+from ccm.log import get_logger
+from ccm.plan.executor import RunReport
+from ccm.settings import Settings
+
+Result = Literal["success", "failed", "halted"]
+
+
+@dataclass
+class RunOutcome:
+    result: Result
+    revision: int = 0
+    selected: list[str] = field(default_factory=list)
+    report: RunReport = field(default_factory=RunReport)
+    error: RunError | None = None
+    halt: HaltRecord | None = None
+
+
+def missed_types(event_revisions: dict[str, int], applied_revision: int) -> set[str]:
+    """Object types whose events key changed after ``applied_revision``."""
+    return {t for t, revision in event_revisions.items() if revision > applied_revision}
+
+
+class NodeRun:
+    def __init__(
+        self,
+        settings: Settings,
+        client: EtcdClient,
+        engine: Engine,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.node = settings.node
+        self.prefix = settings.etcd.prefix
+        self.client = client
+        self.engine = engine
+        self.clock = clock or SystemClock()
+        self.store = ObjectStore(client, self.prefix, writer=self.node)
+        self.halt = HaltFlag(client, self.prefix)
+        self.nodes = NodeRecords(client, self.prefix)
+        self.lock = ClusterLock(client, self.prefix, self.node, settings.lock.ttl, self.clock)
+        self.log = get_logger(node=self.node)
+
+    def event_revisions_at(self, revision: int) -> dict[str, int]:
+        events_prefix = f"{self.prefix}/events/"
+        kvs, _ = self.client.get_prefix(events_prefix, revision=revision)
+        return {kv.key[len(events_prefix) :]: kv.mod_revision for kv in kvs}
+
+    def run(
+        self,
+        types: Iterable[str] = (),
+        *,
+        full: bool = False,
+        cancel: threading.Event | None = None,
+        lock_timeout: float | None = None,
+    ) -> RunOutcome:
+        """One locked run; raises ``ClusterError`` (etcd, lock) — the caller retries."""
+        hold = self.lock.acquire(timeout=lock_timeout, cancel=cancel)
+        try:
+            halted = self.halt.get()
+            if halted is not None:
+                self.log.warning(
+                    "halt flag is set: not applying", halt=halted.error, halted_by=halted.node
+                )
+                return RunOutcome("halted", halt=halted)
+            record = self.nodes.read(self.node)
+            snapshot = self.store.snapshot()
+            revision = snapshot.revision
+            requested = set(types)
+            if full or record is None or ALL in requested:
+                selection: set[str] | None = None
+            else:
+                revisions = self.event_revisions_at(revision)
+                selection = requested | missed_types(revisions, record.applied_revision)
+            selected = self.engine.select(selection)
+            log = self.log.bind(revision=revision)
+            log.info("run starts", configurations=selected)
+            started = self.clock.wall().isoformat()
+            hold.check()
+            try:
+                report = (
+                    self.engine.apply(snapshot, selection, guard=hold.check)
+                    if selected
+                    else RunReport()
+                )
+            except RunError as error:
+                return self._fail(hold, record, revision, selected, started, error)
+            last = LastRun(started, self.clock.wall().isoformat(), "success", report.changed_paths)
+            committed = self.client.txn(
+                [hold.fence()], [self.nodes.put_op(self.node, NodeRecord(revision, last))]
+            )
+            if not committed.succeeded:
+                raise LockLost(
+                    f"{self.node}: the cluster lock changed hands before the run "
+                    "was recorded; it will run again"
+                )
+            log.info("run succeeded", changed=len(report.changed_paths), actions=report.actions)
+            return RunOutcome("success", revision, selected, report)
+        finally:
+            hold.release()
+
+    def _fail(
+        self,
+        hold: LockHold,
+        record: NodeRecord | None,
+        revision: int,
+        selected: list[str],
+        started: str,
+        error: RunError,
+    ) -> RunOutcome:
+        halt = HaltRecord.now(
+            self.node, error.configuration, str(error), revision, self.clock.wall()
+        )
+        last = LastRun(started, self.clock.wall().isoformat(), "failed", [], str(error))
+        applied = record.applied_revision if record else 0
+        writes = [self.halt.set_op(halt), self.nodes.put_op(self.node, NodeRecord(applied, last))]
+        if not self.client.txn([hold.fence()], [*writes, *hold.release_ops()]).succeeded:
+            # the lock was lost meanwhile; a halt is always safe to set, so set it anyway
+            self.client.txn([], writes)
+        self.log.error(
+            "run failed: halt flag set, every change of this run was restored",
+            revision=revision,
+            configuration=error.configuration,
+            error=str(error),
+        )
+        return RunOutcome("failed", revision, selected, error=error, halt=halt)

@@ -1,0 +1,438 @@
+"""Ansible playbooks through ansible-runner: the only module that imports ``ansible_runner``.
+
+A ``Playbook`` change names a playbook in the playbooks folder (``settings.ansible.
+playbooks_dir``, empty: the ``playbooks/`` folder of this checkout). ``AnsiblePlaybooks``
+runs it against ``localhost ansible_connection=local``:
+
+* in a private temporary data dir per run, removed afterwards (ansible's own temporary
+  files go there too);
+* with the extra-vars of ``extra_vars()``: ``ansible_python_interpreter`` (this Python, so
+  interpreter discovery never picks a broken shim), then ``settings.ansible.extra_vars``,
+  then the plan's, then ``ccm_root`` (the settings root, so tasks can work under a
+  temporary root; it cannot be overridden);
+* with ``settings.ansible.timeout``, quietly (nothing on stdout): every task result goes
+  to structlog instead (task, host, item, changed, failed);
+* with the ``ansible-playbook`` next to this Python (the venv ccm runs from) first on PATH.
+
+``__call__`` runs for real and raises ``PlaybookFailed`` (the failing task and its
+message) — it is the executor's ``PlaybookExecutor``. ``check`` runs in check mode with
+diff and returns a ``PlaybookPreview``: the tasks that would change and their diffs.
+
+``fingerprint`` is a digest of everything a run depends on, so the engine can skip a
+playbook whose inputs did not change since its last successful run.
+
+``ansible_runner`` is imported inside the functions that need it: importing it (and
+Ansible) at start-up would slow down every ``ccm`` command.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ccm.errors import PlaybookFailed
+from ccm.log import get_logger
+from ccm.plan.changes import Playbook
+from ccm.settings import Settings
+
+#: Every playbook runs on the node itself.
+INVENTORY = "localhost ansible_connection=local"
+#: Bumped when what ``fingerprint`` covers changes, so old fingerprints never match.
+FINGERPRINT_VERSION = b"ccm-playbook-fingerprint-1"
+#: How much of a failing task's output goes into the error.
+_MESSAGE_LINES = 20
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: ansible-runner events that carry a task result, and the outcome each means
+_OUTCOMES = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+    "runner_on_async_ok": "ok",
+    "runner_on_async_failed": "failed",
+    "runner_item_on_ok": "ok",
+    "runner_item_on_failed": "failed",
+    "runner_item_on_skipped": "skipped",
+}
+
+
+def default_playbooks_dir() -> Path:
+    """The ``playbooks/`` folder of the checkout ccm runs from."""
+    return Path(__file__).resolve().parents[2] / "playbooks"
+
+
+def playbooks_dir(settings: Settings) -> Path:
+    configured = settings.ansible.playbooks_dir
+    return Path(configured) if configured else default_playbooks_dir()
+
+
+# --- results -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskChange:
+    """A task (one loop item of it, if it loops) that changed — or would, in check mode."""
+
+    task: str
+    item: str = ""
+    #: text lines (no newlines): unified diffs, or ansible's prepared diff text
+    diff: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.task} ({self.item})" if self.item else self.task
+
+
+@dataclass(frozen=True)
+class PlaybookResult:
+    """What one ansible-runner run of a playbook came to."""
+
+    playbook: str
+    #: ansible-runner's status: successful, failed, timeout or canceled
+    status: str
+    rc: int
+    changed: tuple[TaskChange, ...] = ()
+    failed_task: str | None = None
+    message: str = ""
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "successful" and self.rc == 0 and self.failed_task is None
+
+    @property
+    def changed_tasks(self) -> tuple[str, ...]:
+        """Names of the tasks that changed something, each once, in run order."""
+        return tuple(dict.fromkeys(change.task for change in self.changed))
+
+
+@dataclass(frozen=True)
+class PlaybookPreview:
+    """What a playbook would change (``check``): nothing was changed to find out."""
+
+    configuration: str
+    playbook: str
+    changes: tuple[TaskChange, ...] = field(default_factory=tuple)
+
+    @property
+    def would_change(self) -> bool:
+        return bool(self.changes)
+
+    def lines(self) -> list[str]:
+        """Text lines for ``ccm diff``: one per changing task (and item), then its diff."""
+        if not self.changes:
+            return [f"playbook {self.playbook}: no change"]
+        out = [f"playbook {self.playbook}: {len(self.changes)} change(s)"]
+        for change in self.changes:
+            out.append(f"~ {change.label}")
+            out.extend(f"    {line}" for line in change.diff)
+        return out
+
+
+# --- fingerprint -----------------------------------------------------------------------
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace; values JSON lacks (dates) become strings."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def fingerprint(playbook: Playbook, playbooks_dir: Path) -> str:
+    """A sha256 (hex) of everything a run of ``playbook`` depends on.
+
+    Covered: the playbook's name, the canonical JSON of ``playbook.extra_vars``, and the
+    relative path and bytes of every file under ``playbooks_dir`` (the playbook itself,
+    its templates, files, roles, an ``ansible.cfg``…) — all of them rather than only what
+    the playbook references, which cannot be known without running Ansible. ``__pycache__``
+    folders are left out. A change to any playbook file thus re-runs every playbook,
+    which is cheap: there are few. Pure: reads only those files.
+
+    ``AnsiblePlaybooks.fingerprint`` fingerprints the full extra-vars a run passes
+    (settings' extra-vars, ``ccm_root``, the interpreter); use that one when a run is
+    to be skipped.
+    """
+    digest = hashlib.sha256(FINGERPRINT_VERSION + b"\0")
+    digest.update(playbook.playbook.encode() + b"\0")
+    digest.update(canonical_json(dict(playbook.extra_vars)).encode() + b"\0")
+    files = sorted(
+        path
+        for path in playbooks_dir.rglob("*")
+        if path.is_file() and "__pycache__" not in path.relative_to(playbooks_dir).parts
+    )
+    for path in files:
+        data = path.read_bytes()
+        name = path.relative_to(playbooks_dir).as_posix().encode()
+        digest.update(b"%s\0%d\0" % (name, len(data)))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+# --- the runner ------------------------------------------------------------------------
+
+
+class AnsiblePlaybooks:
+    """Runs the playbooks of ``Playbook`` changes through ansible-runner."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.playbooks_dir = playbooks_dir(settings)
+        self.timeout = settings.ansible.timeout
+        self.log = get_logger(node=settings.node)
+
+    def extra_vars(self, playbook: Playbook) -> dict[str, Any]:
+        """The extra-vars a run of ``playbook`` gets, as the JSON values Ansible sees."""
+        merged: dict[str, Any] = {
+            "ansible_python_interpreter": sys.executable,
+            **self.settings.ansible.extra_vars,
+            **playbook.extra_vars,
+            "ccm_root": str(self.settings.root),
+        }
+        loaded: dict[str, Any] = json.loads(canonical_json(merged))
+        return loaded
+
+    def fingerprint(self, playbook: Playbook) -> str:
+        """``fingerprint`` of the playbook with the full extra-vars of a run."""
+        return fingerprint(
+            Playbook(playbook.playbook, self.extra_vars(playbook)), self.playbooks_dir
+        )
+
+    def __call__(self, configuration: str, playbook: Playbook) -> None:
+        """Run the playbook for real; ``PlaybookFailed`` if it does not succeed."""
+        self.run(configuration, playbook)
+
+    def check(self, configuration: str, playbook: Playbook) -> PlaybookPreview:
+        """Run in check mode with diff: what would change. ``PlaybookFailed`` if it fails."""
+        result = self.run(configuration, playbook, check=True)
+        return PlaybookPreview(configuration, playbook.playbook, result.changed)
+
+    def run(self, configuration: str, playbook: Playbook, *, check: bool = False) -> PlaybookResult:
+        """One ansible-runner run; raises ``PlaybookFailed`` unless it succeeded."""
+        log = self.log.bind(configuration=configuration, playbook=playbook.playbook, check=check)
+        path = self.playbooks_dir / playbook.playbook
+        inside = path.resolve().is_relative_to(self.playbooks_dir.resolve())
+        if not inside or not path.is_file():
+            raise PlaybookFailed(
+                configuration,
+                playbook.playbook,
+                "(start)",
+                f"no such playbook in {self.playbooks_dir}",
+            )
+        started = time.monotonic()
+        events = _Events(log)
+        log.info("playbook start")
+        with tempfile.TemporaryDirectory(prefix="ccm-ansible-") as private:
+            try:
+                status, rc, stdout = self._run_runner(Path(private), playbook, events, check)
+            except Exception as error:  # ansible-runner could not even start the run
+                raise PlaybookFailed(
+                    configuration, playbook.playbook, "(ansible-runner)", str(error)
+                ) from error
+        result = events.result(playbook.playbook, status, rc, stdout, time.monotonic() - started)
+        if status == "timeout":
+            result = PlaybookResult(
+                result.playbook,
+                status,
+                rc,
+                result.changed,
+                events.current_task or "(timeout)",
+                f"timed out after {self.timeout} s",
+                result.duration,
+            )
+        log.info(
+            "playbook end",
+            status=result.status,
+            rc=result.rc,
+            changed=len(result.changed),
+            failed_task=result.failed_task,
+            seconds=round(result.duration, 2),
+        )
+        if not result.ok:
+            raise PlaybookFailed(
+                configuration,
+                playbook.playbook,
+                result.failed_task or "(playbook)",
+                result.message or f"ansible-playbook ended with {result.status} (rc {result.rc})",
+            )
+        return result
+
+    def _run_runner(
+        self, private: Path, playbook: Playbook, events: _Events, check: bool
+    ) -> tuple[str, int, str]:
+        import ansible_runner  # lazily: importing Ansible costs start-up time
+
+        temp = private / "tmp"
+        temp.mkdir()
+        venv_bin = str(Path(sys.executable).parent)
+        envvars = {
+            "PATH": os.pathsep.join([venv_bin, os.environ.get("PATH", os.defpath)]),
+            "ANSIBLE_LOCAL_TEMP": str(temp),
+            "ANSIBLE_REMOTE_TEMP": str(temp),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        }
+        options: dict[str, Any] = {}
+        if check:
+            options["cmdline"] = "--check --diff"
+        runner = ansible_runner.run(
+            private_data_dir=str(private),
+            project_dir=str(self.playbooks_dir),
+            playbook=playbook.playbook,
+            inventory=INVENTORY,
+            extravars=self.extra_vars(playbook),
+            envvars=envvars,
+            timeout=self.timeout,
+            quiet=True,
+            event_handler=events.handle,
+            **options,
+        )
+        stdout = ""
+        if not (runner.status == "successful" and runner.rc == 0):
+            try:
+                with runner.stdout as output:  # a file of the artifacts: close it
+                    stdout = output.read()
+            except (OSError, AttributeError):
+                stdout = ""
+        return str(runner.status), int(runner.rc if runner.rc is not None else -1), stdout
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+class _Events:
+    """Collects ansible-runner events into a ``PlaybookResult`` and logs each task result."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+        self.current_task: str | None = None
+        self.changed: list[TaskChange] = []
+        self.failed_task: str | None = None
+        self.message = ""
+        #: the message of a failed loop item, for the loop's generic "items failed" result
+        self._item_failure: dict[str, str] = {}
+
+    def handle(self, event: Mapping[str, Any]) -> bool:
+        kind = str(event.get("event", ""))
+        data: Mapping[str, Any] = event.get("event_data") or {}
+        task = str(data.get("task") or "")
+        if kind == "playbook_on_task_start":
+            self.current_task = task
+            return True
+        outcome = _OUTCOMES.get(kind)
+        if outcome is None:  # starts, file diffs (the ok event carries them too), stats…
+            return True
+        res: Mapping[str, Any] = data.get("res") or {}
+        item = _label(res) if kind.startswith("runner_item_on_") else ""
+        is_loop = not item and "results" in res  # the summary of a loop: items came first
+        ignored = bool(data.get("ignore_errors"))
+        failed = outcome in ("failed", "unreachable") and not ignored
+        changed = bool(res.get("changed")) and outcome == "ok"
+        getattr(self.log, "debug" if outcome == "skipped" else "info")(
+            "ansible task",
+            task=task,
+            host=data.get("host"),
+            item=item or None,
+            changed=changed,
+            failed=failed,
+            **({"ignored": True} if ignored and outcome != "ok" else {}),
+        )
+        if changed and not is_loop:
+            self.changed.append(TaskChange(task, item, tuple(diff_lines(res))))
+        if failed:
+            message = failure_message(res)
+            if item:
+                self._item_failure.setdefault(task, f"{item}: {message}")
+            else:  # the last failure is the one that ended the play (earlier ones were rescued)
+                self.failed_task = task
+                self.message = self._item_failure.get(task, message) if is_loop else message
+        return True
+
+    def result(
+        self, playbook: str, status: str, rc: int, stdout: str, duration: float
+    ) -> PlaybookResult:
+        succeeded = status == "successful" and rc == 0
+        if succeeded:  # a failure a rescue block handled is no failure of the playbook
+            return PlaybookResult(playbook, status, rc, tuple(self.changed), duration=duration)
+        message = self.message
+        if self.failed_task is None:  # a syntax error, an undefined variable in the play…
+            message = _tail(_ANSI.sub("", stdout))
+        return PlaybookResult(
+            playbook, status, rc, tuple(self.changed), self.failed_task, message, duration
+        )
+
+
+def _label(res: Mapping[str, Any]) -> str:
+    label = res.get("_ansible_item_label", res.get("item", ""))
+    return label if isinstance(label, str) else canonical_json(label)
+
+
+def _tail(text: str, lines: int = _MESSAGE_LINES) -> str:
+    kept = [line.rstrip() for line in text.strip().splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def failure_message(res: Mapping[str, Any]) -> str:
+    """A failed task's message: ansible's ``msg``, plus the tail of stderr (or stdout) and
+    the exit code of a command."""
+    parts = [str(res.get("msg") or "").strip()]
+    output = str(res.get("stderr") or res.get("stdout") or "").strip()
+    if output and output not in parts[0]:
+        parts.append(_tail(output))
+    if isinstance(res.get("rc"), int) and res.get("rc") != 0:
+        parts[0] = f"{parts[0]} (rc {res['rc']})".strip()
+    return "\n".join(part for part in parts if part) or "failed (no message)"
+
+
+def diff_lines(res: Mapping[str, Any]) -> list[str]:
+    """The diffs of one task result as text lines.
+
+    Ansible's ``diff`` is a dict or a list of dicts: ``before``/``after`` as text (file
+    contents) or as dicts (a path's state, shown as ``key: value`` lines), with optional
+    headers, or a ``prepared`` text (apt's package list).
+    """
+    raw = res.get("diff") or []
+    diffs = [raw] if isinstance(raw, Mapping) else list(raw)
+    target = str(res.get("dest") or res.get("path") or "")
+    lines: list[str] = []
+    for diff in diffs:
+        if not isinstance(diff, Mapping):
+            continue
+        if diff.get("prepared"):
+            lines.extend(str(diff["prepared"]).splitlines())
+            continue
+        before, after = _diff_text(diff.get("before")), _diff_text(diff.get("after"))
+        if before == after:
+            continue
+        before_name = str(diff.get("before_header") or target or "before")
+        after_name = target or str(diff.get("after_header") or "after")
+        lines.extend(
+            difflib.unified_diff(
+                before.splitlines(),
+                after.splitlines(),
+                fromfile=f"{before_name} (before)",
+                tofile=f"{after_name} (after)",
+                lineterm="",
+            )
+        )
+    return lines
+
+
+def _diff_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Mapping):
+        return "".join(
+            f"{key}: {item if isinstance(item, str) else canonical_json(item)}\n"
+            for key, item in sorted(value.items())
+        )
+    return str(value)
