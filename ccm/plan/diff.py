@@ -94,8 +94,9 @@ def describe_text(operations: Sequence[ConfigurationOperations], *, colour: bool
         for file_op in ops.files:
             if isinstance(file_op, WriteFile):
                 c = file_op.change
+                sign = "~" if file_op.before.exists else "+"
                 out.append(
-                    f"~ file {file_op.path} ({', '.join(file_op.reasons)}; "
+                    f"{sign} file {file_op.path} ({', '.join(file_op.reasons)}; "
                     f"{c.mode:04o} {c.owner}:{c.group})\n"
                 )
                 if file_op.content_changed:

@@ -1,0 +1,266 @@
+"""The demo behind ``scripts/demo``: see that script for what it shows."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from etcd_server import EtcdServer  # noqa: E402
+from noderoot import logging_command, seed_root  # noqa: E402
+
+CCM = str(Path(sys.executable).parent / "ccm")
+NODES = ("web01", "web02", "web03")
+
+SAMPLE: dict[str, list[dict[str, Any]]] = {
+    "unix-users": [
+        {"id": 1, "username": "alice", "email": "alice@example.com"},
+        {"id": 2, "username": "bob"},
+    ],
+    "fpm-pools": [
+        {
+            "id": 1,
+            "name": "alice",
+            "unix_user_id": 1,
+            "php_version": "8.2",
+            "max_children": 8,
+            "php_settings": {"memory_limit": "256M", "display_errors": False},
+        },
+    ],
+    "virtual-hosts": [
+        {
+            "id": 1,
+            "domain": "alice.example.com",
+            "server_aliases": ["www.alice.example.com"],
+            "unix_user_id": 1,
+            "document_root": "/home/alice/www",
+            "fpm_pool_id": 1,
+        },
+        {
+            "id": 2,
+            "domain": "bob.example.net",
+            "unix_user_id": 2,
+            "document_root": "/home/bob/public",
+        },
+    ],
+    "crons": [
+        {
+            "id": 1,
+            "unix_user_id": 1,
+            "name": "backup",
+            "schedule": "30 3 * * *",
+            "command": "/home/alice/bin/backup --quiet",
+            "email_address": "ops@example.com",
+        },
+    ],
+    "mail-accounts": [
+        {
+            "id": 1,
+            "local_part": "alice",
+            "domain": "example.com",
+            "password_hash": "$6$demosalt$8Vc1Jv0mBGL5YkqDq8DRVnBjbmjLc2oA1R3l4T1d6Nn",
+            "quota_mib": 1024,
+        },
+    ],
+}
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
+
+
+def write_settings(base: Path, node: str, endpoint: str) -> Path:
+    root = seed_root(base / node / "root")
+    record = lambda what: json.dumps(logging_command(root, what))  # noqa: E731
+    # nginx -t for real, against a main config that includes this node's vhosts
+    nginx_conf = root / "etc/nginx/nginx.conf"
+    nginx_conf.parent.mkdir(parents=True, exist_ok=True)
+    temp = root / "var/lib/nginx"
+    temp.mkdir(parents=True, exist_ok=True)
+    nginx_conf.write_text(
+        f"pid {root}/nginx.pid;\nerror_log {root}/nginx-error.log;\nevents {{}}\n"
+        f"http {{\n  access_log off;\n  client_body_temp_path {temp}/body;\n"
+        f"  proxy_temp_path {temp}/proxy;\n  fastcgi_temp_path {temp}/fastcgi;\n"
+        f"  uwsgi_temp_path {temp}/uwsgi;\n  scgi_temp_path {temp}/scgi;\n"
+        f"  include {root}/etc/nginx/sites-enabled/*.conf;\n}}\n"
+    )
+    nginx_check = [
+        "nginx",
+        "-t",
+        "-q",
+        "-p",
+        f"{root}/",
+        "-c",
+        str(nginx_conf),
+        "-e",
+        f"{root}/nginx-error.log",
+    ]
+    config = base / node / "ccm.toml"
+    config.write_text(
+        f'node = "{node}"\nroot = "{root}"\nreconcile_interval = 0\nlog_format = "json"\n'
+        f'[etcd]\nendpoints = ["{endpoint}"]\n'
+        f"[debounce]\nquiet = 1\nmax_wait = 5\n[lock]\nttl = 5\n"
+        f"[commands]\n"
+        f"reload_unit = {record('reload {unit}')}\n"
+        f"restart_unit = {record('restart {unit}')}\n"
+        f"nginx_check = {json.dumps(nginx_check)}\n"
+        f"php_fpm_check = {record('php-fpm{version} -t (skipped in the demo)')}\n"
+    )
+    return config
+
+
+def ccm(config: Path, *args: str, stdin: str | None = None, check: bool = True) -> str:
+    done = subprocess.run(
+        [CCM, "--config", str(config), *args],
+        input=stdin,
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+    if check and done.returncode not in (0, 2):
+        raise SystemExit(f"ccm {' '.join(args)} failed:\n{done.stderr}")
+    return done.stdout + done.stderr
+
+
+def wait_applied(config: Path, deadline: float) -> dict[str, Any]:
+    last_seen = ""
+    while True:
+        status = json.loads(ccm(config, "status", "--json"))
+        line = (
+            " | ".join(
+                f"{n['node']}: rev {n['applied_revision']}{' (behind)' if n['behind'] else ''}"
+                for n in status["nodes"]
+            )
+            + f" | lock: {status['lock']['holder'] or 'free'}"
+        )
+        if line != last_seen:
+            print(f"  {time.strftime('%H:%M:%S')}  {line}", flush=True)
+            last_seen = line
+        nodes = status["nodes"]
+        if len(nodes) == len(NODES) and not any(n["behind"] for n in nodes):
+            return status
+        if time.monotonic() > deadline:
+            raise SystemExit("the cluster did not converge in time; see the daemon logs")
+        time.sleep(0.3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="ccm demo cluster")
+    parser.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
+    daemons: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="ccm-demo-") as tmp, EtcdServer() as etcd:
+        base = Path(tmp)
+        try:
+            say(f"local etcd at {etcd.endpoint}; node roots under {base}")
+            configs = {node: write_settings(base, node, etcd.endpoint) for node in NODES}
+            for node, config in configs.items():
+                log = open(base / node / "daemon.log", "wb")  # noqa: SIM115
+                daemons.append(
+                    subprocess.Popen(
+                        [CCM, "--config", str(config), "daemon"], stderr=log, stdout=log
+                    )
+                )
+            first = configs[NODES[0]]
+            wait_applied(first, time.monotonic() + 60)
+            say("halt the cluster, so the rollout can be previewed first (ccm halt)")
+            print("  " + ccm(first, "halt", "--reason", "demo: preview before rollout").strip())
+            say("the Cluster API writes objects (ccm objects put): validated, one txn each")
+            for type_name, objects in SAMPLE.items():
+                print(
+                    "  "
+                    + ccm(
+                        first, "objects", "put", type_name, "-", stdin=json.dumps(objects)
+                    ).strip()
+                )
+            say("an invalid object is refused and nothing is stored")
+            bad = {
+                "id": 9,
+                "unix_user_id": 1,
+                "name": "evil",
+                "schedule": "* * * * *",
+                "command": "echo hi\nrm -rf /",
+            }
+            print(
+                "  "
+                + ccm(first, "objects", "put", "crons", "-", stdin=json.dumps(bad), check=False)
+                .strip()
+                .replace("\n", "\n  ")
+            )
+            say(f"ccm diff on {NODES[2]} (summary lines; the full diff has every file)")
+            preview = ccm(configs[NODES[2]], "diff")
+            print(
+                "\n".join(
+                    f"  {line}"
+                    for line in preview.splitlines()
+                    if line.startswith(
+                        ("# ", "~ ", "! ", "+ account", "+ file", "- account", "- file")
+                    )
+                )
+            )
+            say("ccm resume: the rollout goes node by node under the cluster lock")
+            print("  " + ccm(first, "resume").strip())
+            status = wait_applied(first, time.monotonic() + 60)
+            runs = sorted(
+                (n["last_run"]["started"], n["last_run"]["finished"], n["node"])
+                for n in status["nodes"]
+            )
+            for started, finished, node in runs:
+                print(f"  {node}: applied {started[11:23]} .. {finished[11:23]}")
+            print(ccm(first, "status"))
+            say(f"what {NODES[1]} wrote under its root")
+            root = base / NODES[1] / "root"
+            for path in sorted(root.rglob("*")):
+                if path.is_file() and any(
+                    part in str(path) for part in ("sites-enabled", "pool.d", "crontabs", "dovecot")
+                ):
+                    print(f"  /{path.relative_to(root)}")
+            vhost = root / "etc/nginx/sites-enabled/alice.example.com.conf"
+            print("\n" + "\n".join(vhost.read_text().splitlines()[:12]) + "\n  …")
+            print(
+                f"\n  accounts: {[l.split(':')[0] for l in (root / 'etc/passwd').read_text().splitlines()[-2:]]}"
+            )  # noqa: E501
+            print(
+                f"  reloads on {NODES[1]}: {(root / 'actions.log').read_text().split(chr(10))[:-1]}"
+            )
+            say(f"ccm diff on {NODES[2]}: nothing left to change")
+            print(ccm(configs[NODES[2]], "diff"))
+            say("one change: bob's vhost gets an alias; ccm diff shows it before the rollout")
+            ccm(first, "halt", "--reason", "demo: preview before rollout")
+            changed = dict(SAMPLE["virtual-hosts"][1], server_aliases=["www.bob.example.net"])
+            ccm(first, "objects", "put", "virtual-hosts", "-", stdin=json.dumps(changed))
+            print(ccm(configs[NODES[2]], "diff"))
+            ccm(first, "resume")
+            wait_applied(first, time.monotonic() + 60)
+            print(ccm(first, "status"))
+            if args.keep:
+                say("cluster running; try: " + f"{CCM} --config {first} status   (Ctrl-C ends)")
+                signal.pause()
+        finally:
+            for daemon in daemons:
+                daemon.terminate()
+            for daemon in daemons:
+                try:
+                    daemon.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    daemon.kill()
+            say("stopped the daemons and etcd")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        pass
+    os._exit(0)
