@@ -228,9 +228,8 @@ def main() -> None:
                     print(f"  /{path.relative_to(root)}")
             vhost = root / "etc/nginx/sites-enabled/alice.example.com.conf"
             print("\n" + "\n".join(vhost.read_text().splitlines()[:12]) + "\n  …")
-            print(
-                f"\n  accounts: {[l.split(':')[0] for l in (root / 'etc/passwd').read_text().splitlines()[-2:]]}"
-            )  # noqa: E501
+            passwd = (root / "etc/passwd").read_text().splitlines()
+            print(f"\n  accounts made by useradd: {[e.split(':')[0] for e in passwd[-2:]]}")
             print(
                 f"  reloads on {NODES[1]}: {(root / 'actions.log').read_text().split(chr(10))[:-1]}"
             )
