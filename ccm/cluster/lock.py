@@ -123,7 +123,6 @@ class _KeepAlive:
         self.lost = threading.Event()
         self.reason = ""
         self._client = client
-        self._ttl = ttl
         self._clock = clock
         self._interval = ttl / 3
         self._stop = threading.Event()

@@ -1,0 +1,599 @@
+"""The cluster lock against a real etcd: mutual exclusion, FIFO order, leases, fencing.
+
+Contenders run on threads, each with its own ``EtcdClient`` (as separate nodes would).
+Nothing sleeps and hopes: tests wait on events, or poll a condition until a deadline.
+Every thread is cancelled and joined, and every hold released, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from etcd_server import EtcdServer
+
+from ccm.cluster.clock import Clock, ManualClock
+from ccm.cluster.etcd import EtcdClient, Put, Watch
+from ccm.cluster.lock import (
+    ClusterLock,
+    LockCancelled,
+    LockHold,
+    LockTimeout,
+    lock_key_prefix,
+    lock_queue,
+)
+from ccm.errors import LockLost
+from ccm.settings import EtcdSettings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(0.005)
+
+
+class Contender:
+    """One node's ``acquire`` on a thread of its own; ``on_acquired`` runs while holding."""
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        prefix: str,
+        node: str,
+        *,
+        ttl: int = 10,
+        timeout: float | None = None,
+        clock: Clock | None = None,
+        on_acquired: Callable[[Contender, LockHold], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.node = node
+        self.lock = ClusterLock(client, prefix, node, ttl, clock)
+        self.timeout = timeout
+        self.on_acquired = on_acquired
+        self.cancel = threading.Event()
+        self.done = threading.Event()
+        self.hold: LockHold | None = None
+        self.error: BaseException | None = None
+        self.acquired_at = 0.0
+        self.thread = threading.Thread(target=self._run, name=f"contender-{node}", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            hold = self.lock.acquire(timeout=self.timeout, cancel=self.cancel)
+            self.acquired_at = time.perf_counter()
+            self.hold = hold
+            if self.on_acquired is not None:
+                self.on_acquired(self, hold)
+        except BaseException as error:  # reported by result()
+            self.error = error
+        finally:
+            self.done.set()
+
+    def finish(self, timeout: float = 10.0) -> None:
+        assert self.done.wait(timeout), f"{self.node} did not finish in {timeout} s"
+        if self.error is not None:
+            raise self.error
+
+    def result(self, timeout: float = 10.0) -> LockHold:
+        self.finish(timeout)
+        assert self.hold is not None
+        return self.hold
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_threads() -> Iterator[None]:
+    """After each test (and its fixtures' teardown), none of our threads is left."""
+    yield
+    deadline = time.monotonic() + 5
+    while left := [
+        t.name for t in threading.enumerate() if t.name.startswith("ccm-lock-keepalive")
+    ]:
+        assert time.monotonic() < deadline, f"threads left running: {left}"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def clients(etcd_settings: EtcdSettings) -> Iterator[Callable[[], EtcdClient]]:
+    """A factory of clients (one per simulated node), all closed at the end."""
+    made: list[EtcdClient] = []
+
+    def make() -> EtcdClient:
+        client = EtcdClient.from_settings(etcd_settings)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def spawn(
+    clients: Callable[[], EtcdClient], etcd_settings: EtcdSettings
+) -> Iterator[Callable[..., Contender]]:
+    """Start a Contender with a client of its own; all are cancelled and joined at the end."""
+    started: list[Contender] = []
+
+    def start(node: str, **options: Any) -> Contender:
+        contender = Contender(clients(), etcd_settings.prefix, node, **options)
+        started.append(contender)
+        contender.thread.start()
+        return contender
+
+    yield start
+    for contender in started:
+        contender.cancel.set()
+    for contender in started:
+        contender.thread.join(10)
+        assert not contender.thread.is_alive(), f"{contender.node} did not stop"
+        if contender.hold is not None:
+            contender.hold.release()
+
+
+@pytest.fixture
+def holds() -> Iterator[list[LockHold]]:
+    """Holds taken on the test's own thread: released at the end whatever happens."""
+    taken: list[LockHold] = []
+    yield taken
+    for hold in taken:
+        hold.release()
+
+
+def queue_nodes(client: EtcdClient, prefix: str) -> list[str]:
+    return [entry.node for entry in lock_queue(client, prefix)]
+
+
+def wait_queue_length(client: EtcdClient, prefix: str, length: int) -> None:
+    wait_for(
+        lambda: len(lock_queue(client, prefix)) == length,
+        what=f"{length} entries in the lock queue",
+    )
+
+
+# -- mutual exclusion and order ------------------------------------------------------------
+
+
+def test_one_holder_at_a_time_across_threads(
+    spawn: Callable[..., Contender], etcd_settings: EtcdSettings
+) -> None:
+    intervals: list[tuple[float, float, str]] = []
+    inside = 0
+    most_inside = 0
+    guard = threading.Lock()
+    rounds = 5
+
+    def work(node: str) -> Callable[[Contender, LockHold], None]:
+        def on_acquired(contender: Contender, hold: LockHold) -> None:
+            nonlocal inside, most_inside
+            for round_ in range(rounds):
+                if round_:
+                    hold = contender.lock.acquire(timeout=20)
+                with hold:
+                    start = time.monotonic()
+                    with guard:
+                        inside += 1
+                        most_inside = max(most_inside, inside)
+                    hold.check()
+                    assert contender.client.txn([hold.fence()], []).succeeded
+                    with guard:
+                        inside -= 1
+                    end = time.monotonic()
+                    intervals.append((start, end, node))
+
+        return on_acquired
+
+    contenders = [spawn(f"node{i}", timeout=20, on_acquired=work(f"node{i}")) for i in range(4)]
+    for contender in contenders:
+        contender.finish(30)
+    assert most_inside == 1
+    assert len(intervals) == 4 * rounds
+    ordered = sorted(intervals)
+    for (_, end, first), (start, _, second) in zip(ordered, ordered[1:], strict=False):
+        assert end <= start, f"{first} and {second} held the lock at the same time"
+
+
+def test_waiters_acquire_in_the_order_they_queued(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    spawn: Callable[..., Contender],
+    holds: list[LockHold],
+) -> None:
+    prefix = etcd_settings.prefix
+    order: list[str] = []
+
+    def record(contender: Contender, hold: LockHold) -> None:
+        order.append(contender.node)
+        hold.release()
+
+    for round_ in range(3):
+        order.clear()
+        first = ClusterLock(etcd_client, prefix, f"first{round_}", 10).acquire(timeout=5)
+        holds.append(first)
+        names = [f"r{round_}-w{i}" for i in range(5)]
+        contenders = []
+        for position, name in enumerate(names):
+            contenders.append(spawn(name, timeout=20, on_acquired=record))
+            wait_queue_length(etcd_client, prefix, position + 2)
+        assert queue_nodes(etcd_client, prefix) == [f"first{round_}", *names]
+        first.release()
+        for contender in contenders:
+            contender.finish()
+        assert order == names
+        assert lock_queue(etcd_client, prefix) == []
+
+
+def test_lock_queue_lists_the_holder_then_the_waiters(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    spawn: Callable[..., Contender],
+    holds: list[LockHold],
+) -> None:
+    prefix = etcd_settings.prefix
+    clock = ManualClock(wall=datetime.fromisoformat("2024-05-01T12:00:00+00:00"))
+    holder = ClusterLock(etcd_client, prefix, "web01", 10, clock).acquire()
+    holds.append(holder)
+    spawn("web02")
+    wait_queue_length(etcd_client, prefix, 2)
+    spawn("web03")
+    wait_queue_length(etcd_client, prefix, 3)
+
+    queue = lock_queue(etcd_client, prefix)
+    assert [entry.node for entry in queue] == ["web01", "web02", "web03"]
+    assert [entry.create_revision for entry in queue] == sorted(e.create_revision for e in queue)
+    assert queue[0].key == holder.key == f"{lock_key_prefix(prefix)}{holder.lease_id:016x}"
+    assert queue[0].create_revision == holder.create_revision
+    assert queue[0].lease_id == holder.lease_id
+    assert queue[0].since == clock.wall()
+    assert all(entry.since is not None for entry in queue)
+    stored = etcd_client.get(holder.key)
+    assert stored is not None
+    assert json.loads(stored.value) == {"node": "web01", "since": "2024-05-01T12:00:00.000Z"}
+
+
+def test_a_stranger_key_in_the_queue_is_listed_not_fatal(
+    etcd_client: EtcdClient, etcd_settings: EtcdSettings
+) -> None:
+    etcd_client.put(f"{lock_key_prefix(etcd_settings.prefix)}0000000000000001", b"not json")
+    [entry] = lock_queue(etcd_client, etcd_settings.prefix)
+    assert (entry.node, entry.since) == ("?", None)
+
+
+# -- release, leases, loss ------------------------------------------------------------------
+
+
+def test_release_deletes_the_key_and_revokes_the_lease(
+    etcd_client: EtcdClient, etcd_settings: EtcdSettings
+) -> None:
+    lock = ClusterLock(etcd_client, etcd_settings.prefix, "web01", 10)
+    leases = []
+    for _ in range(5):
+        with lock.acquire(timeout=5) as hold:
+            stored = etcd_client.get(hold.key)
+            assert stored is not None and stored.lease == hold.lease_id
+            assert stored.create_revision == hold.create_revision
+            assert etcd_client.lease_ttl(hold.lease_id) > 0
+            hold.check()
+            leases.append(hold.lease_id)
+        assert etcd_client.get(hold.key) is None
+        assert etcd_client.lease_ttl(hold.lease_id) == -1
+        assert hold.released and not hold.lost.is_set()
+        hold.release()  # idempotent
+        with pytest.raises(LockLost, match="released"):
+            hold.check()
+    assert [etcd_client.lease_ttl(lease) for lease in leases] == [-1] * 5  # none leaked
+    assert lock_queue(etcd_client, etcd_settings.prefix) == []
+
+
+def test_the_keep_alive_holds_the_lease_beyond_its_ttl(
+    etcd_client: EtcdClient, etcd_settings: EtcdSettings, holds: list[LockHold]
+) -> None:
+    hold = ClusterLock(etcd_client, etcd_settings.prefix, "web01", 2).acquire()
+    holds.append(hold)
+    until = time.monotonic() + 3.0  # 1.5 TTLs: the lease would be gone without refreshes
+    while time.monotonic() < until:
+        hold.check()
+        assert etcd_client.get(hold.key) is not None
+        time.sleep(0.1)
+    assert etcd_client.lease_ttl(hold.lease_id) > 0
+
+
+def test_a_revoked_lease_hands_the_lock_on_and_the_old_hold_is_lost(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    spawn: Callable[..., Contender],
+    holds: list[LockHold],
+) -> None:
+    prefix = etcd_settings.prefix
+    old = ClusterLock(etcd_client, prefix, "web01", 2).acquire()
+    holds.append(old)
+    waiter = spawn("web02")
+    wait_queue_length(etcd_client, prefix, 2)
+
+    etcd_client.revoke_lease(old.lease_id)  # as if its node vanished and the lease expired
+    new = waiter.result(timeout=2)  # within the TTL
+    assert old.lost.wait(timeout=3), "the keep-alive did not notice the lost lease"
+    with pytest.raises(LockLost, match="lost"):
+        old.check()
+    new.check()
+    # The old holder's fenced writes fail; the new holder's succeed.
+    assert not etcd_client.txn([old.fence()], [Put(f"{prefix}/x", b"old")]).succeeded
+    assert etcd_client.txn([new.fence()], [Put(f"{prefix}/x", b"new")]).succeeded
+    old.release()  # harmless
+    assert etcd_client.get(new.key) is not None
+
+
+_DOOMED = """
+import sys
+from ccm.cluster.etcd import EtcdClient
+from ccm.cluster.lock import ClusterLock
+from ccm.settings import EtcdSettings
+client = EtcdClient(EtcdSettings(endpoints=(sys.argv[1],), timeout=5))
+hold = ClusterLock(client, sys.argv[2], "doomed", 2).acquire(timeout=10)
+print("HELD", hold.create_revision, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_holder_whose_process_dies_loses_the_lock_within_its_ttl(
+    etcd_client: EtcdClient, etcd_settings: EtcdSettings, spawn: Callable[..., Contender]
+) -> None:
+    prefix = etcd_settings.prefix
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    doomed = subprocess.Popen(
+        [sys.executable, "-c", _DOOMED, etcd_settings.endpoints[0], prefix],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        assert doomed.stdout is not None
+        for line in doomed.stdout:  # structlog lines may come first
+            if line.startswith(b"HELD"):
+                break
+        else:
+            pytest.fail("the doomed process never held the lock")
+        waiter = spawn("web02")
+        wait_queue_length(etcd_client, prefix, 2)
+        assert queue_nodes(etcd_client, prefix) == ["doomed", "web02"]
+        doomed.kill()  # SIGKILL: no release, no revoke; only the TTL frees the lock
+        killed_at = time.monotonic()
+        doomed.wait()
+        hold = waiter.result(timeout=5)
+        waited = time.monotonic() - killed_at
+        assert waited < 2 + 1.5, f"the lock came free {waited:.2f} s after the holder died"
+        assert queue_nodes(etcd_client, prefix) == ["web02"]
+        hold.check()
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+            doomed.wait()
+        if doomed.stdout is not None:
+            doomed.stdout.close()
+        if doomed.stdin is not None:
+            doomed.stdin.close()
+
+
+def test_a_hold_whose_keep_alive_stopped_is_lost_once_its_lease_expires(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    spawn: Callable[..., Contender],
+    holds: list[LockHold],
+) -> None:
+    prefix = etcd_settings.prefix
+    old = ClusterLock(etcd_client, prefix, "web01", 2).acquire()
+    holds.append(old)
+    waiter = spawn("web02")
+    wait_queue_length(etcd_client, prefix, 2)
+    old._keepalive.stop()  # a hung node: nothing refreshes its lease
+    new = waiter.result(timeout=4)
+    with pytest.raises(LockLost, match="expired"):
+        old.check()
+    assert old.lost.is_set()
+    new.check()
+
+
+def test_refreshes_failing_past_the_expiry_mark_the_hold_lost(
+    private_etcd_server: EtcdServer,
+) -> None:
+    server = private_etcd_server
+    settings = EtcdSettings(endpoints=(server.endpoint,), prefix="/ccm", timeout=2.0)
+    clock = ManualClock()
+    with EtcdClient.from_settings(settings) as client:
+        hold = ClusterLock(client, settings.prefix, "web01", 2, clock).acquire()
+        try:
+            hold.check()
+            server.kill()
+            hold.check()  # etcd being down is not yet losing the lock...
+            clock.advance(2.5)  # ...but no refresh can succeed past the lease's expiry
+            assert hold.lost.wait(timeout=3), "the keep-alive did not give the lease up"
+            with pytest.raises(LockLost, match="expired"):
+                hold.check()
+            started = time.monotonic()
+            hold.release()  # etcd is down: logged, not raised, and quick
+            assert time.monotonic() - started < 2.5
+        finally:
+            hold.release()
+
+
+# -- fencing --------------------------------------------------------------------------------
+
+
+def test_fence_fails_once_the_lock_changed_hands(
+    etcd_client: EtcdClient, etcd_settings: EtcdSettings, holds: list[LockHold]
+) -> None:
+    prefix = etcd_settings.prefix
+    record = f"{prefix}/nodes/web01"
+    first = ClusterLock(etcd_client, prefix, "web01", 10).acquire()
+    holds.append(first)
+    assert etcd_client.txn([first.fence()], [Put(record, b"1")]).succeeded
+    first.release()
+    second = ClusterLock(etcd_client, prefix, "web02", 10).acquire(timeout=5)
+    holds.append(second)
+    assert not etcd_client.txn([first.fence()], [Put(record, b"2")]).succeeded
+    stored = etcd_client.get(record)
+    assert stored is not None and stored.value == b"1"
+
+    # release_ops: the halt record and the release in one txn.
+    halt = f"{prefix}/halt"
+    result = etcd_client.txn([second.fence()], [Put(halt, b"{}"), *second.release_ops()])
+    assert result.succeeded
+    assert etcd_client.get(second.key) is None
+    third = ClusterLock(etcd_client, prefix, "web03", 10).acquire(timeout=0)  # free at once
+    holds.append(third)
+    second.release()  # still revokes the lease
+    assert etcd_client.lease_ttl(second.lease_id) == -1
+    third.check()
+
+
+# -- giving up --------------------------------------------------------------------------------
+
+
+def test_a_timeout_removes_the_waiters_key_and_lease(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    spawn: Callable[..., Contender],
+    holds: list[LockHold],
+) -> None:
+    prefix = etcd_settings.prefix
+    holder = ClusterLock(etcd_client, prefix, "web01", 10).acquire()
+    holds.append(holder)
+    clock = ManualClock()
+    waiter = spawn("web02", timeout=30, clock=clock)
+    wait_queue_length(etcd_client, prefix, 2)
+    lease = lock_queue(etcd_client, prefix)[1].lease_id
+    assert not waiter.done.is_set()
+    clock.advance(29)
+    assert not waiter.done.wait(0.3)  # 29 s are not 30 s
+    clock.advance(1)
+    with pytest.raises(LockTimeout) as raised:
+        waiter.result(timeout=2)
+    assert not isinstance(raised.value, LockCancelled)
+    assert queue_nodes(etcd_client, prefix) == ["web01"]
+    assert etcd_client.lease_ttl(lease) == -1
+
+    # With the real clock, a short timeout gives up in time.
+    started = time.monotonic()
+    with pytest.raises(LockTimeout):
+        ClusterLock(etcd_client, prefix, "web03", 10).acquire(timeout=0.2)
+    assert time.monotonic() - started < 1.5
+    with pytest.raises(LockTimeout):
+        ClusterLock(etcd_client, prefix, "web03", 10).acquire(timeout=0)
+    assert queue_nodes(etcd_client, prefix) == ["web01"]
+
+
+def test_cancel_removes_the_waiter_promptly(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    spawn: Callable[..., Contender],
+    holds: list[LockHold],
+) -> None:
+    prefix = etcd_settings.prefix
+    holds.append(ClusterLock(etcd_client, prefix, "web01", 10).acquire())
+    waiter = spawn("web02")
+    wait_queue_length(etcd_client, prefix, 2)
+    waiter.cancel.set()
+    with pytest.raises(LockCancelled):
+        waiter.result(timeout=1)
+    assert queue_nodes(etcd_client, prefix) == ["web01"]
+    already = threading.Event()
+    already.set()
+    with pytest.raises(LockCancelled):
+        ClusterLock(etcd_client, prefix, "web03", 10).acquire(cancel=already)
+
+
+def test_a_waiter_whose_predecessor_left_still_gets_the_lock(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    spawn: Callable[..., Contender],
+    holds: list[LockHold],
+) -> None:
+    prefix = etcd_settings.prefix
+    holder = ClusterLock(etcd_client, prefix, "web01", 10).acquire()
+    holds.append(holder)
+    leaving = spawn("web02")
+    wait_queue_length(etcd_client, prefix, 2)
+    last = spawn("web03")  # watches web02's key
+    wait_queue_length(etcd_client, prefix, 3)
+    leaving.cancel.set()
+    with pytest.raises(LockCancelled):
+        leaving.result()
+    wait_queue_length(etcd_client, prefix, 2)
+    assert not last.done.wait(0.3), "web03 took the lock while web01 held it"
+    holder.release()
+    last.result(timeout=2).check()
+
+
+# -- hand-off latency ----------------------------------------------------------------------
+
+
+def test_hand_off_latency(
+    clients: Callable[[], EtcdClient],
+    etcd_settings: EtcdSettings,
+    holds: list[LockHold],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prefix = etcd_settings.prefix
+    holder_client, waiter_client = clients(), clients()
+    watching = threading.Event()
+    real_watch = waiter_client.watch_prefix
+
+    def watch_prefix(key: str, start_revision: int | None = None) -> Watch:
+        watch = real_watch(key, start_revision)
+        watching.set()  # the waiter now waits on its watch: the hand-off can be timed
+        return watch
+
+    monkeypatch.setattr(waiter_client, "watch_prefix", watch_prefix)
+    holder_lock = ClusterLock(holder_client, prefix, "web01", 10)
+    waiter_lock = ClusterLock(waiter_client, prefix, "web02", 10)
+    latencies = []
+    acquired: list[float] = []
+    failed: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            with waiter_lock.acquire(timeout=5):
+                acquired.append(time.perf_counter())
+        except BaseException as error:
+            failed.append(error)
+
+    for _ in range(30):
+        watching.clear()
+        acquired.clear()
+        hold = holder_lock.acquire(timeout=5)
+        holds.append(hold)
+        thread = threading.Thread(target=wait, daemon=True)
+        thread.start()
+        try:
+            assert watching.wait(5), "the waiter never started watching"
+            released = time.perf_counter()
+            hold.release()
+        finally:
+            thread.join(10)
+        assert not thread.is_alive() and not failed, failed
+        latencies.append(acquired[0] - released)
+    latencies.sort()
+    median = statistics.median(latencies)
+    p90 = latencies[int(len(latencies) * 0.9)]
+    print(
+        f"\nlock hand-off over {len(latencies)} rounds: median {median * 1000:.2f} ms, "
+        f"p90 {p90 * 1000:.2f} ms, max {latencies[-1] * 1000:.2f} ms"
+    )
+    assert median < 0.05

@@ -1,0 +1,354 @@
+"""The event watcher against a real etcd: reports, outages, compaction, stalls.
+
+Outage and compaction tests run on a private etcd (``private_etcd_server``): killing or
+compacting the session's etcd would disturb other tests. Nothing sleeps and hopes: the
+tests wait on a condition variable until a deadline. The one fixed wait is the outage
+window over which CPU time is measured.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from etcd_server import EtcdServer
+
+from ccm.cluster.etcd import Compare, Delete, EtcdClient, Put, Watch
+from ccm.cluster.watcher import EventWatcher
+from ccm.errors import ClusterError
+from ccm.settings import EtcdSettings
+
+
+class Reports:
+    """What a watcher reported, with a condition to wait on."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[set[str], int]] = []
+        self.full: list[str] = []
+        self._changed = threading.Condition()
+
+    def on_types(self, types: set[str], revision: int) -> None:
+        with self._changed:
+            self.batches.append((set(types), revision))
+            self._changed.notify_all()
+
+    def on_full(self, reason: str) -> None:
+        with self._changed:
+            self.full.append(reason)
+            self._changed.notify_all()
+
+    def wait(self, condition: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+        with self._changed:
+            if not self._changed.wait_for(condition, timeout):
+                pytest.fail(f"timed out after {timeout} s waiting for {what}: {self.batches}")
+
+    def wait_revision(self, revision: int, timeout: float = 5.0) -> None:
+        self.wait(
+            lambda: any(rev >= revision for _, rev in self.batches),
+            timeout,
+            f"a report of revision {revision}",
+        )
+
+    def types_after(self, revision: int) -> set[str]:
+        with self._changed:
+            return {t for types, rev in self.batches if rev > revision for t in types}
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_threads() -> Iterator[None]:
+    """After each test (and its fixtures' teardown), none of our threads is left."""
+    yield
+    deadline = time.monotonic() + 5
+    while left := [t.name for t in threading.enumerate() if t.name.startswith("ccm-event-watcher")]:
+        assert time.monotonic() < deadline, f"threads left running: {left}"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def reports() -> Reports:
+    return Reports()
+
+
+@pytest.fixture
+def watchers() -> Iterator[Callable[..., EventWatcher]]:
+    """Start EventWatchers; all are stopped (and their threads joined) at the end."""
+    started: list[EventWatcher] = []
+
+    def start(
+        client: EtcdClient, prefix: str, start_revision: int, reports: Reports, **options: Any
+    ) -> EventWatcher:
+        watcher = EventWatcher(
+            client, prefix, start_revision, reports.on_types, reports.on_full, **options
+        )
+        started.append(watcher)
+        watcher.start()
+        return watcher
+
+    yield start
+    for watcher in started:
+        watcher.stop(timeout=10)
+        assert not watcher.running, "a watcher thread did not stop"
+
+
+class CountingWatches:
+    """Wraps a client's watch_prefix: counts calls, can hand out a watch that never
+    delivers (a stalled stream), and can fail every attempt."""
+
+    def __init__(self, client: EtcdClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self.stall_next = 0
+        self.lock = threading.Lock()
+        self._real = client.watch_prefix
+        monkeypatch.setattr(client, "watch_prefix", self.watch_prefix)
+
+    def watch_prefix(self, prefix: str, start_revision: int | None = None) -> Watch:
+        with self.lock:
+            self.calls += 1
+            stall = self.stall_next > 0
+            self.stall_next -= stall
+        if stall:  # a real, open watch on keys nobody writes: it never delivers
+            return self._real(f"{prefix}stalled-nothing-here/", None)
+        return self._real(prefix, start_revision)
+
+
+def write_event(client: EtcdClient, prefix: str, type_name: str) -> int:
+    """An object write with its thin event, as the Cluster API makes it."""
+    return client.txn(
+        [],
+        [Put(f"{prefix}/objects/{type_name}/1", b"{}"), Put(f"{prefix}/events/{type_name}", b"{}")],
+    ).revision
+
+
+def eventually(call: Callable[[], int], timeout: float = 10.0) -> int:
+    """``call()``'s first result that does not raise ``ClusterError``, within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except ClusterError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+# -- reports -------------------------------------------------------------------------------
+
+
+def test_writes_are_reported_with_types_and_revisions(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    reports: Reports,
+    watchers: Callable[..., EventWatcher],
+) -> None:
+    prefix = etcd_settings.prefix
+    start = etcd_client.current_revision() + 1
+    watcher = watchers(etcd_client, prefix, start, reports)
+    assert watcher.last_revision == start - 1
+
+    first = write_event(etcd_client, prefix, "unix-users")
+    reports.wait_revision(first)
+    both = etcd_client.txn(
+        [], [Put(f"{prefix}/events/crons", b"{}"), Put(f"{prefix}/events/fpm-pools", b"{}")]
+    ).revision
+    reports.wait_revision(both)
+    etcd_client.put(f"{prefix}/objects/crons/2", b"{}")  # not an event: not reported
+    deleted = etcd_client.txn([], [Delete(f"{prefix}/events/crons")]).revision
+    reports.wait_revision(deleted)
+
+    assert reports.batches == [
+        ({"unix-users"}, first),
+        ({"crons", "fpm-pools"}, both),
+        ({"crons"}, deleted),
+    ]
+    assert watcher.last_revision == deleted
+    assert reports.full == []
+
+
+def test_a_start_revision_in_the_past_replays_the_events_since(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    reports: Reports,
+    watchers: Callable[..., EventWatcher],
+) -> None:
+    prefix = etcd_settings.prefix
+    before = write_event(etcd_client, prefix, "clusters")
+    missed = write_event(etcd_client, prefix, "virtual-hosts")
+    latest = write_event(etcd_client, prefix, "mail-accounts")
+    watcher = watchers(etcd_client, prefix, missed, reports)
+    reports.wait_revision(latest)
+    assert reports.types_after(before) == {"virtual-hosts", "mail-accounts"}
+    assert all(rev > before for _, rev in reports.batches)
+    assert watcher.last_revision == latest
+
+
+def test_a_failing_callback_does_not_stop_the_watcher(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    reports: Reports,
+    watchers: Callable[..., EventWatcher],
+) -> None:
+    prefix = etcd_settings.prefix
+    failed = threading.Event()
+
+    def on_types(types: set[str], revision: int) -> None:
+        if not failed.is_set():
+            failed.set()
+            raise RuntimeError("a bug in the daemon")
+        reports.on_types(types, revision)
+
+    watcher = EventWatcher(
+        etcd_client, prefix, etcd_client.current_revision() + 1, on_types, reports.on_full
+    )
+    watcher.start()
+    try:
+        write_event(etcd_client, prefix, "crons")
+        assert failed.wait(5)
+        revision = write_event(etcd_client, prefix, "unix-users")
+        reports.wait_revision(revision)
+        assert reports.batches == [({"unix-users"}, revision)]
+    finally:
+        watcher.stop(timeout=10)
+    assert not watcher.running
+
+
+# -- outages --------------------------------------------------------------------------------
+
+
+def test_recovers_after_an_etcd_restart_and_sleeps_while_it_is_down(
+    private_etcd_server: EtcdServer,
+    reports: Reports,
+    watchers: Callable[..., EventWatcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = private_etcd_server
+    settings = EtcdSettings(endpoints=(server.endpoint,), prefix="/ccm", timeout=2.0)
+    with (
+        EtcdClient.from_settings(settings) as client,
+        EtcdClient.from_settings(settings) as writer,
+    ):
+        counting = CountingWatches(client, monkeypatch)
+        start = client.current_revision() + 1
+        watcher = watchers(client, "/ccm", start, reports, backoff_initial=0.2, backoff_max=1.0)
+        before = write_event(writer, "/ccm", "unix-users")
+        reports.wait_revision(before)
+        assert counting.calls == 1
+
+        server.kill()
+        cpu_before, wall_before = time.process_time(), time.monotonic()
+        threading.Event().wait(2.0)  # the outage window being measured
+        cpu = time.process_time() - cpu_before
+        outage_attempts = counting.calls - 1
+        print(
+            f"\nwatcher during a {time.monotonic() - wall_before:.1f} s etcd outage: "
+            f"{cpu:.3f} s CPU for the whole process, {outage_attempts} re-watch attempts"
+        )
+        assert cpu < 0.5
+        assert 1 <= outage_attempts <= 8  # backing off: 0.2, 0.4, 0.8, 1.0 s…
+
+        server.restart()
+        # Written before the watcher is back: the re-watch from last + 1 must find them.
+        after = eventually(lambda: write_event(writer, "/ccm", "crons"))
+        later = write_event(writer, "/ccm", "fpm-pools")
+        reports.wait_revision(later, timeout=10)
+        assert reports.types_after(before) == {"crons", "fpm-pools"}
+        assert watcher.last_revision == later > after > before
+        assert reports.full == []
+        watcher.stop(timeout=10)  # before its client closes
+
+
+def test_stop_interrupts_the_backoff_sleep(
+    reports: Reports, watchers: Callable[..., EventWatcher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as sock:  # a port where no etcd listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = EtcdSettings(endpoints=(f"http://127.0.0.1:{port}",), timeout=1.0)
+    with EtcdClient.from_settings(settings) as client:
+        counting = CountingWatches(client, monkeypatch)
+        watcher = watchers(client, "/ccm", 1, reports, backoff_initial=0.05, backoff_max=30.0)
+        deadline = time.monotonic() + 5
+        while counting.calls < 4:  # backing off: the next wait is 0.4 s, then 0.8 s…
+            assert time.monotonic() < deadline, "the watcher did not retry"
+            time.sleep(0.01)
+        stopping = time.monotonic()
+        watcher.stop(timeout=5)
+        assert not watcher.running
+        assert time.monotonic() - stopping < 0.5
+
+
+# -- compaction -----------------------------------------------------------------------------
+
+
+def test_a_compacted_start_revision_asks_for_a_full_run(
+    private_etcd_server: EtcdServer, reports: Reports, watchers: Callable[..., EventWatcher]
+) -> None:
+    settings = EtcdSettings(endpoints=(private_etcd_server.endpoint,), prefix="/ccm")
+    with EtcdClient.from_settings(settings) as client:
+        old = write_event(client, "/ccm", "unix-users")
+        write_event(client, "/ccm", "crons")
+        compacted = write_event(client, "/ccm", "fpm-pools")
+        client.compact(compacted)
+
+        watcher = watchers(client, "/ccm", old, reports)
+        reports.wait(lambda: reports.full == ["compacted"], what="a full run")
+        assert watcher.last_revision >= compacted
+        assert reports.batches == []  # the lost history is not reported piecemeal
+
+        revision = write_event(client, "/ccm", "virtual-hosts")
+        reports.wait_revision(revision)
+        assert reports.batches == [({"virtual-hosts"}, revision)]
+        assert reports.full == ["compacted"]
+        watcher.stop(timeout=10)  # before its client closes
+
+
+# -- stalls ---------------------------------------------------------------------------------
+
+
+def test_a_stalled_watch_is_re_established(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    reports: Reports,
+    watchers: Callable[..., EventWatcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prefix = etcd_settings.prefix
+    counting = CountingWatches(etcd_client, monkeypatch)
+    counting.stall_next = 1  # the first watch opens fine but never delivers
+    start = etcd_client.current_revision() + 1
+    watchers(etcd_client, prefix, start, reports, probe_interval=0.2)
+    first = write_event(etcd_client, prefix, "unix-users")
+    second = write_event(etcd_client, prefix, "crons")
+    started = time.monotonic()
+    reports.wait_revision(second, timeout=5)
+    print(f"\nstall noticed and watch re-established in {time.monotonic() - started:.2f} s")
+    assert counting.calls == 2
+    assert reports.types_after(start - 1) == {"unix-users", "crons"}
+    # The re-watch catches up from the first missed revision (perhaps in one batch).
+    assert reports.batches[0][1] >= first
+    assert reports.batches[-1][1] == second
+
+
+def test_a_healthy_watch_is_not_re_established_by_the_probe(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    reports: Reports,
+    watchers: Callable[..., EventWatcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prefix = etcd_settings.prefix
+    counting = CountingWatches(etcd_client, monkeypatch)
+    watchers(etcd_client, prefix, etcd_client.current_revision() + 1, reports, probe_interval=0.05)
+    until = time.monotonic() + 0.6  # a dozen probes, with writes between them
+    written = 0
+    while time.monotonic() < until:
+        revision = etcd_client.txn(
+            [Compare.missing(f"{prefix}/nothing")], [Put(f"{prefix}/events/crons", b"{}")]
+        ).revision
+        written += 1
+        reports.wait_revision(revision)
+    assert counting.calls == 1
+    assert len(reports.batches) == written
