@@ -112,7 +112,7 @@ def main() -> None:
               f"({os.cpu_count()} cores)")
         log = base / "actions.log"
         timed_apply(config, "cold apply", log)
-        timed_apply(config, "no-op full run", log)
+        timed_apply(config, "no-op full run", log, "--all")
         with EtcdClient.from_settings(settings) as client:
             store = ObjectStore(client, "/bench", writer="bench")
             cron = made["crons"][0] | {"schedule": "*/5 * * * *"}

@@ -13,13 +13,15 @@ CcmError
 │   ├── EtcdUnavailable      etcd down or unreachable: retry later (ccm.cluster.etcd)
 │   │   └── WatchDisconnected    a watch stream broke: re-watch from last + 1
 │   ├── RevisionCompacted    history is gone: assume everything changed
-│   └── LeaseNotFound        the lease expired or was revoked
+│   ├── LeaseNotFound        the lease expired or was revoked
+│   └── RunCancelled         the daemon is stopping: the run was rolled back, work kept
 ├── GraphError               the configuration graph is invalid
 │   └── DependencyCycle      a cycle between configurations (names the cycle)
 └── RunError                 a run failed on this node (names the configuration)
     ├── PlanError            a configuration could not plan (a template error, a conflict)
     ├── CheckFailed          a check command refused the rendered files (carries output)
     ├── CommandFailed        an action command exited non-zero (carries argv and output)
+    │   └── ActionFailed     a reload/command after the files were in place (kept pending)
     └── PlaybookFailed       an Ansible playbook failed (carries the failing task)
 """
 
@@ -130,3 +132,15 @@ class PlaybookFailed(RunError):
         super().__init__(configuration, f"playbook {playbook}: task {task!r} failed: {message}")
         self.playbook = playbook
         self.task = task
+
+
+class ActionFailed(CommandFailed):
+    """A reload or command failed after every file was checked and in place.
+
+    The files stay (they passed their checks); the action stays pending in the manifest
+    and runs again on the node's next run.
+    """
+
+
+class RunCancelled(ClusterError):
+    """The run was stopped (SIGTERM) before its next change; everything was restored."""

@@ -13,7 +13,7 @@ import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from ccm.cluster.etcd import EtcdClient, Put, WatchDisconnected
+from ccm.cluster.etcd import EtcdClient, Put
 from ccm.errors import ClusterError
 
 
@@ -66,27 +66,36 @@ class HaltFlag:
         """Remove the flag; True if it was set."""
         return self.client.delete(self.key) > 0
 
-    def wait_cleared(self, stop: threading.Event, timeout: float = 5.0) -> bool:
-        """Block until the flag is gone (True) or ``stop`` is set (False).
+    def wait_cleared(
+        self, stop: threading.Event, timeout: float = 5.0, recheck: float = 60.0
+    ) -> bool:
+        """Block until the flag is gone (True) or ``stop`` is set (False). Never raises.
 
         Watches the key from the revision at which it was seen set, so a resume between
         the read and the watch is not missed. ``timeout`` bounds each wait so ``stop``
-        is noticed promptly; a broken watch is re-established.
+        is noticed promptly; a broken watch is re-established after a back-off, and the
+        key is re-read every ``recheck`` seconds in case a watch stalled silently.
         """
+        delay = 0.5
         while not stop.is_set():
-            kvs, revision = self.client.get_prefix(self.key)
-            if not any(kv.key == self.key for kv in kvs):
-                return True
             try:
+                kvs, revision = self.client.get_prefix(self.key)
+                if not any(kv.key == self.key for kv in kvs):
+                    return True
+                waited = 0.0
                 with self.client.watch_prefix(self.key, start_revision=revision + 1) as watch:
-                    while not stop.is_set():
+                    while not stop.is_set() and waited < recheck:
                         batch = watch.get(timeout=timeout)
+                        waited += timeout
                         if batch is None:
                             if watch.done:
                                 break
                             continue
                         if any(e.key == self.key and e.type == "delete" for e in batch.events):
                             return True
-            except (WatchDisconnected, ClusterError):
-                stop.wait(1.0)
+                delay = 0.5
+            except ClusterError:
+                if stop.wait(delay):
+                    return False
+                delay = min(delay * 2, 10.0)
         return False

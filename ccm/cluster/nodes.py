@@ -8,6 +8,7 @@ vanishes by itself when the daemon dies.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from dataclasses import asdict, dataclass, field
@@ -51,6 +52,15 @@ class NodeRecord:
         )
 
 
+def _parse(key: str, raw: bytes) -> NodeRecord | None:
+    """A record that cannot be read counts as no record (the node then runs everything)."""
+    try:
+        return NodeRecord.from_json(raw)
+    except (ValueError, TypeError, AttributeError, KeyError) as error:
+        get_logger().warning("unreadable node record ignored", key=key, error=str(error))
+        return None
+
+
 class NodeRecords:
     def __init__(self, client: EtcdClient, prefix: str) -> None:
         self.client = client
@@ -62,14 +72,15 @@ class NodeRecords:
 
     def read(self, node: str) -> NodeRecord | None:
         kv = self.client.get(self.key(node))
-        return NodeRecord.from_json(kv.value) if kv else None
+        return _parse(kv.key, kv.value) if kv else None
 
     def put_op(self, node: str, record: NodeRecord) -> Put:
         return Put(self.key(node), record.to_json())
 
     def all(self) -> dict[str, NodeRecord]:
         kvs, _ = self.client.get_prefix(self.nodes_prefix)
-        return {kv.key[len(self.nodes_prefix) :]: NodeRecord.from_json(kv.value) for kv in kvs}
+        found = {kv.key[len(self.nodes_prefix) :]: _parse(kv.key, kv.value) for kv in kvs}
+        return {node: record for node, record in found.items() if record is not None}
 
     def alive(self) -> set[str]:
         kvs, _ = self.client.get_prefix(self.alive_prefix)
@@ -94,8 +105,14 @@ class Presence:
         self.log = get_logger(node=node)
 
     def _announce(self) -> None:
-        self.lease = self.client.grant_lease(self.ttl)
-        self.client.put(self.key, json.dumps({"node": self.node}).encode(), lease=self.lease)
+        lease = self.client.grant_lease(self.ttl)
+        try:
+            self.client.put(self.key, json.dumps({"node": self.node}).encode(), lease=lease)
+        except ClusterError:
+            with contextlib.suppress(ClusterError):
+                self.client.revoke_lease(lease)
+            raise
+        self.lease = lease
 
     def _keep(self) -> None:
         while not self._stop.wait(self.ttl / 3):

@@ -30,7 +30,7 @@ from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.halt import HaltFlag
 from ccm.cluster.nodes import Presence
 from ccm.cluster.watcher import EventWatcher
-from ccm.daemon.node_run import NodeRun
+from ccm.daemon.node_run import NodeRun, RunOutcome
 from ccm.daemon.notify import Notifier
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
@@ -66,14 +66,16 @@ class Daemon:
         self._engine_factory = engine_factory or (lambda s: Engine(self.registry, s))
         self.engine = self._engine_factory(settings)
         self.debouncer = Debouncer(settings.debounce.quiet, settings.debounce.max_wait, self.clock)
-        self.wakes: queue.Queue[_Wake] = queue.Queue()
+        # SimpleQueue: its put() is reentrant, so signal handlers may call it safely
+        self.wakes: queue.SimpleQueue[_Wake] = queue.SimpleQueue()
         self.stopping = threading.Event()
         self.halted = False
         self.ready = False
         self.retry_at: float | None = None
         self.failures = 0
         self.next_reconcile = self._reconcile_after()
-        self._catch_up = True
+        #: True until one run succeeded: NodeRun derives the missed work from revisions
+        self.catching_up = True
         self.log = get_logger(node=settings.node)
 
     # -- signals and messages -------------------------------------------------------
@@ -110,31 +112,33 @@ class Daemon:
         settings = self.settings
         with EtcdClient.from_settings(settings.etcd) as client:
             presence = Presence(client, settings.etcd.prefix, settings.node)
-            presence.start()
-            node_run = NodeRun(settings, client, self.engine, clock=self.clock)
-            start_revision = self._current_revision(client)
-            watcher = EventWatcher(
-                client,
-                settings.etcd.prefix,
-                start_revision + 1,
-                self._on_types,
-                self._on_full,
-                clock=self.clock,
-            )
-            watcher.start()
-            # catch-up: NodeRun adds every type changed since this node's applied revision
-            self._catch_up = True
-            self.log.info("daemon started", revision=start_revision, root=str(settings.root))
+            watcher: EventWatcher | None = None
             try:
+                start_revision = self._current_revision(client)
+                if start_revision is None:  # stopped while etcd was unreachable
+                    return 0
+                presence.start()
+                node_run = NodeRun(settings, client, self.engine, clock=self.clock)
+                watcher = EventWatcher(
+                    client,
+                    settings.etcd.prefix,
+                    start_revision + 1,
+                    self._on_types,
+                    self._on_full,
+                    clock=self.clock,
+                )
+                watcher.start()
+                self.log.info("daemon started", revision=start_revision, root=str(settings.root))
                 self._loop(client, node_run)
             finally:
                 self.notifier.stopping("stopping")
-                watcher.stop()
+                if watcher is not None:
+                    watcher.stop()
                 presence.stop()
         self.log.info("daemon stopped")
         return 0
 
-    def _current_revision(self, client: EtcdClient) -> int:
+    def _current_revision(self, client: EtcdClient) -> int | None:
         delay = 0.5
         while True:
             try:
@@ -142,7 +146,7 @@ class Daemon:
             except ClusterError as error:
                 self.log.warning("etcd not reachable yet", error=str(error), retry_in=delay)
                 if self.stopping.wait(delay):
-                    raise
+                    return None
                 delay = min(delay * 2, 10.0)
 
     def _timeout(self) -> float:
@@ -152,19 +156,22 @@ class Daemon:
         if interval:
             candidates.append(interval)
         if not self.halted:
-            if self._catch_up or self.retry_at is not None:
-                candidates.append(max(0.0, (self.retry_at or now) - now))
-            due = self.debouncer.seconds_until_due()
-            if due is not None and self.retry_at is None:
-                candidates.append(due)
-            if self.next_reconcile is not None:
-                candidates.append(max(0.0, self.next_reconcile - now))
+            if self.retry_at is not None:
+                candidates.append(max(0.0, self.retry_at - now))
+            else:
+                if self.catching_up:
+                    candidates.append(0.0)
+                due = self.debouncer.seconds_until_due()
+                if due is not None:
+                    candidates.append(due)
+                if self.next_reconcile is not None:
+                    candidates.append(max(0.0, self.next_reconcile - now))
         return min(candidates)
 
     def _loop(self, client: EtcdClient, node_run: NodeRun) -> None:
         while not self.stopping.is_set():
             try:
-                wake = self.wakes.get(timeout=self._timeout())
+                wake: _Wake | None = self.wakes.get(timeout=self._timeout())
             except queue.Empty:
                 wake = None
             self.notifier.watchdog()
@@ -179,12 +186,12 @@ class Daemon:
             if self.stopping.is_set() or self.halted:
                 continue
             now = self.clock.monotonic()
-            if self.retry_at is not None and now < self.retry_at:
-                continue
             if self.next_reconcile is not None and now >= self.next_reconcile:
                 self.debouncer.restore([ALL])
                 self.next_reconcile = self._reconcile_after()
-            if self._catch_up or self.debouncer.is_due():
+            if self.retry_at is not None and now < self.retry_at:
+                continue
+            if self.catching_up or self.debouncer.is_due():
                 self._run_once(client, node_run)
 
     def _handle(self, wake: _Wake, node_run: NodeRun) -> None:
@@ -199,22 +206,52 @@ class Daemon:
         elif wake.kind == "reload":
             self._reload(node_run)
 
+    def _run_in_worker(self, node_run: NodeRun, types: frozenset[str]) -> RunOutcome:
+        """Run on a worker thread while this thread keeps pinging the watchdog.
+
+        A lock wait behind other nodes or a long check must not look like a wedged
+        daemon to systemd; a SIGTERM meanwhile cancels the lock wait or rolls the run
+        back before its next change (``cancel``).
+        """
+        result: list[RunOutcome] = []
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                result.append(node_run.run(types, full=ALL in types, cancel=self.stopping))
+            except BaseException as error:  # handed to the main thread
+                failure.append(error)
+
+        worker = threading.Thread(target=work, name="ccm-run", daemon=True)
+        worker.start()
+        interval = self.notifier.watchdog_interval() or 5.0
+        while worker.is_alive():
+            worker.join(interval)
+            self.notifier.watchdog()
+        if failure:
+            raise failure[0]
+        return result[0]
+
     def _run_once(self, client: EtcdClient, node_run: NodeRun) -> None:
         types = self.debouncer.take()
         try:
-            outcome = node_run.run(types, full=ALL in types, cancel=self.stopping)
-        except CcmError as error:  # etcd away, lock lost: keep the work, back off
+            outcome = self._run_in_worker(node_run, types)
+        except Exception as error:  # etcd away, lock lost, stopping, a bug: keep the work
             self.debouncer.restore(types)
+            if self.stopping.is_set():
+                return
             self.failures += 1
             delay = min(0.5 * 2 ** (self.failures - 1), 30.0)
             self.retry_at = self.clock.monotonic() + delay
-            if not self.stopping.is_set():
+            if isinstance(error, CcmError):
                 self.log.warning("run not done, will retry", error=str(error), retry_in=delay)
+            else:
+                self.log.exception("run crashed, will retry", retry_in=delay)
             return
         self.failures = 0
         self.retry_at = None
-        self._catch_up = False
         if outcome.result == "success":
+            self.catching_up = False
             if ALL in types:
                 self.next_reconcile = self._reconcile_after()
         else:  # halted or failed: keep the work, wait for `ccm resume`
@@ -230,34 +267,41 @@ class Daemon:
         halt = HaltFlag(client, self.settings.etcd.prefix)
 
         def wait() -> None:
-            try:
-                if halt.wait_cleared(self.stopping):
-                    self.wakes.put(_Wake("resumed"))
-            except CcmError as error:
-                self.log.error("waiting for resume failed", error=str(error))
-                self.wakes.put(_Wake("resumed"))  # re-check under the lock
+            while not self.stopping.is_set():
+                try:
+                    if halt.wait_cleared(self.stopping):
+                        self.wakes.put(_Wake("resumed"))
+                    return
+                except Exception:  # never leave the node halted forever on a bug
+                    self.log.exception("waiting for resume failed; retrying")
+                    self.stopping.wait(5.0)
 
         threading.Thread(target=wait, name="ccm-halt-wait", daemon=True).start()
 
     def _reload(self, node_run: NodeRun) -> None:
         try:
             settings = load_settings(self.config_path)
-        except CcmError as error:
-            self.log.error("settings not reloaded", error=str(error))
+            if settings.etcd != self.settings.etcd or settings.node != self.settings.node:
+                self.log.warning("etcd and node settings change only with a restart")
+                settings = settings.model_copy(
+                    update={"etcd": self.settings.etcd, "node": self.settings.node}
+                )
+            engine = self._engine_factory(settings)
+        except Exception as error:  # a bad file keeps the running settings
+            self.log.error("settings not reloaded; keeping the running ones", error=str(error))
             return
-        if settings.etcd != self.settings.etcd or settings.node != self.settings.node:
-            self.log.warning("etcd and node settings change only with a restart")
-            settings = settings.model_copy(
-                update={"etcd": self.settings.etcd, "node": self.settings.node}
-            )
+        interval_changed = settings.reconcile_interval != self.settings.reconcile_interval
         self.settings = settings
-        self.engine = self._engine_factory(settings)
-        node_run.engine = self.engine
+        self.engine = engine
+        node_run.engine = engine
         node_run.settings = settings
+        if interval_changed:
+            self.next_reconcile = self._reconcile_after()
         pending = self.debouncer.pending
+        due = self.debouncer.is_due()
         self.debouncer = Debouncer(settings.debounce.quiet, settings.debounce.max_wait, self.clock)
         if pending:
-            self.debouncer.add(pending)
+            (self.debouncer.restore if due else self.debouncer.add)(pending)
         self.notifier.status("settings reloaded")
         self.log.info("settings reloaded")
 

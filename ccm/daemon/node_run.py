@@ -18,6 +18,7 @@ next run finds the same events keys above the same applied revision.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -28,9 +29,16 @@ from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.halt import HaltFlag, HaltRecord
 from ccm.cluster.lock import ClusterLock, LockHold
 from ccm.cluster.nodes import LastRun, NodeRecord, NodeRecords
-from ccm.cluster.store import ObjectStore
+from ccm.cluster.store import InvalidStoredObject, ObjectStore
 from ccm.engine.run import Engine
-from ccm.errors import LockLost, RunError
+from ccm.errors import (
+    ActionFailed,
+    ClusterError,
+    LockLost,
+    PlanError,
+    RunCancelled,
+    RunError,
+)
 from ccm.log import get_logger
 from ccm.plan.executor import RunReport
 from ccm.settings import Settings
@@ -97,10 +105,17 @@ class NodeRun:
                 )
                 return RunOutcome("halted", halt=halted)
             record = self.nodes.read(self.node)
-            snapshot = self.store.snapshot()
+            started = self.clock.wall().isoformat()
+            try:
+                snapshot = self.store.snapshot()
+            except InvalidStoredObject as error:  # a value this ccm cannot read: halt
+                failure = PlanError("(snapshot)", str(error))
+                revision = self.client.current_revision()
+                return self._fail(hold, record, revision, [], started, failure, cancel)
             revision = snapshot.revision
             requested = set(types)
-            if full or record is None or ALL in requested:
+            # applied_revision 0: a first run that failed — still owes a full run
+            if full or record is None or record.applied_revision == 0 or ALL in requested:
                 selection: set[str] | None = None
             else:
                 revisions = self.event_revisions_at(revision)
@@ -108,16 +123,19 @@ class NodeRun:
             selected = self.engine.select(selection)
             log = self.log.bind(revision=revision)
             log.info("run starts", configurations=selected)
-            started = self.clock.wall().isoformat()
-            hold.check()
+
+            def guard() -> None:
+                hold.check()
+                if cancel is not None and cancel.is_set():
+                    raise RunCancelled(f"{self.node}: stopping; the run was rolled back")
+
+            guard()
             try:
                 report = (
-                    self.engine.apply(snapshot, selection, guard=hold.check)
-                    if selected
-                    else RunReport()
+                    self.engine.apply(snapshot, selection, guard=guard) if selected else RunReport()
                 )
             except RunError as error:
-                return self._fail(hold, record, revision, selected, started, error)
+                return self._fail(hold, record, revision, selected, started, error, cancel)
             last = LastRun(started, self.clock.wall().isoformat(), "success", report.changed_paths)
             committed = self.client.txn(
                 [hold.fence()], [self.nodes.put_op(self.node, NodeRecord(revision, last))]
@@ -140,6 +158,7 @@ class NodeRun:
         selected: list[str],
         started: str,
         error: RunError,
+        cancel: threading.Event | None,
     ) -> RunOutcome:
         halt = HaltRecord.now(
             self.node, error.configuration, str(error), revision, self.clock.wall()
@@ -147,11 +166,30 @@ class NodeRun:
         last = LastRun(started, self.clock.wall().isoformat(), "failed", [], str(error))
         applied = record.applied_revision if record else 0
         writes = [self.halt.set_op(halt), self.nodes.put_op(self.node, NodeRecord(applied, last))]
-        if not self.client.txn([hold.fence()], [*writes, *hold.release_ops()]).succeeded:
-            # the lock was lost meanwhile; a halt is always safe to set, so set it anyway
-            self.client.txn([], writes)
+        # The halt must reach etcd before anyone else applies: retry through an outage
+        # (etcd keeps leases alive across its restart, so the fence usually still holds).
+        delay = 0.5
+        while True:
+            try:
+                if not self.client.txn([hold.fence()], [*writes, *hold.release_ops()]).succeeded:
+                    # the lock was lost meanwhile; a halt is always safe, so set it anyway
+                    self.client.txn([], writes)
+                break
+            except ClusterError as outage:
+                self.log.error("cannot record the halt yet; retrying", error=str(outage))
+                if cancel is not None and cancel.wait(delay):
+                    raise
+                if cancel is None:
+                    time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        what = (
+            "the files of this run are in place (they passed their checks); the action "
+            "stays pending and runs again after `ccm resume`"
+            if isinstance(error, ActionFailed)
+            else "every change of this run was restored"
+        )
         self.log.error(
-            "run failed: halt flag set, every change of this run was restored",
+            f"run failed: halt flag set, {what}",
             revision=revision,
             configuration=error.configuration,
             error=str(error),

@@ -66,6 +66,8 @@ class Notifier:
         message = "\n".join(fields).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                # never block: a notify socket nobody reads must not wedge the main loop
+                sock.setblocking(False)
                 sock.sendto(message, self._address)
         except OSError as error:
             log.warning("systemd notify to %r failed: %s", self._printable_address, error)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ccm.errors import CheckFailed, CommandFailed, RunError
+from ccm.errors import ActionFailed, CcmError, CheckFailed, CommandFailed, RunError
 from ccm.log import get_logger
 from ccm.plan.changes import Account, Playbook, UnitAction
 from ccm.plan.commands import CommandRunner, fill, run_command
@@ -115,23 +115,35 @@ class Executor:
 
     def apply(self, operations: Sequence[ConfigurationOperations]) -> RunReport:
         report = RunReport()
+        current = "(run)"
         try:
             for ops in operations:
+                current = ops.configuration
                 self._apply_configuration(ops, report)
+            current = "(run)"
+            self.guard()
         except BaseException as error:
             self.log.error("run failed, restoring every change of this run", error=str(error))
             self._journal.unwind(self.log)
             self.accounts.reload()
             self.manifest.save()
-            raise
-        self.guard()
+            if isinstance(error, CcmError) or not isinstance(error, Exception):
+                raise
+            # disk full, permission denied, a bug: still a failed run that halts the
+            # rollout and names the configuration, never a crashed daemon
+            raise RunError(current, f"{type(error).__name__}: {error}") from error
         for ops in operations:
-            self._delete_accounts(ops, report)
             owned = self.manifest.owned(ops.configuration)
             owned.files = set(ops.planned_files)
-            owned.accounts = set(ops.planned_accounts)
+            # accounts still to delete stay listed until userdel succeeded
+            owned.accounts = set(ops.planned_accounts) | {
+                op.username for op in ops.accounts if isinstance(op, DeleteAccount)
+            }
+        self._remember_actions(operations, report)
         self.manifest.save()
-        self._run_actions(operations, report)
+        for ops in operations:
+            self._delete_accounts(ops, report)
+        self._run_pending_actions(report)
         return report
 
     def _apply_configuration(self, ops: ConfigurationOperations, report: RunReport) -> None:
@@ -147,6 +159,7 @@ class Executor:
             # saved now, so that a process killed later in this run still knows next
             # time that ccm made these accounts (a failed run removes them again)
             self.manifest.save()
+        self._claim_files(ops)
         for file_op in ops.files:
             self.guard()
             log.info("change", change=file_op.path, operation=type(file_op).__name__)
@@ -184,6 +197,23 @@ class Executor:
             report.actions.append(f"playbook {playbook.playbook}")
 
     # -- files ---------------------------------------------------------------------
+
+    def _claim_files(self, ops: ConfigurationOperations) -> None:
+        """Record ownership of the files about to be written BEFORE writing them.
+
+        A process killed (or a lock lost) between a write and the end of the run must
+        not leave a file ccm wrote that the manifest does not list: the next run would
+        refuse it as foreign. A failed run restores the previous ownership.
+        """
+        owned = self.manifest.owned(ops.configuration)
+        new = {op.path for op in ops.files if isinstance(op, WriteFile)} - owned.files
+        if not new:
+            return
+        owned.files |= new
+        self.manifest.save()
+        self._journal.record(
+            f"manifest of {ops.configuration}", lambda: owned.files.difference_update(new)
+        )
 
     def _real(self, node_path: str) -> Path:
         return self.root / node_path.lstrip("/")
@@ -258,14 +288,14 @@ class Executor:
         log.info("change", change=f"account {account.username}", operation="useradd")
         self._run(configuration, self._account_command("useradd", account, account.username))
         userdel = self._account_command("userdel", None, account.username)
-        self._journal.record(
-            f"account {account.username}", lambda: self._run(configuration, userdel)
-        )
         owned = self.manifest.owned(configuration).accounts
         owned.add(account.username)
-        self._journal.record(
-            f"manifest {account.username}", lambda: owned.discard(account.username)
-        )
+
+        def undo() -> None:
+            self._run(configuration, userdel)
+            owned.discard(account.username)  # only once the account is really gone
+
+        self._journal.record(f"account {account.username}", undo)
 
     def _modify_account(self, configuration: str, op: ModifyAccount, log: Any) -> None:
         log.info("change", change=f"account {op.account.username}", operation="usermod")
@@ -277,6 +307,7 @@ class Executor:
     def _delete_accounts(self, ops: ConfigurationOperations, report: RunReport) -> None:
         for op in ops.accounts:
             if isinstance(op, DeleteAccount):
+                self.guard()
                 self.log.info(
                     "change",
                     configuration=ops.configuration,
@@ -286,33 +317,68 @@ class Executor:
                 self._run(ops.configuration, self._account_command("userdel", None, op.username))
                 report.changed.setdefault(ops.configuration, []).append(f"account:{op.username}")
                 self.accounts.reload()
+                self.manifest.owned(ops.configuration).accounts.discard(op.username)
+                self.manifest.save()
 
     # -- actions after everything is in place ------------------------------------
 
-    def _run_actions(
+    def _remember_actions(
         self, operations: Sequence[ConfigurationOperations], report: RunReport
     ) -> None:
+        """Add this run's triggered reloads and commands to the manifest's pending list.
+
+        They are saved before any of them runs and removed one by one as they succeed,
+        so a failed reload (or a crash) is retried by the next run even though that run
+        finds every file already in place.
+        """
         changed = report.changed_paths
-        units = merge_unit_actions(
-            [u for ops in operations for u in ops.units if triggered(u.triggers, changed)]
-        )
-        owners = {u.unit: ops.configuration for ops in operations for u in ops.units}
-        for unit in units:
-            setting = "reload_unit" if unit.action == "reload" else "restart_unit"
-            argv = fill(
-                getattr(self.settings.commands, setting),
-                {"unit": unit.unit, "root": str(self.root)},
-            )
-            self.log.info("action", configuration=owners[unit.unit], argv=argv)
-            self._run(owners[unit.unit], argv)
-            report.actions.append(f"{unit.action} {unit.unit}")
+        pending = list(self.manifest.pending_actions)
         for ops in operations:
+            for unit in ops.units:
+                if triggered(unit.triggers, changed):
+                    pending.append(
+                        {
+                            "configuration": ops.configuration,
+                            "unit": unit.unit,
+                            "action": unit.action,
+                        }
+                    )
             for command in ops.commands:
                 if triggered(command.triggers, changed):
-                    argv = fill(command.argv, {"root": str(self.root)})
-                    self.log.info("action", configuration=ops.configuration, argv=argv)
-                    self._run(ops.configuration, argv)
-                    report.actions.append("run " + " ".join(argv))
+                    pending.append({"configuration": ops.configuration, "argv": list(command.argv)})
+        units = merge_unit_actions(
+            [UnitAction(a["unit"], a["action"], ()) for a in pending if "unit" in a]
+        )
+        owners = {a["unit"]: a["configuration"] for a in pending if "unit" in a}
+        commands: list[dict[str, Any]] = []
+        for action in pending:
+            if "argv" in action and action not in commands:
+                commands.append(action)
+        self.manifest.pending_actions = [
+            {"configuration": owners[u.unit], "unit": u.unit, "action": u.action} for u in units
+        ] + commands
+
+    def _run_pending_actions(self, report: RunReport) -> None:
+        """Run the pending reloads, restarts and commands; a failure leaves the rest pending."""
+        while self.manifest.pending_actions:
+            self.guard()
+            action = self.manifest.pending_actions[0]
+            configuration = str(action["configuration"])
+            if "unit" in action:
+                setting = "reload_unit" if action["action"] == "reload" else "restart_unit"
+                variables = {"unit": str(action["unit"]), "root": str(self.root)}
+                argv = fill(getattr(self.settings.commands, setting), variables)
+                label = f"{action['action']} {action['unit']}"
+            else:
+                argv = fill([str(a) for a in action["argv"]], {"root": str(self.root)})
+                label = "run " + " ".join(argv)
+            self.log.info("action", configuration=configuration, argv=argv)
+            result = self.runner(argv, timeout=self.settings.commands.timeout)
+            if result.returncode != 0:
+                raise ActionFailed(configuration, argv, result.returncode, result.output)
+            report.actions.append(label)
+            self.manifest.pending_actions.pop(0)
+            self.manifest.save()
 
 
 def _remove_empty(directories: Sequence[Path]) -> None:

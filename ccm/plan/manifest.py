@@ -28,6 +28,9 @@ class Owned:
 class Manifest:
     path: Path
     configurations: dict[str, Owned] = field(default_factory=dict)
+    #: actions (reloads, commands) whose files are in place but which have not run yet:
+    #: a failed reload or a crash in between must not be forgotten by the next run
+    pending_actions: list[dict[str, Any]] = field(default_factory=list)
     #: the text last read or written, so saving an unchanged manifest writes nothing
     stored: str = ""
 
@@ -61,7 +64,8 @@ class Manifest:
             )
             for name, entry in data.get("configurations", {}).items()
         }
-        return cls(path, configurations, text)
+        pending = [dict(action) for action in data.get("pending_actions", [])]
+        return cls(path, configurations, pending, text)
 
     def save(self) -> None:
         data = {
@@ -75,6 +79,7 @@ class Manifest:
                 for name, owned in sorted(self.configurations.items())
                 if owned.files or owned.accounts or owned.playbooks
             },
+            "pending_actions": self.pending_actions,
         }
         text = json.dumps(data, indent=1) + "\n"
         if text != self.stored:
