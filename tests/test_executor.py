@@ -12,10 +12,11 @@ from noderoot import actions, logging_command, node_settings, seed_root
 
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
-from ccm.errors import CheckFailed, PlanError
+from ccm.errors import ActionFailed, CheckFailed, LockLost, PlanError, RunError
 from ccm.models import Snapshot, UnixUser
 from ccm.plan.changes import Account, Change, Check, Directory, File, UnitAction
 from ccm.plan.configuration import Configuration, Render
+from ccm.plan.executor import Executor
 from ccm.settings import Settings
 
 
@@ -118,9 +119,7 @@ def test_a_file_owned_by_another_configuration_is_a_plan_error(root: Path) -> No
 
 def test_failing_check_restores_every_file_of_the_run_and_reloads_nothing(root: Path) -> None:
     marker = root / "check-passes"
-    settings = node_settings(
-        root, commands={"nginx_check": ["test", "-e", str(marker)]}
-    )
+    settings = node_settings(root, commands={"nginx_check": ["test", "-e", str(marker)]})
     Planned.files["alpha"] = [
         File("/etc/app/kept.conf", "old kept\n", mode=0o600),
         File("/etc/app/gone.conf", "will be removed\n", mode=0o640),
@@ -136,7 +135,8 @@ def test_failing_check_restores_every_file_of_the_run_and_reloads_nothing(root: 
     marker.unlink()
     snapshot_before = {
         p.relative_to(root): (p.read_bytes(), p.stat().st_mode, p.stat().st_uid)
-        for p in root.rglob("*") if p.is_file() and p.name != "actions.log"
+        for p in root.rglob("*")
+        if p.is_file() and p.name != "actions.log"
     }
     actions_before = actions(root)
 
@@ -157,7 +157,8 @@ def test_failing_check_restores_every_file_of_the_run_and_reloads_nothing(root: 
     assert "test -e" in str(failure.value)
     after = {
         p.relative_to(root): (p.read_bytes(), p.stat().st_mode, p.stat().st_uid)
-        for p in root.rglob("*") if p.is_file() and p.name != "actions.log"
+        for p in root.rglob("*")
+        if p.is_file() and p.name != "actions.log"
     }
     assert after == snapshot_before
     assert not (root / "etc/web/deeper").exists()
@@ -252,3 +253,71 @@ def test_an_existing_file_ccm_did_not_write_is_refused_not_overwritten(root: Pat
     with pytest.raises(PlanError, match="not written by ccm"):
         engine_for(settings).apply(EMPTY)
     assert existing.read_text() == "hand-written\n"
+
+
+def test_a_failed_reload_keeps_the_files_and_runs_again_on_the_next_run(root: Path) -> None:
+    reload_ok = root / "reload-works"
+    settings = node_settings(
+        root,
+        commands={
+            "reload_unit": [
+                "sh",
+                "-c",
+                f'test -e {reload_ok} && echo "reload $1" >> {root}/actions.log',
+                "sh",
+                "{unit}",
+            ]
+        },
+    )
+    Planned.files["alpha"] = [
+        File("/etc/app/a.conf", "a\n"),
+        UnitAction("app", "reload", triggers=("/etc/app/",)),
+    ]
+    with pytest.raises(ActionFailed) as failure:
+        engine_for(settings).apply(EMPTY)
+    assert failure.value.configuration == "alpha"
+    assert read(root, "/etc/app/a.conf") == (b"a\n", 0o644), "checked files stay in place"
+    reload_ok.touch()
+    report = engine_for(settings).apply(EMPTY)
+    assert report.changed == {} and report.actions == ["reload app"]
+    assert actions(root) == ["reload app"]
+    assert engine_for(settings).apply(EMPTY).actions == [], "done once it succeeded"
+
+
+def test_an_os_error_is_a_run_error_naming_the_configuration_and_restores(root: Path) -> None:
+    settings = node_settings(root)
+    Planned.files["alpha"] = [File("/etc/app/a.conf", "a\n")]
+    engine_for(settings).apply(EMPTY)
+    Planned.files["alpha"] = [File("/etc/app/a.conf", "changed\n")]
+    Planned.files["beta"] = [File("/etc/blocked/b.conf", "b\n")]
+    planned = engine_for(settings).plan(EMPTY)
+    # the node changes between plan and apply: a file where a directory must go
+    (root / "etc/blocked").write_text("in the way\n")
+    executor = Executor(settings, planned.manifest, planned.accounts)
+    with pytest.raises(RunError) as failure:
+        executor.apply(planned.operations)
+    assert failure.value.configuration == "beta"
+    assert "NotADirectoryError" in str(failure.value)
+    assert read(root, "/etc/app/a.conf") == (b"a\n", 0o644)
+    # and planning against such a node is a clear plan error, not a traceback
+    with pytest.raises(PlanError, match="beta: NotADirectoryError"):
+        engine_for(settings).plan(EMPTY)
+
+
+def test_a_guard_that_stops_the_run_restores_it_and_leaves_nothing_foreign(root: Path) -> None:
+    settings = node_settings(root)
+    Planned.files["alpha"] = [File("/etc/app/a.conf", "a\n"), File("/etc/app/b.conf", "b\n")]
+    calls = 0
+
+    def guard() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # after the first file was written
+            raise LockLost("lease gone")
+
+    engine = engine_for(settings)
+    with pytest.raises(LockLost):
+        engine.apply(EMPTY, guard=guard)
+    assert not (root / "etc/app").exists()
+    engine_for(settings).apply(EMPTY)  # nothing left behind is refused as foreign
+    assert read(root, "/etc/app/b.conf") == (b"b\n", 0o644)

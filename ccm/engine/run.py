@@ -71,15 +71,19 @@ class Engine:
             self.renderer.configuration = name
             try:
                 changes = configuration.plan(snapshot, self.renderer)
+                operations.append(
+                    compute_operations(
+                        name,
+                        changes,
+                        root=self.settings.root,
+                        manifest=manifest,
+                        accounts=accounts,
+                    )
+                )
             except CcmError:
                 raise
-            except Exception as error:  # a bug in a configuration: say where
+            except Exception as error:  # a bug, or the node's disk: say where
                 raise PlanError(name, f"{type(error).__name__}: {error}") from error
-            operations.append(
-                compute_operations(
-                    name, changes, root=self.settings.root, manifest=manifest, accounts=accounts
-                )
-            )
         return PlannedRun(snapshot.revision, operations, manifest, accounts)
 
     def apply(
