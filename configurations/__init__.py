@@ -9,6 +9,7 @@ Run order follows ``depends_on``::
     unix-users ─┬─► crontabs
                 ├─► php-fpm-pools ─► nginx-vhosts
                 └─────────────────► nginx-vhosts
+    php-versions ─► php-fpm-pools
     dovecot-users
 """
 
@@ -19,11 +20,13 @@ from configurations.crontabs import Crontabs
 from configurations.dovecot_users import DovecotUsers
 from configurations.nginx_vhosts import NginxVhosts
 from configurations.php_fpm_pools import PhpFpmPools
+from configurations.php_versions import PhpVersions
 from configurations.unix_users import UnixUsers
 
 CONFIGURATIONS: tuple[type[Configuration], ...] = (
     UnixUsers,
     Crontabs,
+    PhpVersions,
     PhpFpmPools,
     NginxVhosts,
     DovecotUsers,
@@ -35,5 +38,6 @@ __all__ = [
     "DovecotUsers",
     "NginxVhosts",
     "PhpFpmPools",
+    "PhpVersions",
     "UnixUsers",
 ]

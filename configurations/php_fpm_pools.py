@@ -13,6 +13,11 @@ and a reload of ``php<version>-fpm``, both triggered by that version's ``pool.d/
 version whose last pool was deleted still needs its reload (the executor removes the
 file), although no pool mentions the version any more; the executor runs a check or a
 reload only when a path under its trigger changed, so listing extra versions is free.
+
+Runs after ``php-versions`` (and is selected with it): the packages and ``pool.d/`` of a
+new version are in place before its pools are written and checked. Each listed
+version's ``pool.d/`` also holds ``ccm.placeholder.conf``, written by that playbook; a
+pool name cannot contain a dot, so no pool file planned here can be that file.
 """
 
 from __future__ import annotations
@@ -102,7 +107,7 @@ class PoolView:
 class PhpFpmPools(Configuration):
     name = "php-fpm-pools"
     subscribes = (FpmPool.TYPE, UnixUser.TYPE)
-    depends_on = ("unix-users",)
+    depends_on = ("unix-users", "php-versions")
     summary = "PHP-FPM pools per PHP version; check, then reload php<v>-fpm"
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:

@@ -3,7 +3,7 @@
 Golden cases live in ``tests/golden/<case>/``:
 
 * ``objects.json`` — a list of objects, each ``{"type": <object type>, …fields}``;
-* ``expected/<node path>`` — every file the five configurations plan, byte for byte;
+* ``expected/<node path>`` — every file the configurations plan, byte for byte;
 * ``plan.json`` — every change of every configuration, in plan order (files by path,
   mode, owner and group; their content is under ``expected/``).
 
@@ -43,7 +43,7 @@ from ccm.models import (
     cross_object_problems,
     parse_object,
 )
-from ccm.plan.changes import Account, Change, Check, Directory, File, UnitAction
+from ccm.plan.changes import Account, Change, Check, Directory, File, Playbook, UnitAction
 from ccm.plan.configuration import Configuration
 from ccm.plan.templates import TemplateRenderer, default_templates_dir
 from configurations import CONFIGURATIONS
@@ -51,6 +51,7 @@ from configurations.crontabs import Crontabs
 from configurations.dovecot_users import DovecotUsers, passwd_file_line
 from configurations.nginx_vhosts import NginxVhosts
 from configurations.php_fpm_pools import PhpFpmPools, SpareServers, ini_quote, spare_servers
+from configurations.php_versions import PhpVersions
 from configurations.unix_users import UnixUsers
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -192,7 +193,14 @@ def test_every_file_says_it_is_managed(render: TemplateRenderer) -> None:
 
 def test_configurations_metadata() -> None:
     names = [cls.name for cls in CONFIGURATIONS]
-    assert names == ["unix-users", "crontabs", "php-fpm-pools", "nginx-vhosts", "dovecot-users"]
+    assert names == [
+        "unix-users",
+        "crontabs",
+        "php-versions",
+        "php-fpm-pools",
+        "nginx-vhosts",
+        "dovecot-users",
+    ]
     for index, cls in enumerate(CONFIGURATIONS):
         assert issubclass(cls, Configuration)
         assert cls.summary
@@ -202,6 +210,9 @@ def test_configurations_metadata() -> None:
     by_name = {cls.name: cls for cls in CONFIGURATIONS}
     assert by_name["crontabs"].subscribes == ("crons", "unix-users")
     assert by_name["php-fpm-pools"].subscribes == ("fpm-pools", "unix-users")
+    assert by_name["php-fpm-pools"].depends_on == ("unix-users", "php-versions")
+    assert by_name["php-versions"].subscribes == ("clusters",)
+    assert by_name["php-versions"].depends_on == ()
     assert by_name["nginx-vhosts"].subscribes == ("virtual-hosts", "fpm-pools", "unix-users")
     assert by_name["nginx-vhosts"].depends_on == ("unix-users", "php-fpm-pools")
     assert by_name["dovecot-users"].depends_on == ()
@@ -304,6 +315,29 @@ def test_users_without_crons_get_no_crontab(render: TemplateRenderer) -> None:
     assert [f.path for f in only(changes, File)] == ["/var/spool/cron/crontabs/bob"]
     # bob's last cron deleted: no file planned any more, so the executor removes it
     assert list(Crontabs().plan(snap(ALICE, BOB), render)) == []
+
+
+# --- php-versions --------------------------------------------------------------------
+
+
+def test_php_versions_plans_one_playbook_with_every_listed_version(
+    render: TemplateRenderer,
+) -> None:
+    clusters = [Cluster(id=2, php_versions=["8.3", "7.4"]), Cluster(id=1, php_versions=["8.3"])]
+    assert list(PhpVersions().plan(snap(*clusters), render)) == [
+        Playbook("php-versions.yml", {"php_versions": ["7.4", "8.3"]})
+    ]
+
+
+def test_php_versions_without_clusters_plans_nothing(render: TemplateRenderer) -> None:
+    # no clusters object: versions are not managed (the store does not tie pools to a
+    # list then), which must not read as "remove every version"
+    pool = FpmPool(id=1, name="a", unix_user_id=1, php_version="8.2")
+    assert list(PhpVersions().plan(snap(ALICE, pool), render)) == []
+    # a clusters object listing nothing does mean: no PHP
+    assert list(PhpVersions().plan(snap(Cluster(id=1)), render)) == [
+        Playbook("php-versions.yml", {"php_versions": []})
+    ]
 
 
 # --- php-fpm-pools -------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ccm.errors import CcmError, ValidationFailed
 from ccm.log import configure_logging
 from ccm.models import OBJECT_TYPES
 from ccm.plan.diff import describe_json, describe_text
+from ccm.plan.operations import ConfigurationOperations
 from ccm.settings import Settings, load_settings
 
 TYPE_CHOICE = click.Choice(sorted(OBJECT_TYPES))
@@ -98,6 +99,21 @@ def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
     ctx.obj = Context(config, verbose)
 
 
+def _preview_playbooks(
+    engine: Engine, operations: list[ConfigurationOperations]
+) -> dict[tuple[str, str], list[str]]:
+    """Each playbook that would run, in Ansible's check mode with diff (changes nothing)."""
+    previews: dict[tuple[str, str], list[str]] = {}
+    for ops in operations:
+        for playbook in ops.playbooks:
+            try:
+                lines = engine.playbooks.check(ops.configuration, playbook).lines()
+            except CcmError as error:
+                lines = [f"playbook {playbook.playbook}: check mode failed: {error}"]
+            previews[(ops.configuration, playbook.playbook)] = lines
+    return previews
+
+
 @cli.command()
 @click.option(
     "--type",
@@ -107,8 +123,13 @@ def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
     help="Only configurations subscribed to this object type (repeatable).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--skip-playbooks",
+    is_flag=True,
+    help="Do not run playbooks in check mode (faster; lists them only).",
+)
 @pass_context
-def diff(context: Context, types: tuple[str, ...], as_json: bool) -> None:
+def diff(context: Context, types: tuple[str, ...], as_json: bool, skip_playbooks: bool) -> None:
     """Dry run: show what a run would change on this node.
 
     Exit 0 when nothing would change, 2 when something would, 1 on error.
@@ -118,10 +139,12 @@ def diff(context: Context, types: tuple[str, ...], as_json: bool) -> None:
         with context.store() as store:
             snapshot = store.snapshot()
         planned = engine.plan(snapshot, types or None)
+        previews = {} if skip_playbooks else _preview_playbooks(engine, planned.operations)
         if as_json:
-            click.echo(json.dumps(describe_json(planned.operations, snapshot.revision), indent=2))
+            described = describe_json(planned.operations, snapshot.revision, previews)
+            click.echo(json.dumps(described, indent=2))
         else:
-            text = describe_text(planned.operations, colour=sys.stdout.isatty())
+            text = describe_text(planned.operations, colour=sys.stdout.isatty(), previews=previews)
             click.echo(text or f"no changes (revision {snapshot.revision})", nl=not text)
     sys.exit(2 if planned.has_changes else 0)
 

@@ -36,6 +36,7 @@ from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.errors import CcmError, ClusterError
 from ccm.log import get_logger
+from ccm.plan.ansible import AnsiblePlaybooks
 from ccm.settings import Settings, load_settings
 
 
@@ -63,12 +64,12 @@ class Daemon:
         self.config_path = config_path
         self.clock = clock or SystemClock()
         self.notifier = notifier or Notifier()
-        self._engine_factory = engine_factory or (lambda s: Engine(self.registry, s))
+        self.stopping = threading.Event()
+        self._engine_factory = engine_factory or self._default_engine
         self.engine = self._engine_factory(settings)
         self.debouncer = Debouncer(settings.debounce.quiet, settings.debounce.max_wait, self.clock)
         # SimpleQueue: its put() is reentrant, so signal handlers may call it safely
         self.wakes: queue.SimpleQueue[_Wake] = queue.SimpleQueue()
-        self.stopping = threading.Event()
         self.halted = False
         self.ready = False
         self.retry_at: float | None = None
@@ -77,6 +78,11 @@ class Daemon:
         #: True until one run succeeded: NodeRun derives the missed work from revisions
         self.catching_up = True
         self.log = get_logger(node=settings.node)
+
+    def _default_engine(self, settings: Settings) -> Engine:
+        # a SIGTERM also stops a long playbook (it fails, the run is rolled back)
+        playbooks = AnsiblePlaybooks(settings, cancel=self.stopping.is_set)
+        return Engine(self.registry, settings, playbooks=playbooks)
 
     # -- signals and messages -------------------------------------------------------
 

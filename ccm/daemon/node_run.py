@@ -132,9 +132,13 @@ class NodeRun:
             guard()
             try:
                 report = (
-                    self.engine.apply(snapshot, selection, guard=guard) if selected else RunReport()
+                    self.engine.apply(snapshot, selection, guard=guard, full=selection is None)
+                    if selected
+                    else RunReport()
                 )
             except RunError as error:
+                if cancel is not None and cancel.is_set():  # stopped (SIGTERM), not failed
+                    raise RunCancelled(f"{self.node}: stopping; the run was rolled back") from error
                 return self._fail(hold, record, revision, selected, started, error, cancel)
             last = LastRun(started, self.clock.wall().isoformat(), "success", report.changed_paths)
             committed = self.client.txn(

@@ -16,6 +16,7 @@ from ccm.engine.graph import DependencyGraph
 from ccm.engine.registry import Registry
 from ccm.errors import CcmError, PlanError
 from ccm.models import Snapshot
+from ccm.plan.ansible import AnsiblePlaybooks
 from ccm.plan.commands import CommandRunner, run_command
 from ccm.plan.executor import Executor, PlaybookExecutor, RunReport
 from ccm.plan.manifest import Manifest
@@ -51,7 +52,7 @@ class Engine:
         self.graph = DependencyGraph(registry)
         self.bus = EventBus(registry, self.graph)
         self.runner = runner
-        self.playbooks = playbooks
+        self.playbooks: PlaybookExecutor = playbooks or AnsiblePlaybooks(settings)
         templates = Path(settings.templates_dir) if settings.templates_dir else None
         self.renderer = TemplateRenderer(templates or default_templates_dir())
 
@@ -62,7 +63,13 @@ class Engine:
     def select(self, types: Iterable[str] | None) -> list[str]:
         return self.bus.select([ALL] if types is None else types)
 
-    def plan(self, snapshot: Snapshot, types: Iterable[str] | None = None) -> PlannedRun:
+    def plan(
+        self, snapshot: Snapshot, types: Iterable[str] | None = None, *, full: bool = False
+    ) -> PlannedRun:
+        """Plan the selected configurations (all for ``types`` None) against this node.
+
+        ``full`` (a reconcile) also re-runs playbooks whose inputs did not change.
+        """
         manifest = Manifest.load(self.manifest_path)
         accounts = Accounts(self.settings.root)
         operations = []
@@ -78,6 +85,8 @@ class Engine:
                         root=self.settings.root,
                         manifest=manifest,
                         accounts=accounts,
+                        fingerprint=self.playbooks.fingerprint,
+                        full=full,
                     )
                 )
             except CcmError:
@@ -92,8 +101,9 @@ class Engine:
         types: Iterable[str] | None = None,
         *,
         guard: Callable[[], None] = lambda: None,
+        full: bool = False,
     ) -> RunReport:
-        planned = self.plan(snapshot, types)
+        planned = self.plan(snapshot, types, full=full)
         executor = Executor(
             self.settings,
             planned.manifest,

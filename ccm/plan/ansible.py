@@ -12,7 +12,9 @@ runs it against ``localhost ansible_connection=local``:
   temporary root; it cannot be overridden);
 * with ``settings.ansible.timeout``, quietly (nothing on stdout): every task result goes
   to structlog instead (task, host, item, changed, failed);
-* with the ``ansible-playbook`` next to this Python (the venv ccm runs from) first on PATH.
+* with the ``ansible-playbook`` next to this Python (the venv ccm runs from) first on PATH;
+* leaving nothing behind: processes of a run that outlive ``ansible-playbook`` (after a
+  timeout) are stopped, and the caller's signal handlers stay in place.
 
 ``__call__`` runs for real and raises ``PlaybookFailed`` (the failing task and its
 message) — it is the executor's ``PlaybookExecutor``. ``check`` runs in check mode with
@@ -32,10 +34,12 @@ import hashlib
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +53,11 @@ from ccm.settings import Settings
 INVENTORY = "localhost ansible_connection=local"
 #: Bumped when what ``fingerprint`` covers changes, so old fingerprints never match.
 FINGERPRINT_VERSION = b"ccm-playbook-fingerprint-1"
+#: An environment variable every process of one run inherits (ansible-playbook, its
+#: workers, their modules and what those start), so none of them outlives the run.
+_MARKER = "CCM_ANSIBLE_RUN"
+#: How often ansible-runner checks the timeout and the ``cancel`` callback.
+_POLL_SECONDS = 0.5
 #: How much of a failing task's output goes into the error.
 _MESSAGE_LINES = 20
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -183,10 +192,18 @@ def fingerprint(playbook: Playbook, playbooks_dir: Path) -> str:
 class AnsiblePlaybooks:
     """Runs the playbooks of ``Playbook`` changes through ansible-runner."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, cancel: Callable[[], bool] | None = None) -> None:
+        """``cancel``, asked while a playbook runs: true stops it (``PlaybookFailed``).
+
+        Without one, a run is never cancelled; either way ansible-runner is given this
+        callback, so it never installs SIGTERM/SIGINT handlers of its own (it would,
+        when called from the main thread, and keep them after the run, silently
+        replacing the daemon's).
+        """
         self.settings = settings
         self.playbooks_dir = playbooks_dir(settings)
         self.timeout = settings.ansible.timeout
+        self.cancel: Callable[[], bool] = cancel or (lambda: False)
         self.log = get_logger(node=settings.node)
 
     def extra_vars(self, playbook: Playbook) -> dict[str, Any]:
@@ -230,22 +247,30 @@ class AnsiblePlaybooks:
         started = time.monotonic()
         events = _Events(log)
         log.info("playbook start")
+        marker = f"{_MARKER}={uuid.uuid4().hex}"
         with tempfile.TemporaryDirectory(prefix="ccm-ansible-") as private:
             try:
-                status, rc, stdout = self._run_runner(Path(private), playbook, events, check)
+                status, rc, stdout = self._run_runner(
+                    Path(private), playbook, events, check, marker
+                )
             except Exception as error:  # ansible-runner could not even start the run
                 raise PlaybookFailed(
                     configuration, playbook.playbook, "(ansible-runner)", str(error)
                 ) from error
+            finally:
+                stopped = stop_leftovers(marker)
+                if stopped:
+                    log.warning("stopped processes the run left behind", pids=stopped)
         result = events.result(playbook.playbook, status, rc, stdout, time.monotonic() - started)
-        if status == "timeout":
+        if status in ("timeout", "canceled"):
+            why = f"timed out after {self.timeout} s" if status == "timeout" else "cancelled"
             result = PlaybookResult(
                 result.playbook,
                 status,
                 rc,
                 result.changed,
-                events.current_task or "(timeout)",
-                f"timed out after {self.timeout} s",
+                events.current_task or f"({status})",
+                why,
                 result.duration,
             )
         log.info(
@@ -266,12 +291,16 @@ class AnsiblePlaybooks:
         return result
 
     def _run_runner(
-        self, private: Path, playbook: Playbook, events: _Events, check: bool
+        self, private: Path, playbook: Playbook, events: _Events, check: bool, marker: str
     ) -> tuple[str, int, str]:
         import ansible_runner  # lazily: importing Ansible costs start-up time
 
         temp = private / "tmp"
         temp.mkdir()
+        # how often ansible-runner looks at the timeout and ``cancel`` (default: 5 s);
+        # read only from this file (a ``settings`` argument is dropped without it)
+        (private / "env").mkdir()
+        (private / "env/settings").write_text(json.dumps({"pexpect_timeout": _POLL_SECONDS}))
         venv_bin = str(Path(sys.executable).parent)
         envvars = {
             "PATH": os.pathsep.join([venv_bin, os.environ.get("PATH", os.defpath)]),
@@ -280,6 +309,7 @@ class AnsiblePlaybooks:
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORCE_COLOR": "0",
             "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            _MARKER: marker.partition("=")[2],
         }
         options: dict[str, Any] = {}
         if check:
@@ -294,6 +324,7 @@ class AnsiblePlaybooks:
             timeout=self.timeout,
             quiet=True,
             event_handler=events.handle,
+            cancel_callback=self.cancel,
             **options,
         )
         stdout = ""
@@ -304,6 +335,50 @@ class AnsiblePlaybooks:
             except (OSError, AttributeError):
                 stdout = ""
         return str(runner.status), int(runner.rc if runner.rc is not None else -1), stdout
+
+
+# --- leftovers ---------------------------------------------------------------------------
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Ids of this user's processes whose environment holds ``marker`` (``NAME=value``)."""
+    wanted = marker.encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environment = (entry / "environ").read_bytes()
+        except OSError:  # gone already, or another user's
+            continue
+        if wanted in environment.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def stop_leftovers(marker: str, grace: float = 2.0) -> list[int]:
+    """Stop what a run left running: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+    When ansible-runner stops ``ansible-playbook`` (a timeout), Ansible's workers — each
+    in a session of its own — and the modules they run (an ``apt-get``, a ``sleep``) go
+    on. They all carry the run's marker in their environment; services started through
+    systemd do not. Returns the ids it signalled.
+    """
+    if not Path("/proc/self/environ").exists():  # not Linux: nothing to look at
+        return []
+    pids = _processes_with(marker)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _processes_with(marker):
+            time.sleep(0.05)
+        if not _processes_with(marker):
+            break
+    return pids
 
 
 # --- events ------------------------------------------------------------------------------
@@ -402,7 +477,7 @@ def diff_lines(res: Mapping[str, Any]) -> list[str]:
     """
     raw = res.get("diff") or []
     diffs = [raw] if isinstance(raw, Mapping) else list(raw)
-    target = str(res.get("dest") or res.get("path") or "")
+    target = _target(res)
     lines: list[str] = []
     for diff in diffs:
         if not isinstance(diff, Mapping):
@@ -425,6 +500,19 @@ def diff_lines(res: Mapping[str, Any]) -> list[str]:
             )
         )
     return lines
+
+
+def _target(res: Mapping[str, Any]) -> str:
+    """The path a file task is about (``dest``/``path``; a template that would create a
+    file in check mode has them only among its arguments)."""
+    invocation = res.get("invocation") or {}
+    arguments = invocation.get("module_args") or {} if isinstance(invocation, Mapping) else {}
+    for source in (res, arguments, invocation):
+        if isinstance(source, Mapping):
+            for key in ("dest", "path"):
+                if source.get(key):
+                    return str(source[key])
+    return ""
 
 
 def _diff_text(value: Any) -> str:

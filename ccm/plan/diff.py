@@ -7,7 +7,7 @@ perform, so what ``ccm diff`` shows is what ``ccm apply`` does.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ccm.plan.executor import merge_unit_actions
@@ -74,7 +74,16 @@ def actions_that_would_run(operations: Sequence[ConfigurationOperations]) -> lis
     return actions
 
 
-def describe_text(operations: Sequence[ConfigurationOperations], *, colour: bool = False) -> str:
+#: (configuration, playbook) → the lines of its check-mode preview
+Previews = Mapping[tuple[str, str], list[str]]
+
+
+def describe_text(
+    operations: Sequence[ConfigurationOperations],
+    *,
+    colour: bool = False,
+    previews: Previews | None = None,
+) -> str:
     out: list[str] = []
     for ops in operations:
         if not ops.has_changes:
@@ -112,6 +121,12 @@ def describe_text(operations: Sequence[ConfigurationOperations], *, colour: bool
                 out.append(f"- file {file_op.path}\n")
                 diff = _unified(file_op.path, file_op.before.content, None)
                 out.extend(_colour(diff) if colour else diff)
+        for playbook in ops.playbooks:
+            lines = (previews or {}).get((ops.configuration, playbook.playbook))
+            if lines is None:
+                out.append(f"! playbook {playbook.playbook} would run (not previewed)\n")
+            else:
+                out.extend(f"{line}\n" for line in lines)
     actions = actions_that_would_run(operations)
     if actions:
         out.append("# actions\n")
@@ -119,7 +134,11 @@ def describe_text(operations: Sequence[ConfigurationOperations], *, colour: bool
     return "".join(out)
 
 
-def describe_json(operations: Sequence[ConfigurationOperations], revision: int) -> dict[str, Any]:
+def describe_json(
+    operations: Sequence[ConfigurationOperations],
+    revision: int,
+    previews: Previews | None = None,
+) -> dict[str, Any]:
     changes: list[dict[str, Any]] = []
     for ops in operations:
         for account_op in ops.accounts:
@@ -162,4 +181,18 @@ def describe_json(operations: Sequence[ConfigurationOperations], revision: int) 
                     "diff": "".join(_unified(file_op.path, file_op.before.content, None)),
                 }
             changes.append(entry)
-    return {"revision": revision, "changes": changes, "actions": actions_that_would_run(operations)}
+    playbooks = [
+        {
+            "configuration": ops.configuration,
+            "playbook": playbook.playbook,
+            "preview": (previews or {}).get((ops.configuration, playbook.playbook)),
+        }
+        for ops in operations
+        for playbook in ops.playbooks
+    ]
+    return {
+        "revision": revision,
+        "changes": changes,
+        "playbooks": playbooks,
+        "actions": actions_that_would_run(operations),
+    }

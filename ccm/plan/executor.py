@@ -44,10 +44,18 @@ from ccm.plan.operations import (
 from ccm.settings import Settings
 
 
+class PlaybookPreview(Protocol):
+    def lines(self) -> list[str]: ...
+
+
 class PlaybookExecutor(Protocol):
-    """Runs a playbook for real; raises ``PlaybookFailed``."""
+    """Runs playbooks (``ccm.plan.ansible.AnsiblePlaybooks``); raises ``PlaybookFailed``."""
 
     def __call__(self, configuration: str, playbook: Playbook) -> None: ...
+
+    def check(self, configuration: str, playbook: Playbook) -> PlaybookPreview: ...
+
+    def fingerprint(self, playbook: Playbook) -> str: ...
 
 
 @dataclass
@@ -135,6 +143,7 @@ class Executor:
         for ops in operations:
             owned = self.manifest.owned(ops.configuration)
             owned.files = set(ops.planned_files)
+            owned.playbooks = dict(ops.planned_playbooks)
             # accounts still to delete stay listed until userdel succeeded
             owned.accounts = set(ops.planned_accounts) | {
                 op.username for op in ops.accounts if isinstance(op, DeleteAccount)

@@ -7,7 +7,7 @@ empty list of operations means the node already is what the plan says (a no-op r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +84,8 @@ class ConfigurationOperations:
     #: the node paths this configuration now owns (files), for the manifest
     planned_files: set[str] = field(default_factory=set)
     planned_accounts: set[str] = field(default_factory=set)
+    #: playbook name → fingerprint of its inputs (the ones skipped as unchanged too)
+    planned_playbooks: dict[str, str] = field(default_factory=dict)
 
     @property
     def changed_paths(self) -> list[str]:
@@ -118,7 +120,15 @@ def compute_operations(
     root: Path,
     manifest: Manifest,
     accounts: Accounts,
+    fingerprint: Callable[[Playbook], str] | None = None,
+    full: bool = False,
 ) -> ConfigurationOperations:
+    """The operations for one configuration's changes.
+
+    A playbook runs only when its inputs' ``fingerprint`` differs from the one recorded
+    at its last success on this node, or on a ``full`` run (a reconcile): starting
+    Ansible costs seconds, so an unrelated change never does.
+    """
     ops = ConfigurationOperations(configuration)
     owned = manifest.owned(configuration)
     for change in changes:
@@ -144,7 +154,10 @@ def compute_operations(
         elif isinstance(change, Command):
             ops.commands.append(change)
         elif isinstance(change, Playbook):
-            ops.playbooks.append(change)
+            inputs = fingerprint(change) if fingerprint is not None else ""
+            ops.planned_playbooks[change.playbook] = inputs
+            if full or not inputs or owned.playbooks.get(change.playbook) != inputs:
+                ops.playbooks.append(change)
     for path in sorted(owned.files - ops.planned_files):
         before = read_path(root / path.lstrip("/"))
         if before.exists:
