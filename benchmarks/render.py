@@ -40,20 +40,44 @@ BATCH = 100  # objects per put (etcd's default --max-txn-ops is 128)
 
 def objects(users: int) -> dict[str, list[dict[str, object]]]:
     made: dict[str, list[dict[str, object]]] = {
-        "unix-users": [], "fpm-pools": [], "virtual-hosts": [], "crons": []
+        "unix-users": [],
+        "fpm-pools": [],
+        "virtual-hosts": [],
+        "crons": [],
     }
     for i in range(1, users + 1):
         name = f"u{i:05d}"
         made["unix-users"].append({"id": i, "username": name, "email": f"{name}@example.com"})
-        made["fpm-pools"].append({"id": i, "name": name, "unix_user_id": i, "php_version": "8.2",
-                                  "max_children": 5, "php_settings": {"memory_limit": "256M"}})
-        made["virtual-hosts"].append({"id": i, "domain": f"{name}.example.com",
-                                      "server_aliases": [f"www.{name}.example.com"],
-                                      "unix_user_id": i, "document_root": f"/home/{name}/www",
-                                      "fpm_pool_id": i})
+        made["fpm-pools"].append(
+            {
+                "id": i,
+                "name": name,
+                "unix_user_id": i,
+                "php_version": "8.2",
+                "max_children": 5,
+                "php_settings": {"memory_limit": "256M"},
+            }
+        )
+        made["virtual-hosts"].append(
+            {
+                "id": i,
+                "domain": f"{name}.example.com",
+                "server_aliases": [f"www.{name}.example.com"],
+                "unix_user_id": i,
+                "document_root": f"/home/{name}/www",
+                "fpm_pool_id": i,
+            }
+        )
         for j in range(2):
-            made["crons"].append({"id": 2 * i - 1 + j, "unix_user_id": i, "name": f"job{j}",
-                                  "schedule": f"{j} * * * *", "command": f"php /home/{name}/j{j}.php"})
+            made["crons"].append(
+                {
+                    "id": 2 * i - 1 + j,
+                    "unix_user_id": i,
+                    "name": f"job{j}",
+                    "schedule": f"{j} * * * *",
+                    "command": f"php /home/{name}/j{j}.php",
+                }
+            )
     return made
 
 
@@ -76,7 +100,9 @@ def timed_apply(config: Path, label: str, log: Path, *extra: str) -> None:
     started = time.perf_counter()
     process = subprocess.run(
         [str(Path(sys.executable).parent / "ccm"), "--config", str(config), "apply", *extra],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     elapsed = time.perf_counter() - started
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -85,8 +111,10 @@ def timed_apply(config: Path, label: str, log: Path, *extra: str) -> None:
     first = process.stdout.splitlines()[0]
     changes = first.split(": ")[-1]
     reloads = (log.read_text().count("\n") if log.exists() else 0) - before
-    print(f"{label:<22} {elapsed:7.2f} s   {changes:<14} {reloads} check/reload(s)   "
-          f"peak RSS so far {peak_kib / 1024:.0f} MB")
+    print(
+        f"{label:<22} {elapsed:7.2f} s   {changes:<14} {reloads} check/reload(s)   "
+        f"peak RSS so far {peak_kib / 1024:.0f} MB"
+    )
 
 
 def main() -> None:
@@ -106,10 +134,12 @@ def main() -> None:
             for type_name in ("unix-users", "fpm-pools", "virtual-hosts", "crons"):
                 items = made[type_name]
                 for offset in range(0, len(items), BATCH):
-                    store.put(type_name, items[offset:offset + BATCH])
+                    store.put(type_name, items[offset : offset + BATCH])
         total = sum(len(v) for v in made.values())
-        print(f"wrote {total} objects in {time.perf_counter() - started:.1f} s "
-              f"({os.cpu_count()} cores)")
+        print(
+            f"wrote {total} objects in {time.perf_counter() - started:.1f} s "
+            f"({os.cpu_count()} cores)"
+        )
         log = base / "actions.log"
         timed_apply(config, "cold apply", log)
         timed_apply(config, "no-op full run", log, "--all")
@@ -119,6 +149,38 @@ def main() -> None:
             store.put("crons", [cron])
         timed_apply(config, "one cron changed", log, "--type", "crons")
         timed_apply(config, "no-op, --type crons", log, "--type", "crons")
+        in_daemon(config, settings, made)
+
+
+def in_daemon(config: Path, etcd: EtcdSettings, made: dict[str, list[dict[str, object]]]) -> None:
+    """The same runs inside one long-lived process, as ``ccm daemon`` does them."""
+    from ccm.daemon.node_run import NodeRun
+    from ccm.engine.registry import Registry
+    from ccm.engine.run import Engine
+    from ccm.log import configure_logging
+    from ccm.settings import load_settings
+
+    configure_logging("json", 40)
+    settings = load_settings(config)
+    engine = Engine(Registry.from_entry_points(), settings)
+    with EtcdClient.from_settings(etcd) as client:
+        store = ObjectStore(client, "/bench", writer="bench")
+        node_run = NodeRun(settings, client, engine)
+        for label, types, full, change in (
+            ("no-op full run", (), True, False),
+            ("one cron changed", ("crons",), False, True),
+            ("no-op, crons", ("crons",), False, False),
+        ):
+            times = []
+            for round_ in range(3):
+                if change:
+                    cron = made["crons"][0] | {"schedule": f"{round_ + 10} * * * *"}
+                    store.put("crons", [cron])
+                started = time.perf_counter()
+                outcome = node_run.run(types, full=full)
+                times.append(time.perf_counter() - started)
+            changed = len(outcome.report.changed_paths)
+            print(f"in-daemon {label:<18} {min(times):6.2f} s (best of 3)   {changed} change(s)")
 
 
 if __name__ == "__main__":

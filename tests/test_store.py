@@ -461,8 +461,10 @@ def test_snapshot_refuses_a_stored_value_that_no_longer_validates(
 ) -> None:
     key = seeded.object_key("unix-users", 7)
     etcd_client.put(key, json.dumps(user(7, "root")).encode())
+    snapshot = seeded.snapshot()  # types are parsed on first use
+    assert snapshot.all(Cron), "other types still read"
     with pytest.raises(InvalidStoredObject, match=f"{key}.*reserved") as refused:
-        seeded.snapshot()
+        snapshot.all(UnixUser)
     assert refused.value.key == key
     etcd_client.put(key, b"{not json")
     with pytest.raises(InvalidStoredObject, match="not JSON"):

@@ -19,9 +19,7 @@ import click
 from ccm.cluster.clock import SystemClock
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.halt import HaltFlag, HaltRecord
-from ccm.cluster.status import cluster_status, format_status
 from ccm.cluster.store import ObjectStore
-from ccm.daemon.loop import run_daemon
 from ccm.daemon.node_run import NodeRun
 from ccm.engine.graph import DependencyGraph
 from ccm.engine.registry import Registry
@@ -29,7 +27,6 @@ from ccm.engine.run import Engine
 from ccm.errors import CcmError, ValidationFailed
 from ccm.log import configure_logging
 from ccm.models import OBJECT_TYPES
-from ccm.plan.diff import describe_json, describe_text
 from ccm.plan.operations import ConfigurationOperations
 from ccm.settings import Settings, load_settings
 
@@ -134,6 +131,8 @@ def diff(context: Context, types: tuple[str, ...], as_json: bool, skip_playbooks
 
     Exit 0 when nothing would change, 2 when something would, 1 on error.
     """
+    from ccm.plan.diff import describe_json, describe_text
+
     with _errors():
         engine = context.engine()
         with context.store() as store:
@@ -207,6 +206,8 @@ def apply(
 def daemon(context: Context) -> None:
     """Run the watcher on this node (systemd Type=notify; SIGHUP re-reads settings)."""
     with _errors():
+        from ccm.daemon.loop import run_daemon  # only the daemon needs the watcher & co.
+
         settings = context.settings
         configure_logging(settings.log_format, logging.INFO)
         sys.exit(run_daemon(settings, Registry.from_entry_points(), context.config))
@@ -217,6 +218,8 @@ def daemon(context: Context) -> None:
 @pass_context
 def status(context: Context, as_json: bool) -> None:
     """Halt flag, lock holder and queue, every node's applied revision."""
+    from ccm.cluster.status import cluster_status, format_status
+
     with _errors(), EtcdClient.from_settings(context.settings.etcd) as client:
         found = cluster_status(client, context.settings.etcd.prefix)
         click.echo(json.dumps(found, indent=2) if as_json else format_status(found))

@@ -34,8 +34,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import tenacity
-
 from ccm.cluster.etcd import Compare, EtcdClient, Get, KeyValue, Op, Put
 from ccm.cluster.etcd import Delete as DeleteOp
 from ccm.errors import (
@@ -212,8 +210,21 @@ class ObjectStore:
         stored value that does not validate raises ``InvalidStoredObject``.
         """
         kvs, read_at = self.client.get_prefix(self.objects_prefix, revision)
-        objects = [obj for obj in map(self._parse, kvs) if obj is not None]
-        return Snapshot.of(read_at, objects)
+        by_type: dict[str, builtins.list[KeyValue]] = {}
+        for kv in kvs:
+            type_name = kv.key[len(self.objects_prefix) :].partition("/")[0]
+            if type_name in OBJECT_TYPES:
+                by_type.setdefault(type_name, []).append(kv)
+
+        def loader(found: builtins.list[KeyValue]) -> Callable[[], dict[int, CcmObject]]:
+            def load() -> dict[int, CcmObject]:
+                parsed = (self._parse(kv) for kv in found)
+                return {obj.id: obj for obj in parsed if obj is not None}
+
+            return load
+
+        # parsed on first use, so a run reads only the types its configurations need
+        return Snapshot(read_at, loaders={t: loader(found) for t, found in by_type.items()})
 
     def event_revisions(self) -> dict[str, int]:
         """Type → mod revision of its events key, for every type ever written."""
@@ -256,6 +267,8 @@ class ObjectStore:
     # -- internals -----------------------------------------------------------------------
 
     def _retrying(self, what: str, attempt: Callable[[], int]) -> int:
+        import tenacity  # only writers need it; keeps `ccm apply` start-up short
+
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_Conflict),
             stop=tenacity.stop_after_attempt(self.max_attempts),
@@ -277,16 +290,19 @@ class ObjectStore:
             return None
         if not _ID.match(ident):
             raise InvalidStoredObject(kv.key, f"{ident!r} is not an object id")
-        try:
-            raw = json.loads(kv.value)
-        except ValueError as error:
-            raise InvalidStoredObject(kv.key, f"not JSON ({error})") from None
-        try:
-            obj = parse_object(type_name, raw)
-        except ValidationFailed as failed:
-            raise InvalidStoredObject(
-                kv.key, "no longer validates: " + "; ".join(failed.problems)
-            ) from None
+        try:  # the fast path: JSON straight into the model
+            obj: CcmObject = OBJECT_TYPES[type_name].model_validate_json(kv.value)
+        except ValueError:  # say exactly what is wrong, as a write would have
+            try:
+                raw = json.loads(kv.value)
+            except ValueError as error:
+                raise InvalidStoredObject(kv.key, f"not JSON ({error})") from None
+            try:
+                obj = parse_object(type_name, raw)
+            except ValidationFailed as failed:
+                raise InvalidStoredObject(
+                    kv.key, "no longer validates: " + "; ".join(failed.problems)
+                ) from None
         if obj.id != int(ident):
             raise InvalidStoredObject(kv.key, f"holds id {obj.id}")
         return obj

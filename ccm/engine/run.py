@@ -14,7 +14,7 @@ from pathlib import Path
 from ccm.engine.bus import ALL, EventBus
 from ccm.engine.graph import DependencyGraph
 from ccm.engine.registry import Registry
-from ccm.errors import CcmError, PlanError
+from ccm.errors import CcmError, PlanError, StoreError
 from ccm.models import Snapshot
 from ccm.plan.ansible import AnsiblePlaybooks
 from ccm.plan.commands import CommandRunner, run_command
@@ -89,6 +89,8 @@ class Engine:
                         full=full,
                     )
                 )
+            except StoreError as error:  # a stored object this ccm cannot read
+                raise PlanError(name, str(error)) from error
             except CcmError:
                 raise
             except Exception as error:  # a bug, or the node's disk: say where

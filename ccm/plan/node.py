@@ -91,7 +91,7 @@ class PathState:
     gid: int | None = None
 
 
-def read_path(path: Path, *, with_content: bool = True) -> PathState:
+def read_path(path: str | Path, *, with_content: bool = True) -> PathState:
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -99,7 +99,8 @@ def read_path(path: Path, *, with_content: bool = True) -> PathState:
     is_dir = stat.S_ISDIR(info.st_mode)
     content = None
     if with_content and stat.S_ISREG(info.st_mode):
-        content = path.read_bytes()
+        with open(path, "rb") as handle:
+            content = handle.read()
     return PathState(
         exists=True,
         is_dir=is_dir,

@@ -7,6 +7,7 @@ empty list of operations means the node already is what the plan says (a no-op r
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,11 @@ class ConfigurationOperations:
         return bool(self.accounts or self.files or self.playbooks)
 
 
+def _under(root: Path, node_path: str) -> str:
+    # plain strings: this runs once per planned file, and Path objects cost more here
+    return os.path.join(str(root), node_path.lstrip("/"))
+
+
 def triggered(triggers: Sequence[str], changed_paths: Sequence[str]) -> bool:
     return any(path.startswith(prefix) for prefix in triggers for path in changed_paths)
 
@@ -135,7 +141,7 @@ def compute_operations(
         if isinstance(change, File):
             _plan_file(ops, change, root, manifest, accounts)
         elif isinstance(change, Directory):
-            before = read_path(root / change.path.lstrip("/"), with_content=False)
+            before = read_path(_under(root, change.path), with_content=False)
             if before.exists and not before.is_dir:
                 raise PlanError(configuration, f"{change.path} exists and is not a directory")
             reasons = (
@@ -159,7 +165,7 @@ def compute_operations(
             if full or not inputs or owned.playbooks.get(change.playbook) != inputs:
                 ops.playbooks.append(change)
     for path in sorted(owned.files - ops.planned_files):
-        before = read_path(root / path.lstrip("/"))
+        before = read_path(_under(root, path))
         if before.exists:
             ops.files.append(RemoveFile(path, before))
     for username in sorted(owned.accounts - ops.planned_accounts):
@@ -177,7 +183,7 @@ def _plan_file(
     if other is not None and other != ops.configuration:
         raise PlanError(ops.configuration, f"{change.path} is already owned by {other}")
     ops.planned_files.add(change.path)
-    before = read_path(root / change.path.lstrip("/"))
+    before = read_path(_under(root, change.path))
     if before.exists and before.is_dir:
         raise PlanError(ops.configuration, f"{change.path} is a directory, not a file")
     if before.exists and other is None:
