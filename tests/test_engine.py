@@ -57,8 +57,14 @@ def test_selecting_a_type_selects_subscribers_and_their_dependants_in_order() ->
 
 
 def test_a_cycle_is_an_error_that_names_it() -> None:
-    registry = Registry([make("a", depends_on=("c",)), make("b", depends_on=("a",)),
-                         make("c", depends_on=("b",)), make("d")])
+    registry = Registry(
+        [
+            make("a", depends_on=("c",)),
+            make("b", depends_on=("a",)),
+            make("c", depends_on=("b",)),
+            make("d"),
+        ]
+    )
     with pytest.raises(DependencyCycle) as error:
         DependencyGraph(registry)
     assert set(error.value.cycle) == {"a", "b", "c"}

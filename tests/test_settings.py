@@ -33,8 +33,12 @@ def test_file_values_and_environment_overrides(tmp_path: Path) -> None:
     )
     settings = load_settings(path, environ={})
     assert settings.node == "web01" and settings.commands.reload_unit == ("true", "{unit}")
-    env = {"CCM_NODE": "web02", "CCM_ROOT": "/tmp/x", "CCM_ETCD_PREFIX": "/other",
-           "CCM_ETCD_ENDPOINTS": "http://a:1, http://b:2"}
+    env = {
+        "CCM_NODE": "web02",
+        "CCM_ROOT": "/tmp/x",
+        "CCM_ETCD_PREFIX": "/other",
+        "CCM_ETCD_ENDPOINTS": "http://a:1, http://b:2",
+    }
     overridden = load_settings(path, environ=env)
     assert overridden.node == "web02" and overridden.root == Path("/tmp/x")
     assert overridden.etcd.endpoints == ("http://a:1", "http://b:2")
