@@ -87,3 +87,29 @@ def test_the_entry_point_registry_holds_the_builtin_configurations() -> None:
     order = DependencyGraph(registry).order
     assert order.index("unix-users") < order.index("crontabs")
     assert order.index("php-fpm-pools") < order.index("nginx-vhosts")
+
+
+def test_a_stored_object_that_no_longer_validates_is_a_plan_error_naming_it() -> None:
+    from ccm.cluster.store import InvalidStoredObject
+    from ccm.engine.run import Engine
+    from ccm.errors import PlanError
+    from ccm.models import UnixUser
+    from ccm.settings import Settings
+
+    def reads_users(self: Configuration, snapshot: Snapshot, render: Render) -> Sequence[Change]:
+        snapshot.all(UnixUser)
+        return []
+
+    users = type(
+        "Users",
+        (Configuration,),
+        {"name": "users", "plan": reads_users, "subscribes": ("unix-users",)},
+    )
+
+    def broken() -> dict[int, UnixUser]:
+        raise InvalidStoredObject("/ccm/objects/unix-users/7", "no longer validates: reserved")
+
+    snapshot = Snapshot(5, loaders={"unix-users": broken})
+    engine = Engine(Registry([users]), Settings(root="/nonexistent-root"))
+    with pytest.raises(PlanError, match="users: .*unix-users/7.*reserved"):
+        engine.plan(snapshot)
