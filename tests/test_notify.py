@@ -76,7 +76,8 @@ def test_ready_with_a_status_is_one_datagram(systemd: Systemd) -> None:
 
 
 def test_each_state_sends_its_message(systemd: Systemd) -> None:
-    notifier = Notifier(env=systemd.env)
+    assert not Notifier(env=systemd.env).watchdog(), "no WATCHDOG_USEC: no pings"
+    notifier = Notifier(env={**systemd.env, "WATCHDOG_USEC": "30000000"})
     assert notifier.ready()
     assert notifier.status("waiting for the cluster lock")
     assert notifier.watchdog()
@@ -117,7 +118,7 @@ def test_a_field_that_is_not_one_key_value_line_is_refused(systemd: Systemd, fie
 
 
 def test_an_abstract_socket_receives_the_messages(abstract_systemd: Systemd) -> None:
-    notifier = Notifier(env=abstract_systemd.env)
+    notifier = Notifier(env={**abstract_systemd.env, "WATCHDOG_USEC": "30000000"})
     assert notifier.ready("up")
     assert notifier.watchdog()
     assert abstract_systemd.receive() == "READY=1\nSTATUS=up"
@@ -157,7 +158,7 @@ def test_an_undeliverable_message_is_logged_not_raised(
 ) -> None:
     notifier = Notifier(env={"NOTIFY_SOCKET": str(tmp_path / "gone")})
     with caplog.at_level(logging.WARNING, logger="ccm.daemon.notify"):
-        assert not notifier.watchdog()
+        assert not notifier.ready()
     assert "systemd notify" in caplog.text
     assert "gone" in caplog.text
 

@@ -46,6 +46,7 @@ class _Wake:
 
     kind: str  # "types" | "full" | "resumed" | "stop" | "reload"
     types: frozenset[str] = frozenset()
+    revision: int = 0
 
 
 class Daemon:
@@ -77,6 +78,8 @@ class Daemon:
         self.next_reconcile = self._reconcile_after()
         #: True until one run succeeded: NodeRun derives the missed work from revisions
         self.catching_up = True
+        #: the revision of the last successful run: events at or below it are applied
+        self.applied_revision = 0
         self.log = get_logger(node=settings.node)
 
     def _default_engine(self, settings: Settings) -> Engine:
@@ -102,7 +105,7 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_hup)
 
     def _on_types(self, types: set[str], revision: int) -> None:
-        self.wakes.put(_Wake("types", frozenset(types)))
+        self.wakes.put(_Wake("types", frozenset(types), revision))
 
     def _on_full(self, reason: str) -> None:
         self.log.warning("full run needed", reason=reason)
@@ -202,7 +205,10 @@ class Daemon:
 
     def _handle(self, wake: _Wake, node_run: NodeRun) -> None:
         if wake.kind == "types":
-            self.debouncer.add(wake.types)
+            # an event that arrived while a run was waiting for the lock was applied by
+            # that run (it read a later snapshot): no second lock round for it
+            if wake.revision > self.applied_revision:
+                self.debouncer.add(wake.types)
         elif wake.kind == "full":
             self.debouncer.add([ALL])
         elif wake.kind == "resumed":
@@ -258,6 +264,7 @@ class Daemon:
         self.retry_at = None
         if outcome.result == "success":
             self.catching_up = False
+            self.applied_revision = max(self.applied_revision, outcome.revision)
             if ALL in types:
                 self.next_reconcile = self._reconcile_after()
         else:  # halted or failed: keep the work, wait for `ccm resume`

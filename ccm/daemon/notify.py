@@ -83,7 +83,9 @@ class Notifier:
         return self.notify(*_status(text))
 
     def watchdog(self) -> bool:
-        """Ping the watchdog: the main loop is alive. Send every :meth:`watchdog_interval`."""
+        """Ping the watchdog; nothing is sent when systemd set no watchdog for us."""
+        if self.watchdog_interval() is None:
+            return False
         return self.notify("WATCHDOG=1")
 
     def reloading(self, status: str | None = None) -> bool:
