@@ -8,6 +8,7 @@ happens, and prints the daemons' log tails — pytest shows them when a test fai
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +21,12 @@ from cluster_harness import (
     Cluster,
     NodeProcess,
     intervals_overlap,
+    to_toml,
     tree,
     wait_until,
 )
 from etcd_server import EtcdServer
+from noderoot import logging_command
 
 from ccm.errors import ClusterError
 
@@ -395,3 +398,44 @@ def test_a_notify_socket_nobody_reads_does_not_wedge_the_daemon(cluster: Cluster
         time.sleep(0.02)
     cluster.wait_applied(revision, [node.name], timeout=10)
     assert has_user(node, "user15")
+
+
+# -- 9. periodic reconcile repairs drift; SIGHUP re-reads the settings -------------------------
+
+
+def test_the_periodic_reconcile_repairs_drift_on_the_node(cluster: Cluster) -> None:
+    node = cluster.add("node1", reconcile_interval=1).wait_ready()
+    cluster.put("unix-users", user(1, "alice"))
+    revision = cluster.put("virtual-hosts", vhost(1, "drift.example.org"))
+    cluster.wait_applied(revision, [node.name])
+    managed = site_file(node, "drift.example.org")
+    good = managed.read_bytes()
+    managed.write_text("# edited by hand\n")
+    managed.chmod(0o600)
+    wait_until(
+        lambda: managed.read_bytes() == good and managed.stat().st_mode & 0o777 == 0o644,
+        10,
+        "the reconcile run to restore the file",
+        on_timeout=cluster.report,
+    )
+
+
+def test_sighup_rereads_the_settings_file(cluster: Cluster) -> None:
+    node = cluster.add("node1").wait_ready()
+    settings = cluster.node_settings(node.name, node.root)
+    settings["commands"]["reload_unit"] = logging_command(node.root, "after-hup reload {unit}")
+    node.config.write_text(to_toml(settings))
+    node.signal(signal.SIGHUP)
+    wait_until(lambda: node.logged("settings reloaded"), 10, "the settings reload")
+    cluster.put("unix-users", user(1, "alice"))
+    revision = cluster.put("virtual-hosts", vhost(1, "hup.example.org"))
+    cluster.wait_applied(revision, [node.name])
+    assert "after-hup reload nginx" in node.actions()
+    node.config.write_text("this is not toml = [\n")
+    node.signal(signal.SIGHUP)
+    wait_until(
+        lambda: node.logged("settings not reloaded; keeping the running ones"),
+        10,
+        "the refusal of a broken settings file",
+    )
+    assert node.running, "a broken settings file does not stop the daemon"
