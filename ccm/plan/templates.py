@@ -21,6 +21,9 @@ class TemplateRenderer:
             trim_blocks=True,
             lstrip_blocks=True,
             autoescape=False,
+            # no stat() of the template file per render: templates change with a
+            # deployment, and the daemon builds a new renderer on SIGHUP
+            auto_reload=False,
         )
         self.configuration = "(template)"
 
