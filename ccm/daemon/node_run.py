@@ -29,13 +29,12 @@ from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.halt import HaltFlag, HaltRecord
 from ccm.cluster.lock import ClusterLock, LockHold
 from ccm.cluster.nodes import LastRun, NodeRecord, NodeRecords
-from ccm.cluster.store import InvalidStoredObject, ObjectStore
+from ccm.cluster.store import ObjectStore
 from ccm.engine.run import Engine
 from ccm.errors import (
     ActionFailed,
     ClusterError,
     LockLost,
-    PlanError,
     RunCancelled,
     RunError,
 )
@@ -106,12 +105,9 @@ class NodeRun:
                 return RunOutcome("halted", halt=halted)
             record = self.nodes.read(self.node)
             started = self.clock.wall().isoformat()
-            try:
-                snapshot = self.store.snapshot()
-            except InvalidStoredObject as error:  # a value this ccm cannot read: halt
-                failure = PlanError("(snapshot)", str(error))
-                revision = self.client.current_revision()
-                return self._fail(hold, record, revision, [], started, failure, cancel)
+            # objects are parsed when a configuration reads them: one that no longer
+            # validates fails that configuration's plan (a PlanError, which halts)
+            snapshot = self.store.snapshot()
             revision = snapshot.revision
             requested = set(types)
             # applied_revision 0: a first run that failed — still owes a full run

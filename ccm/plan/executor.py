@@ -3,17 +3,20 @@
 Order, for the configurations in topological order:
 
 1. per configuration: account creations/modifications, then files and directories
-   (atomic writes), then its checks (``nginx -t``…) if any of its paths changed, then
-   its playbooks;
-2. once every configuration is in place: account deletions, the manifest, then the
+   (atomic writes; ownership recorded in the manifest before the write), then its
+   checks (``nginx -t``…) if any of its paths changed, then its playbooks;
+2. once every configuration is in place: the manifest, account deletions, then the
    de-duplicated unit reloads/restarts (a restart absorbs a reload) and commands whose
    triggers saw a change.
 
 Every step of phase 1 records how to undo itself in a journal. If anything in phase 1
-fails — a check, a command, a write — the journal is unwound (files restored byte for
-byte and mode for mode, new files and directories removed, new accounts deleted),
-nothing is reloaded, and the error is raised. Phase 2 starts only when everything
-checked; a failing reload is reported but leaves the checked files in place.
+fails — a check, a playbook, a write, even an unexpected ``OSError`` — the journal is
+unwound (files restored byte for byte and mode for mode, new files and directories
+removed, new accounts deleted), nothing is reloaded, and a ``RunError`` naming the
+configuration is raised. Phase 2 starts only when everything checked: its actions are
+saved in the manifest as pending before the first one runs, and each is removed once
+it succeeded, so a failing reload (``ActionFailed``) leaves the checked files in place
+and is run again by the next run — even though that run finds no file to change.
 """
 
 from __future__ import annotations
