@@ -1,0 +1,146 @@
+"""The command line against a real etcd and a temporary root: exit codes and output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from noderoot import node_settings, seed_root
+
+from ccm.cli.main import cli
+from ccm.cluster.store import ObjectStore
+from ccm.settings import EtcdSettings
+
+
+@pytest.fixture
+def config(tmp_path: Path, etcd_settings: EtcdSettings) -> Path:
+    root = seed_root(tmp_path / "root")
+    settings = node_settings(root)
+    commands = {
+        name: list(argv)
+        for name, argv in settings.commands.model_dump().items()
+        if name != "timeout"
+    }
+    path = tmp_path / "ccm.toml"
+    path.write_text(
+        f'node = "cli"\nroot = "{root}"\n'
+        f"[etcd]\nendpoints = {json.dumps(list(etcd_settings.endpoints))}\n"
+        f'prefix = "{etcd_settings.prefix}"\n'
+        "[commands]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in commands.items())
+    )
+    return path
+
+
+def ccm(config: Path, *args: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(cli, ["--config", str(config), *args], input=stdin)
+
+
+def put(config: Path, type_name: str, objects: Any) -> Result:
+    return ccm(config, "objects", "put", type_name, "-", stdin=json.dumps(objects))
+
+
+def test_diff_exit_codes_follow_the_plan(config: Path) -> None:
+    assert put(config, "unix-users", [{"id": 1, "username": "alice"}]).exit_code == 0
+    vhost = {
+        "id": 1,
+        "domain": "alice.example.com",
+        "unix_user_id": 1,
+        "document_root": "/home/alice/www",
+    }
+    assert put(config, "virtual-hosts", vhost).exit_code == 0
+
+    preview = ccm(config, "diff")
+    assert preview.exit_code == 2, preview.output
+    assert "+ account alice" in preview.output
+    assert "+++ b/etc/nginx/sites-enabled/alice.example.com.conf" in preview.output
+    assert "! reload nginx" in preview.output
+
+    as_json = json.loads(ccm(config, "diff", "--json", "--type", "virtual-hosts").output)
+    assert {c["path"] for c in as_json["changes"]} == {
+        "/etc/nginx/sites-enabled/alice.example.com.conf"
+    }
+    assert as_json["actions"] == ["check nginx_check", "reload nginx"]
+
+    applied = ccm(config, "apply")
+    assert applied.exit_code == 0, applied.output
+    assert "/etc/nginx/sites-enabled/alice.example.com.conf" in applied.output
+    quiet = ccm(config, "diff")
+    assert quiet.exit_code == 0 and quiet.output.startswith("no changes"), quiet.output
+
+
+def test_refusals_exit_1_name_the_problem_and_store_nothing(
+    config: Path, store: ObjectStore
+) -> None:
+    bad = put(
+        config,
+        "crons",
+        {"id": 1, "unix_user_id": 1, "name": "x", "schedule": "* * * * *", "command": "a\nb"},
+    )
+    assert bad.exit_code == 1
+    assert "crons/1: command" in bad.output and "nothing was stored" in bad.output
+    dangling = put(
+        config,
+        "crons",
+        {"id": 1, "unix_user_id": 9, "name": "x", "schedule": "@daily", "command": "true"},
+    )
+    assert dangling.exit_code == 1 and "unix-users/9" in dangling.output
+    assert store.list("crons") == []
+
+    assert put(config, "unix-users", {"id": 1, "username": "alice"}).exit_code == 0
+    cron = {"id": 1, "unix_user_id": 1, "name": "x", "schedule": "@daily", "command": "true"}
+    assert put(config, "crons", cron).exit_code == 0
+    refused = ccm(config, "objects", "delete", "unix-users", "1")
+    assert refused.exit_code == 1 and "crons/1" in refused.output
+    assert ccm(config, "objects", "get", "unix-users", "1").exit_code == 0
+    assert json.loads(ccm(config, "objects", "list", "crons").output)[0]["name"] == "x"
+    assert ccm(config, "objects", "delete", "crons", "1").exit_code == 0
+    missing = ccm(config, "objects", "get", "crons", "1")
+    assert missing.exit_code == 1 and "crons/1 does not exist" in missing.output
+    unknown = ccm(config, "objects", "put", "widgets", "-", stdin="{}")
+    assert unknown.exit_code == 2 and "widgets" in unknown.output
+    not_json = ccm(config, "objects", "put", "crons", "-", stdin="{nope")
+    assert not_json.exit_code == 1 and "not valid JSON" in not_json.output
+
+
+def test_halt_blocks_apply_until_resume(config: Path) -> None:
+    assert ccm(config, "halt", "--reason", "maintenance window").exit_code == 0
+    status = json.loads(ccm(config, "status", "--json").output)
+    assert status["halt"]["error"] == "maintenance window"
+    blocked = ccm(config, "apply")
+    assert blocked.exit_code == 1 and "halted" in blocked.output
+    assert "HALTED" in ccm(config, "status").output
+    assert ccm(config, "resume").output.strip() == "resumed"
+    assert ccm(config, "apply").exit_code == 0
+    assert ccm(config, "resume").output.strip() == "the halt flag was not set"
+
+
+def test_a_failing_check_sets_the_halt_flag_and_exits_1(config: Path) -> None:
+    text = config.read_text().replace('nginx_check = ["sh"', 'nginx_check = ["false", "sh"')
+    config.write_text(text)
+    put(config, "unix-users", {"id": 1, "username": "alice"})
+    put(
+        config,
+        "virtual-hosts",
+        {"id": 1, "domain": "a.example.com", "unix_user_id": 1, "document_root": "/home/alice/www"},
+    )
+    failed = ccm(config, "apply")
+    assert failed.exit_code == 1 and "nginx-vhosts" in failed.output
+    halt = json.loads(ccm(config, "status", "--json").output)["halt"]
+    assert halt["node"] == "cli" and halt["configuration"] == "nginx-vhosts"
+
+
+def test_bad_settings_exit_1_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "ccm.toml"
+    path.write_text("[debounce]\nquiet = -1\n")
+    result = ccm(path, "status")
+    assert result.exit_code == 1 and "debounce.quiet" in result.output
+
+
+def test_graph_lists_configurations_in_run_order() -> None:
+    output = CliRunner().invoke(cli, ["graph"]).output
+    assert output.index("unix-users") < output.index("crontabs")
+    assert output.index("php-fpm-pools") < output.index("nginx-vhosts")
+    assert "subscribes: virtual-hosts" in output
