@@ -43,11 +43,12 @@ from collections.abc import Iterable
 from typing import Final
 
 from ccm.cluster.clock import Clock
+from ccm.engine.bus import ALL
 
 __all__ = ["ALL", "Debouncer"]
 
-#: The pseudo type meaning "every object type": a full run.
-ALL: Final = "*"
+# ALL, the pseudo type meaning "every object type" (a full run), is the event bus's
+# own marker: what the debouncer holds is exactly what the bus is asked to select.
 
 
 class Debouncer:
