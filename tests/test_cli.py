@@ -144,3 +144,36 @@ def test_graph_lists_configurations_in_run_order() -> None:
     assert output.index("unix-users") < output.index("crontabs")
     assert output.index("php-fpm-pools") < output.index("nginx-vhosts")
     assert "subscribes: virtual-hosts" in output
+
+
+def test_deleting_an_object_removes_what_it_produced_and_nothing_else(config: Path) -> None:
+    put(config, "unix-users", [{"id": 1, "username": "alice"}])
+    put(
+        config,
+        "virtual-hosts",
+        [
+            {
+                "id": 1,
+                "domain": "a.example.com",
+                "unix_user_id": 1,
+                "document_root": "/home/alice/a",
+            },
+            {
+                "id": 2,
+                "domain": "b.example.com",
+                "unix_user_id": 1,
+                "document_root": "/home/alice/b",
+            },
+        ],
+    )
+    assert ccm(config, "apply").exit_code == 0
+    root = Path(config.read_text().split('root = "')[1].split('"')[0])
+    sites = root / "etc/nginx/sites-enabled"
+    (sites / "hand-made.conf").write_text("# not ccm's\n")
+    assert ccm(config, "objects", "delete", "virtual-hosts", "2").exit_code == 0
+    preview = ccm(config, "diff")
+    assert preview.exit_code == 2 and "- file /etc/nginx/sites-enabled/b.example.com.conf" in (
+        preview.output
+    )
+    assert ccm(config, "apply").exit_code == 0
+    assert sorted(p.name for p in sites.iterdir()) == ["a.example.com.conf", "hand-made.conf"]
