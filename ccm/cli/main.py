@@ -6,6 +6,7 @@ printed as one clear message, never a traceback, for every ``CcmError``.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
@@ -330,6 +331,12 @@ def objects_delete(context: Context, type_name: str, object_id: int, writer: str
 
 
 def main() -> None:
+    # A run allocates tens of thousands of small objects (one per stored object and
+    # planned file) and frees them together; the default collector thresholds make it
+    # re-scan them dozens of times. Measured: ~0.1 s of a 1.2 s full run at 10,000
+    # objects. The modules imported so far are never garbage: keep them out of scans.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     cli(prog_name="ccm")
 
 
