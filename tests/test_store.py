@@ -156,7 +156,11 @@ FIELD_RULES = [
     pytest.param("unix-users", user(9, "Alice"), "username", id="username-uppercase"),
     pytest.param("unix-users", user(9, "9lives"), "username", id="username-leading-digit"),
     pytest.param("unix-users", user(9, "a" * 33), "username", id="username-too-long"),
-    pytest.param("unix-users", user(9, "root"), "reserved system account", id="username-root"),
+    pytest.param(
+        "unix-users", user(9, "root"), "reserved for a system account", id="username-root"
+    ),
+    pytest.param("unix-users", user(9, "mysql"), "reserved", id="username-service"),
+    pytest.param("unix-users", user(9, "systemd-x"), "reserved", id="username-systemd"),
     pytest.param("unix-users", user(9, "www-data"), "reserved", id="username-www-data"),
     pytest.param("unix-users", user(9, "eve", email="not-an-email"), "email", id="email"),
     pytest.param("unix-users", user(9, "eve", shell="bin/sh"), "shell", id="shell-relative"),
@@ -338,9 +342,19 @@ def test_uniqueness_counts_the_objects_of_the_same_put(store: ObjectStore) -> No
         store.put("unix-users", [user(1, "alice"), user(2, "alice")])
     assert stored_state(store) == {}
     # A put may move a unique value between the objects it writes.
+    store.put("unix-users", [user(1, "alice")])
+    store.put("fpm-pools", [pool(1, 1, "one"), pool(2, 1, "two")])
+    store.put("fpm-pools", [pool(1, 1, "two"), pool(2, 1, "one")])
+    assert {p.id: p.name for p in store.list("fpm-pools")} == {1: "two", 2: "one"}  # type: ignore[attr-defined]
+
+
+def test_a_username_cannot_change(store: ObjectStore) -> None:
+    """The account, its uid and its home are the user's identity on every node."""
     store.put("unix-users", [user(1, "alice"), user(2, "bob")])
-    store.put("unix-users", [user(1, "bob"), user(2, "alice")])
-    assert {u.id: u.username for u in store.list("unix-users")} == {1: "bob", 2: "alice"}  # type: ignore[attr-defined]
+    before = stored_state(store)
+    with pytest.raises(ValidationFailed, match="unix-users/1: username: cannot change"):
+        store.put("unix-users", [user(1, "bob"), user(2, "alice")])
+    assert stored_state(store) == before
 
 
 def test_a_rewrite_that_breaks_a_referrer_is_refused(seeded: ObjectStore) -> None:
@@ -596,3 +610,31 @@ def test_an_invalid_stored_object_can_be_repaired_by_put_or_delete(
     etcd_client.put(broken, b"garbage")
     seeded.delete("unix-users", 7)
     assert [u.id for u in seeded.list("unix-users")] == [1, 2]
+
+
+def test_a_vhost_cannot_serve_a_name_another_vhost_serves(store: ObjectStore) -> None:
+    store.put("unix-users", [user(1, "alice"), user(2, "bob")])
+    store.put(
+        "virtual-hosts",
+        [
+            vhost(
+                1,
+                1,
+                "alice.example.com",
+                "/home/alice/www",
+                server_aliases=["www.alice.example.com"],
+            )
+        ],
+    )
+    before = stored_state(store)
+    hijack = vhost(
+        2, 2, "bob.example.com", "/home/bob/www", server_aliases=["www.alice.example.com"]
+    )
+    with pytest.raises(
+        ValidationFailed, match="www.alice.example.com already served by virtual-hosts/1"
+    ):
+        store.put("virtual-hosts", [hijack])
+    twice = vhost(2, 2, "bob.example.com", "/home/bob/www", server_aliases=["bob.example.com"])
+    with pytest.raises(ValidationFailed, match="bob.example.com given twice"):
+        store.put("virtual-hosts", [twice])
+    assert stored_state(store) == before

@@ -390,6 +390,15 @@ class ObjectStore:
                 raise DanglingReference(obj.describe(), name, f"{target}/{value}")
 
         problems = self._duplicates(type_name, objects, after.list_type(type_name))
+        stored = state.objects.get(type_name, {})
+        for obj in objects:
+            old = stored.get(obj.id)
+            for name in obj.IMMUTABLE if old is not None else ():
+                if getattr(old, name) != getattr(obj, name):
+                    problems.append(
+                        f"{obj.describe()}: {name}: cannot change ({getattr(old, name)!r} -> "
+                        f"{getattr(obj, name)!r}); delete it and create a new one"
+                    )
         for obj in objects:
             problems += after.problems(obj)
         problems += self._broken_referrers(state, referrers, objects, after)

@@ -77,6 +77,8 @@ class CcmObject(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
     TYPE: ClassVar[str]
     REFERENCES: ClassVar[dict[str, str]] = {}
+    #: fields a stored object may not change (its identity on the nodes)
+    IMMUTABLE: ClassVar[tuple[str, ...]] = ()
 
     id: ObjectId
 
@@ -88,8 +90,22 @@ class CcmObject(BaseModel):
         return f"{self.TYPE}/{self.id}"
 
 
+#: Debian's base accounts and the service accounts a hosting node's packages create:
+#: a tenant holding one of these names would own that service once it is installed.
+RESERVED_USERNAMES = frozenset(
+    "root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc "
+    "gnats nobody messagebus sshd ntp chrony dovecot dovenull postfix exim mysql mariadb "
+    "postgres redis memcache memcached nginx apache php php-fpm ftp ftpuser opendkim "
+    "clamav amavis spamd bind named unbound dnsmasq rspamd vmail ccm admin".split()
+)
+RESERVED_USERNAME_PREFIXES = ("_", "systemd-", "debian-")
+
+
 class UnixUser(CcmObject):
     TYPE: ClassVar[str] = "unix-users"
+    # The account, its uid (derived from the id) and its home are the user's identity on
+    # every node: a rename would orphan the home. Delete and create a new user instead.
+    IMMUTABLE: ClassVar[tuple[str, ...]] = ("username",)
     username: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     email: Email | None = None
     shell: AbsolutePath = "/bin/bash"
@@ -97,8 +113,8 @@ class UnixUser(CcmObject):
     @field_validator("username")
     @classmethod
     def _not_reserved(cls, value: str) -> str:
-        if value in {"root", "daemon", "bin", "sys", "nobody", "www-data", "dovecot"}:
-            raise ValueError(f"{value!r} is a reserved system account")
+        if value in RESERVED_USERNAMES or value.startswith(RESERVED_USERNAME_PREFIXES):
+            raise ValueError(f"{value!r} is reserved for a system account")
         return value
 
     @property

@@ -95,6 +95,18 @@ def cross_object_problems(obj: CcmObject, lookup: Lookup, list_type: ListType) -
     where = obj.describe()
     problems: list[str] = []
     if isinstance(obj, VirtualHost):
+        names = [obj.domain, *obj.server_aliases]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            problems.append(f"{where}: server_aliases: {', '.join(repeated)} given twice")
+        for other in list_type(VirtualHost.TYPE):
+            if isinstance(other, VirtualHost) and other.id != obj.id:
+                taken = set(names) & {other.domain, *other.server_aliases}
+                if taken:  # nginx would serve one of the two at random: a hijack
+                    problems.append(
+                        f"{where}: {', '.join(sorted(taken))} already served by "
+                        f"{other.describe()} ({other.domain})"
+                    )
         user = lookup(UnixUser.TYPE, obj.unix_user_id)
         if isinstance(user, UnixUser) and not obj.document_root.startswith(user.home + "/"):
             problems.append(
