@@ -75,6 +75,9 @@ class CommandSettings(BaseModel):
         "useradd",
         "--prefix",
         "{root}",
+        "--uid",
+        "{uid}",
+        "--user-group",
         "--no-create-home",
         "--home-dir",
         "{home}",
@@ -113,6 +116,12 @@ class CommandSettings(BaseModel):
         return value
 
 
+class AccountSettings(BaseModel):
+    model_config = _Strict
+    #: an account's uid is uid_base + the unix-users object id (and its group's gid too)
+    uid_base: int = Field(default=20000, ge=1000, le=2_000_000_000)
+
+
 class AnsibleSettings(BaseModel):
     model_config = _Strict
     playbooks_dir: str = ""  # empty: the playbooks/ folder of this checkout
@@ -132,6 +141,7 @@ class Settings(BaseModel):
     debounce: DebounceSettings = DebounceSettings()
     lock: LockSettings = LockSettings()
     commands: CommandSettings = CommandSettings()
+    accounts: AccountSettings = AccountSettings()
     ansible: AnsibleSettings = AnsibleSettings()
 
     @field_validator("root")

@@ -28,11 +28,18 @@ class UnixUsers(Configuration):
                 Account(
                     username=user.username,
                     home=user.home,
+                    id=user.id,
                     shell=user.shell,
                     comment=user.email or "",
                 )
             )
             changes.append(
-                Directory(user.home, mode=0o750, owner=user.username, group=user.username)
+                Directory(
+                    user.home,
+                    mode=0o750,
+                    owner=user.username,
+                    group=user.username,
+                    owner_id=user.id,
+                )
             )
         return changes

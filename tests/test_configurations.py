@@ -236,10 +236,10 @@ def test_every_module_has_a_docstring() -> None:
 def test_unix_users_accounts_and_homes(render: TemplateRenderer) -> None:
     changes = UnixUsers().plan(snap(BOB, ALICE), render)
     assert list(changes) == [
-        Account("alice", "/home/alice", "/bin/bash", "alice@example.com"),
-        Directory("/home/alice", 0o750, "alice", "alice"),
-        Account("bob", "/home/bob", "/bin/bash", ""),
-        Directory("/home/bob", 0o750, "bob", "bob"),
+        Account("alice", "/home/alice", ALICE.id, "/bin/bash", "alice@example.com"),
+        Directory("/home/alice", 0o750, "alice", "alice", owner_id=ALICE.id),
+        Account("bob", "/home/bob", BOB.id, "/bin/bash", ""),
+        Directory("/home/bob", 0o750, "bob", "bob", owner_id=BOB.id),
     ]
 
 

@@ -190,8 +190,8 @@ def test_accounts_are_made_by_real_useradd_and_foreign_accounts_are_refused(root
     settings = node_settings(root)
     user = UnixUser(id=1, username="ccmtest1", shell="/bin/sh")
     Planned.files["alpha"] = [
-        Account(user.username, user.home, user.shell),
-        Directory(user.home, 0o750, owner=user.username, group=user.username),
+        Account(user.username, user.home, user.id, user.shell),
+        Directory(user.home, 0o750, owner=user.username, group=user.username, owner_id=user.id),
     ]
     engine_for(settings).apply(EMPTY)
     passwd = (root / "etc/passwd").read_text()
@@ -201,7 +201,7 @@ def test_accounts_are_made_by_real_useradd_and_foreign_accounts_are_refused(root
     assert home.stat().st_mode & 0o7777 == 0o750
     assert home.stat().st_uid != 0
 
-    Planned.files["alpha"] = [Account(user.username, user.home, "/bin/bash")]
+    Planned.files["alpha"] = [Account(user.username, user.home, user.id, "/bin/bash")]
     engine_for(settings).apply(EMPTY)
     assert ":/home/ccmtest1:/bin/bash" in (root / "etc/passwd").read_text()
 
@@ -210,14 +210,14 @@ def test_accounts_are_made_by_real_useradd_and_foreign_accounts_are_refused(root
     assert "ccmtest1:" not in (root / "etc/passwd").read_text()
     assert home.exists(), "a deleted account's home directory is kept (it holds data)"
 
-    Planned.files["alpha"] = [Account("games", "/usr/games", "/bin/sh")]
+    Planned.files["alpha"] = [Account("games", "/usr/games", 5, "/bin/sh")]
     with pytest.raises(PlanError, match="not created by ccm"):
         engine_for(settings).plan(EMPTY)
 
 
 def test_an_account_created_in_a_failed_run_is_removed_again(root: Path) -> None:
     settings = node_settings(root, commands={"nginx_check": ["false"]})
-    Planned.files["alpha"] = [Account("ccmtest2", "/home/ccmtest2")]
+    Planned.files["alpha"] = [Account("ccmtest2", "/home/ccmtest2", 2)]
     Planned.files["beta"] = [File("/etc/web/x", "x\n"), Check("nginx_check", triggers=("/etc/",))]
     with pytest.raises(CheckFailed):
         engine_for(settings).apply(EMPTY)
@@ -321,3 +321,31 @@ def test_a_guard_that_stops_the_run_restores_it_and_leaves_nothing_foreign(root:
     assert not (root / "etc/app").exists()
     engine_for(settings).apply(EMPTY)  # nothing left behind is refused as foreign
     assert read(root, "/etc/app/b.conf") == (b"b\n", 0o644)
+
+
+def test_uids_follow_object_ids_and_a_kept_home_is_never_handed_to_another_object(
+    root: Path,
+) -> None:
+    settings = node_settings(root, accounts={"uid_base": 30000})
+
+    def user(object_id: int) -> list[Change]:
+        return [
+            Account("ccmtest3", "/home/ccmtest3", object_id),
+            Directory("/home/ccmtest3", 0o750, "ccmtest3", "ccmtest3", owner_id=object_id),
+        ]
+
+    Planned.files["alpha"] = user(7)
+    engine_for(settings).apply(EMPTY)
+    assert ":30007:" in (root / "etc/passwd").read_text()
+    assert (root / "home/ccmtest3").stat().st_uid == 30007
+
+    Planned.files["alpha"] = []  # deleted: the account goes, its home (data) stays
+    engine_for(settings).apply(EMPTY)
+    # another object takes the same name: it must not get the old home and its data
+    Planned.files["alpha"] = user(8)
+    with pytest.raises(PlanError, match="belongs to uid 30007.*refusing to hand it over"):
+        engine_for(settings).plan(EMPTY)
+    # the same object coming back gets its own uid, and so its own home, again
+    Planned.files["alpha"] = user(7)
+    engine_for(settings).apply(EMPTY)
+    assert (root / "home/ccmtest3").stat().st_uid == 30007

@@ -87,6 +87,7 @@ class Engine:
                         accounts=accounts,
                         fingerprint=self.playbooks.fingerprint,
                         full=full,
+                        uid_base=self.settings.accounts.uid_base,
                     )
                 )
             except StoreError as error:  # a stored object this ccm cannot read

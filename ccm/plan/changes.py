@@ -29,20 +29,31 @@ class File:
 
 @dataclass(frozen=True)
 class Directory:
-    """A directory with this mode and ownership. Never removed by ccm (it may hold data)."""
+    """A directory with this mode and ownership. Never removed by ccm (it may hold data).
+
+    ``owner_id``: the owner is the account ccm makes for that object id. An existing
+    directory owned by any other uid (a deleted user's kept home, say) is refused, never
+    handed over.
+    """
 
     path: str
     mode: int = 0o755
     owner: str = "root"
     group: str = "root"
+    owner_id: int | None = None
 
 
 @dataclass(frozen=True)
 class Account:
-    """A unix account made by ccm (``useradd``/``usermod``/``userdel`` from settings)."""
+    """A unix account made by ccm (``useradd``/``usermod``/``userdel`` from settings).
+
+    Its uid is ``accounts.uid_base + id``: the object id, not the name, is the account's
+    identity, so a uid is never handed to another object and files keep their owner.
+    """
 
     username: str
     home: str
+    id: int
     shell: str = "/bin/bash"
     comment: str = ""
 

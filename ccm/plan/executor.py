@@ -288,7 +288,13 @@ class Executor:
     def _account_command(self, name: str, account: Account | None, username: str) -> list[str]:
         variables = {"root": str(self.root), "username": username}
         if account is not None:
-            variables |= {"home": account.home, "shell": account.shell, "comment": account.comment}
+            uid = str(self.settings.accounts.uid_base + account.id)
+            variables |= {
+                "home": account.home,
+                "shell": account.shell,
+                "comment": account.comment,
+                "uid": uid,
+            }
         return fill(getattr(self.settings.commands, name), variables)
 
     def _run(self, configuration: str, argv: list[str]) -> None:
@@ -312,7 +318,9 @@ class Executor:
     def _modify_account(self, configuration: str, op: ModifyAccount, log: Any) -> None:
         log.info("change", change=f"account {op.account.username}", operation="usermod")
         self._run(configuration, self._account_command("usermod", op.account, op.account.username))
-        previous = Account(op.account.username, op.account.home, op.before_shell, op.before_comment)
+        previous = Account(
+            op.account.username, op.account.home, op.account.id, op.before_shell, op.before_comment
+        )
         undo = self._account_command("usermod", previous, previous.username)
         self._journal.record(f"account {previous.username}", lambda: self._run(configuration, undo))
 

@@ -128,6 +128,7 @@ def compute_operations(
     accounts: Accounts,
     fingerprint: Callable[[Playbook], str] | None = None,
     full: bool = False,
+    uid_base: int = 20000,
 ) -> ConfigurationOperations:
     """The operations for one configuration's changes.
 
@@ -144,6 +145,7 @@ def compute_operations(
             before = read_path(_under(root, change.path), with_content=False)
             if before.exists and not before.is_dir:
                 raise PlanError(configuration, f"{change.path} exists and is not a directory")
+            _refuse_foreign_owner(configuration, change, before, accounts, uid_base)
             reasons = (
                 ["new"]
                 if not before.exists
@@ -152,7 +154,7 @@ def compute_operations(
             if reasons:
                 ops.files.append(EnsureDirectory(change.path, before, change, tuple(reasons)))
         elif isinstance(change, Account):
-            _plan_account(ops, change, manifest, accounts)
+            _plan_account(ops, change, manifest, accounts, uid_base)
         elif isinstance(change, Check):
             ops.checks.append(change)
         elif isinstance(change, UnitAction):
@@ -204,13 +206,44 @@ def _plan_file(
         ops.files.append(WriteFile(change.path, before, change, content_changed, tuple(reasons)))
 
 
+def _refuse_foreign_owner(
+    configuration: str, change: Directory, before: PathState, accounts: Accounts, uid_base: int
+) -> None:
+    """An existing directory owned by another uid is not handed over (it holds data)."""
+    if not before.exists or before.uid in (None, 0):
+        return
+    if change.owner_id is not None:
+        expected: int | None = uid_base + change.owner_id
+    else:
+        entry = accounts.users.get(change.owner)
+        expected = entry.uid if entry else None
+    if before.uid != expected:
+        raise PlanError(
+            configuration,
+            f"{change.path} exists and belongs to uid {before.uid} "
+            f"({accounts.user_name(before.uid)}), not to {change.owner}; refusing to hand it "
+            "over (move it away if it is meant for this account)",
+        )
+
+
 def _plan_account(
-    ops: ConfigurationOperations, change: Account, manifest: Manifest, accounts: Accounts
+    ops: ConfigurationOperations,
+    change: Account,
+    manifest: Manifest,
+    accounts: Accounts,
+    uid_base: int,
 ) -> None:
     ops.planned_accounts.add(change.username)
     existing = accounts.users.get(change.username)
     owner = manifest.owner_of_account(change.username)
+    uid = uid_base + change.id
     if existing is None:
+        holder = accounts.user_name(uid)
+        if holder != str(uid):  # the uid is taken by an account of another name
+            raise PlanError(
+                ops.configuration,
+                f"account {change.username!r} needs uid {uid}, which {holder!r} holds",
+            )
         ops.accounts.append(CreateAccount(change))
         return
     if owner != ops.configuration:
@@ -218,6 +251,12 @@ def _plan_account(
             ops.configuration,
             f"account {change.username!r} exists on this node but was not created by ccm; "
             "refusing to take it over",
+        )
+    if existing.uid != uid:
+        raise PlanError(
+            ops.configuration,
+            f"account {change.username!r} has uid {existing.uid}, not {uid} (unix-users/"
+            f"{change.id}): it belongs to another object or was not made by ccm; refusing it",
         )
     if existing.shell != change.shell or existing.comment != change.comment:
         ops.accounts.append(ModifyAccount(change, existing.shell, existing.comment))
