@@ -16,6 +16,7 @@ from ccm.errors import ActionFailed, CheckFailed, LockLost, PlanError, RunError
 from ccm.models import Snapshot, UnixUser
 from ccm.plan.changes import Account, Change, Check, Directory, File, UnitAction
 from ccm.plan.configuration import Configuration, Render
+from ccm.plan.diff import actions_that_would_run
 from ccm.plan.executor import Executor
 from ccm.settings import Settings
 
@@ -148,6 +149,7 @@ def test_failing_check_restores_every_file_of_the_run_and_reloads_nothing(root: 
     Planned.files["beta"] = [
         File("/etc/web/site.conf", "NEW site\n", mode=0o600),
         File("/etc/web/deeper/new.conf", "x\n"),
+        File("/etc/web2/a/b/new.conf", "x\n"),
         Check("nginx_check", triggers=("/etc/web/",)),
         UnitAction("web", "reload", triggers=("/etc/web/",)),
     ]
@@ -162,6 +164,7 @@ def test_failing_check_restores_every_file_of_the_run_and_reloads_nothing(root: 
     }
     assert after == snapshot_before
     assert not (root / "etc/web/deeper").exists()
+    assert not (root / "etc/web2").exists(), "every directory the run created is gone"
     assert actions(root) == actions_before
     # the manifest still describes the old state: a later good run removes gone.conf
     marker.touch()
@@ -277,6 +280,11 @@ def test_a_failed_reload_keeps_the_files_and_runs_again_on_the_next_run(root: Pa
         engine_for(settings).apply(EMPTY)
     assert failure.value.configuration == "alpha"
     assert read(root, "/etc/app/a.conf") == (b"a\n", 0o644), "checked files stay in place"
+    pending = engine_for(settings).plan(EMPTY)
+    assert pending.has_changes, "ccm diff must show the reload still to do"
+    assert actions_that_would_run(pending.operations, pending.manifest.pending_actions) == [
+        "reload app (pending from an earlier run)"
+    ]
     reload_ok.touch()
     report = engine_for(settings).apply(EMPTY)
     assert report.changed == {} and report.actions == ["reload app"]
@@ -349,3 +357,100 @@ def test_uids_follow_object_ids_and_a_kept_home_is_never_handed_to_another_objec
     Planned.files["alpha"] = user(7)
     engine_for(settings).apply(EMPTY)
     assert (root / "home/ccmtest3").stat().st_uid == 30007
+
+
+def test_a_user_is_deleted_after_the_reloads_and_a_failed_userdel_is_retried(root: Path) -> None:
+    userdel_ok = root / "userdel-works"
+    log = root / "actions.log"
+    settings = node_settings(
+        root,
+        commands={
+            "userdel": [
+                "sh",
+                "-c",
+                f'test -e {userdel_ok} && echo "userdel $1" >> {log} && userdel --prefix "$2" "$1"',
+                "sh",
+                "{username}",
+                "{root}",
+            ]
+        },
+    )
+    Planned.files["alpha"] = [Account("ccmtest4", "/home/ccmtest4", 4)]
+    Planned.files["beta"] = [
+        File("/etc/php/pool.d/ccmtest4.conf", "[ccmtest4]\n"),
+        UnitAction("php-fpm", "reload", triggers=("/etc/php/",)),
+    ]
+    engine_for(settings).apply(EMPTY)
+    Planned.files = {}  # the customer is deleted: pool and user in one run
+    with pytest.raises(ActionFailed, match="userdel"):
+        engine_for(settings).apply(EMPTY)
+    assert actions(root)[-1] == "reload php-fpm", "the pool's workers went first"
+    assert not (root / "etc/php/pool.d/ccmtest4.conf").exists()
+    assert "ccmtest4:" in (root / "etc/passwd").read_text()
+    userdel_ok.touch()
+    engine_for(settings).apply(EMPTY)
+    assert actions(root)[-1] == "userdel ccmtest4"
+    assert "ccmtest4:" not in (root / "etc/passwd").read_text()
+
+
+def test_an_unreadable_manifest_halts_instead_of_orphaning_every_file(root: Path) -> None:
+    settings = node_settings(root)
+    Planned.files["alpha"] = [File("/etc/app/a.conf", "a\n")]
+    engine = engine_for(settings)
+    engine.apply(EMPTY)
+    engine.manifest_path.write_text('{"version": 1, "configurations": {"alpha": {"fi')
+    with pytest.raises(RunError, match="cannot be read.*restore it"):
+        engine_for(settings).plan(EMPTY)
+
+
+CRASH_DURING_CHECK = """
+import sys
+sys.path.insert(0, {tests!r})
+from noderoot import node_settings
+from ccm.engine.registry import Registry
+from ccm.engine.run import Engine
+from ccm.models import Snapshot, UnixUser, VirtualHost
+from configurations import CONFIGURATIONS
+settings = node_settings(__import__("pathlib").Path({root!r}),
+                         commands={{"nginx_check": ["sh", "-c", "kill -9 $PPID; sleep 5"]}})
+snapshot = Snapshot.of(1, [
+    UnixUser(id=1, username="ccmtest5"),
+    VirtualHost(id=1, domain="crash.example.com", unix_user_id=1,
+                document_root="/home/ccmtest5/www"),
+])
+Engine(Registry(CONFIGURATIONS), settings).apply(snapshot)
+"""
+
+
+def test_files_written_by_a_run_killed_before_their_check_are_checked_next_time(
+    root: Path,
+) -> None:
+    """A SIGKILL between a write and its check: the next run checks and reloads anyway."""
+    import subprocess
+    import sys
+
+    from ccm.models import UnixUser, VirtualHost
+    from configurations import CONFIGURATIONS
+
+    script = CRASH_DURING_CHECK.format(tests=str(Path(__file__).parent), root=str(root))
+    crashed = subprocess.run([sys.executable, "-c", script], capture_output=True, check=False)
+    assert crashed.returncode == -9, crashed.stderr.decode()
+    vhost = root / "etc/nginx/sites-enabled/crash.example.com.conf"
+    assert vhost.exists(), "the kill came after the write"
+    assert "reload nginx" not in actions(root)
+
+    snapshot = Snapshot.of(
+        1,
+        [
+            UnixUser(id=1, username="ccmtest5"),
+            VirtualHost(
+                id=1, domain="crash.example.com", unix_user_id=1, document_root="/home/ccmtest5/www"
+            ),
+        ],
+    )
+    engine = Engine(Registry(CONFIGURATIONS), node_settings(root))
+    assert engine.plan(snapshot).has_changes
+    report = engine.apply(snapshot)
+    assert "check nginx" in actions(root) and "reload nginx" in actions(root)
+    assert "reload nginx" in report.actions
+    assert not Engine(Registry(CONFIGURATIONS), node_settings(root)).plan(snapshot).has_changes

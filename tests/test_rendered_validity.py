@@ -156,7 +156,7 @@ def test_nginx_refuses_a_broken_vhost(tmp_path: Path, render: TemplateRenderer) 
 
 
 def host_account() -> str:
-    """An account of this machine that the UnixUser model accepts, with its own group.
+    """An account of this machine, with its own group.
 
     ``php-fpm -t`` resolves the pool's ``user``, ``group`` and ``listen.owner``, so the
     pool must name a real account; these are in Debian's base-passwd.
@@ -208,8 +208,9 @@ TRICKY_SETTINGS: dict[str, str | int | float | bool] = {
 
 
 def pools(username: str) -> list[CcmObject]:
+    # a host account (the model reserves those names: a tenant may not take them)
     return [
-        UnixUser(id=1, username=username),
+        UnixUser.model_construct(id=1, username=username, email=None, shell="/bin/bash"),
         *(
             FpmPool(
                 id=index,

@@ -141,10 +141,16 @@ def diff(context: Context, types: tuple[str, ...], as_json: bool, skip_playbooks
         planned = engine.plan(snapshot, types or None)
         previews = {} if skip_playbooks else _preview_playbooks(engine, planned.operations)
         if as_json:
-            described = describe_json(planned.operations, snapshot.revision, previews)
+            pending = planned.manifest.pending_actions
+            described = describe_json(planned.operations, snapshot.revision, previews, pending)
             click.echo(json.dumps(described, indent=2))
         else:
-            text = describe_text(planned.operations, colour=sys.stdout.isatty(), previews=previews)
+            text = describe_text(
+                planned.operations,
+                colour=sys.stdout.isatty(),
+                previews=previews,
+                pending=planned.manifest.pending_actions,
+            )
             click.echo(text or f"no changes (revision {snapshot.revision})", nl=not text)
     sys.exit(2 if planned.has_changes else 0)
 

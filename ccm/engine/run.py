@@ -35,7 +35,10 @@ class PlannedRun:
 
     @property
     def has_changes(self) -> bool:
-        return any(ops.has_changes for ops in self.operations)
+        """Anything to do: a change, or an action an earlier run left pending."""
+        return bool(self.manifest.pending_actions) or any(
+            ops.has_changes for ops in self.operations
+        )
 
 
 class Engine:

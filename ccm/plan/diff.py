@@ -54,9 +54,20 @@ def _colour(lines: list[str]) -> list[str]:
     return out
 
 
-def actions_that_would_run(operations: Sequence[ConfigurationOperations]) -> list[str]:
+def actions_that_would_run(
+    operations: Sequence[ConfigurationOperations], pending: Sequence[Mapping[str, Any]] = ()
+) -> list[str]:
+    """Checks, playbooks, reloads and commands a run would start, in order.
+
+    ``pending``: actions an earlier run left undone (the manifest's list); they run too.
+    """
     changed = [path for ops in operations for path in ops.changed_paths]
-    actions: list[str] = []
+    actions: list[str] = [
+        f"{a['action']} {a['unit']} (pending from an earlier run)"
+        if "unit" in a
+        else "run " + " ".join(a["argv"]) + " (pending from an earlier run)"
+        for a in pending
+    ]
     for ops in operations:
         for check in ops.checks:
             if triggered(check.triggers, ops.changed_paths):
@@ -83,12 +94,17 @@ def describe_text(
     *,
     colour: bool = False,
     previews: Previews | None = None,
+    pending: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     out: list[str] = []
     for ops in operations:
         if not ops.has_changes:
             continue
         out.append(f"# {ops.configuration}\n")
+        out.extend(
+            f"~ file {path} (written by an interrupted run, never checked)\n"
+            for path in ops.unverified
+        )
         for account_op in ops.accounts:
             if isinstance(account_op, CreateAccount):
                 a = account_op.account
@@ -127,7 +143,7 @@ def describe_text(
                 out.append(f"! playbook {playbook.playbook} would run (not previewed)\n")
             else:
                 out.extend(f"{line}\n" for line in lines)
-    actions = actions_that_would_run(operations)
+    actions = actions_that_would_run(operations, pending)
     if actions:
         out.append("# actions\n")
         out.extend(f"! {action}\n" for action in actions)
@@ -138,6 +154,7 @@ def describe_json(
     operations: Sequence[ConfigurationOperations],
     revision: int,
     previews: Previews | None = None,
+    pending: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     changes: list[dict[str, Any]] = []
     for ops in operations:
@@ -194,5 +211,5 @@ def describe_json(
         "revision": revision,
         "changes": changes,
         "playbooks": playbooks,
-        "actions": actions_that_would_run(operations),
+        "actions": actions_that_would_run(operations, pending),
     }

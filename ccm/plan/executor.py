@@ -151,15 +151,18 @@ class Executor:
             owned.accounts = set(ops.planned_accounts) | {
                 op.username for op in ops.accounts if isinstance(op, DeleteAccount)
             }
+        self.manifest.unverified = {}  # every written file passed its check
         self._remember_actions(operations, report)
         self.manifest.save()
+        # reloads first: the workers of a deleted pool exit, so its user can be deleted
+        self._run_pending_actions(report)
         for ops in operations:
             self._delete_accounts(ops, report)
-        self._run_pending_actions(report)
         return report
 
     def _apply_configuration(self, ops: ConfigurationOperations, report: RunReport) -> None:
         log = self.log.bind(configuration=ops.configuration)
+        self._claim_accounts(ops)
         for account_op in ops.accounts:
             self.guard()
             if isinstance(account_op, CreateAccount):
@@ -168,9 +171,6 @@ class Executor:
                 self._modify_account(ops.configuration, account_op, log)
         if ops.accounts:
             self.accounts.reload()
-            # saved now, so that a process killed later in this run still knows next
-            # time that ccm made these accounts (a failed run removes them again)
-            self.manifest.save()
         self._claim_files(ops)
         for file_op in ops.files:
             self.guard()
@@ -211,21 +211,47 @@ class Executor:
     # -- files ---------------------------------------------------------------------
 
     def _claim_files(self, ops: ConfigurationOperations) -> None:
-        """Record ownership of the files about to be written BEFORE writing them.
+        """Before writing: record the files as ccm's, and as not yet checked.
 
         A process killed (or a lock lost) between a write and the end of the run must
-        not leave a file ccm wrote that the manifest does not list: the next run would
-        refuse it as foreign. A failed run restores the previous ownership.
+        not leave a file ccm wrote that the manifest does not list (the next run would
+        refuse it as foreign), nor one that was never checked (the next run finds it
+        in place and would neither check nor reload it). A failed run restores both.
         """
-        owned = self.manifest.owned(ops.configuration)
+        if not ops.files:
+            return
+        configuration = ops.configuration
+        owned = self.manifest.owned(configuration)
         new = {op.path for op in ops.files if isinstance(op, WriteFile)} - owned.files
+        before = self.manifest.unverified.get(configuration)
+        owned.files |= new
+        self.manifest.unverified[configuration] = sorted(set(before or []) | set(ops.changed_paths))
+        self.manifest.save()
+
+        def undo() -> None:
+            owned.files.difference_update(new)
+            if before is None:
+                self.manifest.unverified.pop(configuration, None)
+            else:
+                self.manifest.unverified[configuration] = before
+
+        self._journal.record(f"manifest of {configuration}", undo)
+
+    def _claim_accounts(self, ops: ConfigurationOperations) -> None:
+        """Before ``useradd``: record the accounts as ccm's (a crash must not orphan one)."""
+        names = {op.account.username for op in ops.accounts if isinstance(op, CreateAccount)}
+        owned = self.manifest.owned(ops.configuration).accounts
+        new = names - owned
         if not new:
             return
-        owned.files |= new
+        owned |= new
         self.manifest.save()
-        self._journal.record(
-            f"manifest of {ops.configuration}", lambda: owned.files.difference_update(new)
-        )
+
+        def undo() -> None:  # runs after the userdel steps: keep any account still there
+            self.accounts.reload()
+            owned.difference_update(n for n in new if n not in self.accounts.users)
+
+        self._journal.record(f"accounts of {ops.configuration}", undo)
 
     def _real(self, node_path: str) -> Path:
         return self.root / node_path.lstrip("/")
@@ -306,14 +332,9 @@ class Executor:
         log.info("change", change=f"account {account.username}", operation="useradd")
         self._run(configuration, self._account_command("useradd", account, account.username))
         userdel = self._account_command("userdel", None, account.username)
-        owned = self.manifest.owned(configuration).accounts
-        owned.add(account.username)
-
-        def undo() -> None:
-            self._run(configuration, userdel)
-            owned.discard(account.username)  # only once the account is really gone
-
-        self._journal.record(f"account {account.username}", undo)
+        self._journal.record(
+            f"account {account.username}", lambda: self._run(configuration, userdel)
+        )
 
     def _modify_account(self, configuration: str, op: ModifyAccount, log: Any) -> None:
         log.info("change", change=f"account {op.account.username}", operation="usermod")
@@ -334,7 +355,10 @@ class Executor:
                     change=f"account {op.username}",
                     operation="userdel",
                 )
-                self._run(ops.configuration, self._account_command("userdel", None, op.username))
+                argv = self._account_command("userdel", None, op.username)
+                result = self.runner(argv, timeout=self.settings.commands.timeout)
+                if result.returncode != 0:  # stays listed: the next run deletes it again
+                    raise ActionFailed(ops.configuration, argv, result.returncode, result.output)
                 report.changed.setdefault(ops.configuration, []).append(f"account:{op.username}")
                 self.accounts.reload()
                 self.manifest.owned(ops.configuration).accounts.discard(op.username)

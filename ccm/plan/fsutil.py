@@ -20,7 +20,8 @@ def fsync_directory(directory: Path) -> None:
 
 
 def make_parents(path: Path) -> list[Path]:
-    """Create missing parent directories (0755); return the ones created, outermost first."""
+    """Create missing parent directories (0755); return the ones created, innermost first
+    (the order in which a rollback removes them again)."""
     missing: list[Path] = []
     parent = path.parent
     while not parent.exists():
@@ -28,7 +29,7 @@ def make_parents(path: Path) -> list[Path]:
         parent = parent.parent
     for directory in reversed(missing):
         directory.mkdir(mode=0o755)
-    return list(reversed(missing))
+    return missing
 
 
 def atomic_write(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ccm.errors import RunError
 from ccm.plan.fsutil import atomic_write
 
 MANIFEST_VERSION = 1
@@ -31,6 +32,9 @@ class Manifest:
     #: actions (reloads, commands) whose files are in place but which have not run yet:
     #: a failed reload or a crash in between must not be forgotten by the next run
     pending_actions: list[dict[str, Any]] = field(default_factory=list)
+    #: configuration → paths written by a run that ended (killed, lock lost) before their
+    #: check passed: the next run treats them as changed, so they are checked and reloaded
+    unverified: dict[str, list[str]] = field(default_factory=dict)
     #: the text last read or written, so saving an unchanged manifest writes nothing
     stored: str = ""
 
@@ -55,7 +59,21 @@ class Manifest:
             text = path.read_text()
         except FileNotFoundError:
             return cls(path)
+        try:
+            return cls._parse(path, text)
+        except (ValueError, TypeError, AttributeError, KeyError) as error:
+            # never read as "ccm owns nothing": that would orphan every file it wrote
+            raise RunError(
+                "(manifest)",
+                f"{path} cannot be read ({type(error).__name__}: {error}); restore it from a "
+                "backup — ccm will not treat it as empty",
+            ) from None
+
+    @classmethod
+    def _parse(cls, path: Path, text: str) -> Manifest:
         data: dict[str, Any] = json.loads(text)
+        if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
+            raise ValueError(f"not a version {MANIFEST_VERSION} manifest")
         configurations = {
             name: Owned(
                 set(entry.get("files", [])),
@@ -65,7 +83,8 @@ class Manifest:
             for name, entry in data.get("configurations", {}).items()
         }
         pending = [dict(action) for action in data.get("pending_actions", [])]
-        return cls(path, configurations, pending, text)
+        unverified = {str(k): list(v) for k, v in data.get("unverified", {}).items()}
+        return cls(path, configurations, pending, unverified, text)
 
     def save(self) -> None:
         data = {
@@ -80,6 +99,7 @@ class Manifest:
                 if owned.files or owned.accounts or owned.playbooks
             },
             "pending_actions": self.pending_actions,
+            "unverified": dict(sorted(self.unverified.items())),
         }
         text = json.dumps(data, indent=1) + "\n"
         if text != self.stored:

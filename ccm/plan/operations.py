@@ -87,14 +87,17 @@ class ConfigurationOperations:
     planned_accounts: set[str] = field(default_factory=set)
     #: playbook name → fingerprint of its inputs (the ones skipped as unchanged too)
     planned_playbooks: dict[str, str] = field(default_factory=dict)
+    #: paths an interrupted run wrote but never checked: changed, for checks and reloads
+    unverified: list[str] = field(default_factory=list)
 
     @property
     def changed_paths(self) -> list[str]:
-        return [op.path for op in self.files]
+        written = [op.path for op in self.files]
+        return written + [path for path in self.unverified if path not in written]
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.accounts or self.files or self.playbooks)
+        return bool(self.accounts or self.files or self.playbooks or self.unverified)
 
 
 def _under(root: Path, node_path: str) -> str:
@@ -137,6 +140,7 @@ def compute_operations(
     Ansible costs seconds, so an unrelated change never does.
     """
     ops = ConfigurationOperations(configuration)
+    ops.unverified = list(manifest.unverified.get(configuration, []))
     owned = manifest.owned(configuration)
     for change in changes:
         if isinstance(change, File):
