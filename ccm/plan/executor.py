@@ -276,8 +276,7 @@ class Executor:
         if op.content_changed or not before.exists:
             atomic_write(target, change.content.encode(), mode=change.mode, uid=uid, gid=gid)
         else:  # only mode or owner differ
-            os.chmod(target, change.mode)
-            os.chown(target, uid, gid)
+            _set_mode_owner(target, change.mode, uid, gid)
 
     def _ensure_directory(self, configuration: str, op: EnsureDirectory) -> None:
         target = self._real(op.path)
@@ -291,12 +290,10 @@ class Executor:
             mode, before_uid, before_gid = op.before.mode, op.before.uid, op.before.gid
 
             def restore() -> None:
-                os.chmod(target, mode or 0o755)
-                os.chown(target, before_uid or 0, before_gid or 0)
+                _set_mode_owner(target, mode or 0o755, before_uid or 0, before_gid or 0)
 
             self._journal.record(op.path, restore)
-        os.chmod(target, op.change.mode)
-        os.chown(target, uid, gid)
+        _set_mode_owner(target, op.change.mode, uid, gid)
 
     def _remove_file(self, op: RemoveFile) -> None:
         target = self._real(op.path)
@@ -423,6 +420,17 @@ class Executor:
             report.actions.append(label)
             self.manifest.pending_actions.pop(0)
             self.manifest.save()
+
+
+def _set_mode_owner(path: Path, mode: int, uid: int, gid: int) -> None:
+    """chmod + chown without following a symlink swapped in since the plan read the path
+    (a user may own the directory it sits in): ``O_NOFOLLOW`` fails on a link instead."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def _remove_empty(directories: Sequence[Path]) -> None:
