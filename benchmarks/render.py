@@ -142,13 +142,17 @@ def main() -> None:
         )
         log = base / "actions.log"
         timed_apply(config, "cold apply", log)
-        timed_apply(config, "no-op full run", log, "--all")
-        with EtcdClient.from_settings(settings) as client:
-            store = ObjectStore(client, "/bench", writer="bench")
-            cron = made["crons"][0] | {"schedule": "*/5 * * * *"}
-            store.put("crons", [cron])
-        timed_apply(config, "one cron changed", log, "--type", "crons")
-        timed_apply(config, "no-op, --type crons", log, "--type", "crons")
+        # the machine's disk and neighbours make single runs noisy: three of each
+        for round_ in range(3):
+            timed_apply(config, "no-op full run", log, "--all")
+        for round_ in range(3):
+            with EtcdClient.from_settings(settings) as client:
+                store = ObjectStore(client, "/bench", writer="bench")
+                cron = made["crons"][0] | {"schedule": f"*/{round_ + 2} * * * *"}
+                store.put("crons", [cron])
+            timed_apply(config, "one cron changed", log, "--type", "crons")
+        for round_ in range(3):
+            timed_apply(config, "no-op, --type crons", log, "--type", "crons")
         in_daemon(config, settings, made)
 
 
