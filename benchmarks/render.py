@@ -143,7 +143,7 @@ def main() -> None:
         log = base / "actions.log"
         timed_apply(config, "cold apply", log)
         # the machine's disk and neighbours make single runs noisy: three of each
-        for round_ in range(3):
+        for _ in range(3):
             timed_apply(config, "no-op full run", log, "--all")
         for round_ in range(3):
             with EtcdClient.from_settings(settings) as client:
@@ -151,7 +151,7 @@ def main() -> None:
                 cron = made["crons"][0] | {"schedule": f"*/{round_ + 2} * * * *"}
                 store.put("crons", [cron])
             timed_apply(config, "one cron changed", log, "--type", "crons")
-        for round_ in range(3):
+        for _ in range(3):
             timed_apply(config, "no-op, --type crons", log, "--type", "crons")
         in_daemon(config, settings, made)
 
