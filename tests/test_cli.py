@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from click.testing import CliRunner, Result
 from noderoot import node_settings, seed_root
 
 from ccm.cli.main import cli
 from ccm.cluster.store import ObjectStore
 from ccm.settings import EtcdSettings
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI configures structlog for its process; in-process runs must not leak it
+    (a WARNING filter left behind would hide the INFO events other tests capture)."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture
