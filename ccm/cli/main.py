@@ -10,10 +10,10 @@ import gc
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -32,6 +32,7 @@ from ccm.plan.operations import ConfigurationOperations
 from ccm.settings import Settings, load_settings
 
 TYPE_CHOICE = click.Choice(sorted(OBJECT_TYPES))
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Context:
@@ -62,6 +63,11 @@ class Context:
 
 
 pass_context = click.make_pass_decorator(Context)
+
+
+def type_option(help_text: str) -> Callable[[F], F]:
+    """``--type T`` (repeatable), one of the object types."""
+    return click.option("--type", "types", multiple=True, type=TYPE_CHOICE, help=help_text)
 
 
 @contextmanager
@@ -113,13 +119,7 @@ def _preview_playbooks(
 
 
 @cli.command()
-@click.option(
-    "--type",
-    "types",
-    multiple=True,
-    type=TYPE_CHOICE,
-    help="Only configurations subscribed to this object type (repeatable).",
-)
+@type_option("Only configurations subscribed to this object type (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--skip-playbooks",
@@ -156,13 +156,7 @@ def diff(context: Context, types: tuple[str, ...], as_json: bool, skip_playbooks
 
 
 @cli.command()
-@click.option(
-    "--type",
-    "types",
-    multiple=True,
-    type=TYPE_CHOICE,
-    help="Also run the configurations of this object type (repeatable).",
-)
+@type_option("Also run the configurations of this object type (repeatable).")
 @click.option("--all", "run_all", is_flag=True, help="Run every configuration (a full run).")
 @click.option(
     "--lock-timeout",

@@ -17,12 +17,11 @@ from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.halt import HaltFlag
 from ccm.cluster.lock import lock_queue
 from ccm.cluster.nodes import NodeRecords
+from ccm.cluster.store import ObjectStore
 
 
 def cluster_status(client: EtcdClient, prefix: str) -> dict[str, Any]:
-    events_prefix = f"{prefix}/events/"
-    events, _ = client.get_prefix(events_prefix)
-    latest = max((kv.mod_revision for kv in events), default=0)
+    latest = max(ObjectStore(client, prefix).event_revisions().values(), default=0)
     halt = HaltFlag(client, prefix).get()
     queue = lock_queue(client, prefix)
     records = NodeRecords(client, prefix)

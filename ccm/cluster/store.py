@@ -226,9 +226,12 @@ class ObjectStore:
         # parsed on first use, so a run reads only the types its configurations need
         return Snapshot(read_at, loaders={t: loader(found) for t, found in by_type.items()})
 
-    def event_revisions(self) -> dict[str, int]:
-        """Type → mod revision of its events key, for every type ever written."""
-        kvs, _ = self.client.get_prefix(self.events_prefix)
+    def event_revisions(self, revision: int | None = None) -> dict[str, int]:
+        """Type → mod revision of its events key, for every type ever written.
+
+        Read now, or at ``revision`` (the revision of a snapshot, so both agree).
+        """
+        kvs, _ = self.client.get_prefix(self.events_prefix, revision)
         return {kv.key[len(self.events_prefix) :]: kv.mod_revision for kv in kvs}
 
     # -- writing -------------------------------------------------------------------------

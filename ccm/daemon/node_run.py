@@ -81,11 +81,6 @@ class NodeRun:
         self.lock = ClusterLock(client, self.prefix, self.node, settings.lock.ttl, self.clock)
         self.log = get_logger(node=self.node)
 
-    def event_revisions_at(self, revision: int) -> dict[str, int]:
-        events_prefix = f"{self.prefix}/events/"
-        kvs, _ = self.client.get_prefix(events_prefix, revision=revision)
-        return {kv.key[len(events_prefix) :]: kv.mod_revision for kv in kvs}
-
     def run(
         self,
         types: Iterable[str] = (),
@@ -114,7 +109,7 @@ class NodeRun:
             if full or record is None or record.applied_revision == 0 or ALL in requested:
                 selection: set[str] | None = None
             else:
-                revisions = self.event_revisions_at(revision)
+                revisions = self.store.event_revisions(revision)
                 selection = requested | missed_types(revisions, record.applied_revision)
             selected = self.engine.select(selection)
             log = self.log.bind(revision=revision)

@@ -119,11 +119,6 @@ class PlaybookResult:
     def ok(self) -> bool:
         return self.status == "successful" and self.rc == 0 and self.failed_task is None
 
-    @property
-    def changed_tasks(self) -> tuple[str, ...]:
-        """Names of the tasks that changed something, each once, in run order."""
-        return tuple(dict.fromkeys(change.task for change in self.changed))
-
 
 @dataclass(frozen=True)
 class PlaybookPreview:
