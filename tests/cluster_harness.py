@@ -51,7 +51,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from etcd_server import EtcdServer, _die_with_parent
+from etcd_server import EtcdServer, die_with_parent
 from noderoot import logging_command, seed_root
 
 from ccm.cluster.etcd import EtcdClient
@@ -276,13 +276,12 @@ class NodeProcess:
             log.write(f"--- harness: start #{self.starts} of {self.name}\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [CCM, "--config", str(self.config), "daemon"],
+                die_with_parent([CCM, "--config", str(self.config), "daemon"]),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # its own process group: kill() takes its children
-                preexec_fn=_die_with_parent,
             )
         return self
 

@@ -15,7 +15,6 @@ timing is shortened (a restart elects its lone member in ~0.1 s instead of ~1 s)
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -23,7 +22,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -40,24 +38,17 @@ class EtcdServerError(RuntimeError):
     """The test etcd could not be started (the message carries its log tail)."""
 
 
-def _prctl() -> object:
-    if sys.platform != "linux":
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
+SETPRIV = shutil.which("setpriv")  # util-linux, on every Debian
 
 
-# Resolved now, in the parent: the child may only call it between fork and exec.
-_PRCTL = _prctl()
-_PR_SET_PDEATHSIG = 1
+def die_with_parent(argv: list[str]) -> list[str]:
+    """``argv`` run so that the kernel SIGKILLs it if the test process dies first.
 
-
-def _die_with_parent() -> None:
-    """In the child: SIGKILL etcd if the test process dies without stopping it."""
-    if callable(_PRCTL):
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    Done by ``setpriv --pdeathsig`` at exec time, not by a ``preexec_fn``: Python code
+    between fork and exec in a process with threads (gRPC, watchers, notify drains) can
+    deadlock the fork — seen here as a test hung for minutes in ``Popen``.
+    """
+    return [SETPRIV, "--pdeathsig", "KILL", "--", *argv] if SETPRIV else argv
 
 
 def _free_port() -> int:
@@ -169,11 +160,10 @@ class EtcdServer:
                 argv += ["--trusted-ca-file", str(self.tls.ca_file), "--client-cert-auth"]
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                argv,
+                die_with_parent(argv),  # no orphan etcd even if pytest is SIGKILLed
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # no orphan etcd even if pytest is SIGKILLed
             )
 
     def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
