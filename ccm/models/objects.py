@@ -209,6 +209,8 @@ class VirtualHost(CcmObject):
     unix_user_id: ObjectId
     document_root: AbsolutePath
     fpm_pool_id: ObjectId | None = None
+    #: with a pool, unknown paths go to /index.php (WordPress, Laravel); False: plain 404s
+    front_controller: bool = Field(default=True, strict=True)
 
     def unique_keys(self) -> dict[str, Any]:
         return {"domain": self.domain}
