@@ -116,10 +116,13 @@ class CommandSettings(BaseModel):
         return value
 
 
+#: an account's uid is uid_base + the unix-users object id (and its group's gid too)
+DEFAULT_UID_BASE = 20000
+
+
 class AccountSettings(BaseModel):
     model_config = _Strict
-    #: an account's uid is uid_base + the unix-users object id (and its group's gid too)
-    uid_base: int = Field(default=20000, ge=1000, le=2_000_000_000)
+    uid_base: int = Field(default=DEFAULT_UID_BASE, ge=1000, le=2_000_000_000)
 
 
 class AnsibleSettings(BaseModel):

@@ -56,7 +56,12 @@ class Context:
     @contextmanager
     def store(self, writer: str = "ccm") -> Iterator[ObjectStore]:
         with EtcdClient.from_settings(self.settings.etcd) as client:
-            yield ObjectStore(client, self.settings.etcd.prefix, writer=writer)
+            yield ObjectStore(
+                client,
+                self.settings.etcd.prefix,
+                writer=writer,
+                uid_base=self.settings.accounts.uid_base,
+            )
 
     def engine(self) -> Engine:
         return Engine(Registry.from_entry_points(), self.settings)

@@ -17,7 +17,12 @@ transaction whose compares make every check still true when it lands:
   (``version == 0`` while it does not exist yet): any concurrent write of such a type
   fails the compares;
 * objects that refer to a rewritten object are checked again (a new username moves the
-  home a vhost's document root must stay in): a write that would break them is refused.
+  home a vhost's document root must stay in): a write that would break them is refused;
+* identity is never reused: deleting an object of a type with ``IMMUTABLE`` fields (a
+  unix user's name, which with its id makes its uid and home) leaves a tombstone
+  ``{prefix}/tombstones/{type}/{id}`` holding those fields. A later write may re-create
+  the same id with the same values, but never give the id other values, nor the values
+  another id: a kept home and its files never pass to a different tenant.
 
 When the compares fail (a concurrent write) the store re-reads and retries, a few times
 (``tenacity``). All reads of one attempt come from one read-only transaction: one revision.
@@ -54,6 +59,7 @@ from ccm.models import (
     referrers_of,
 )
 from ccm.models.types import CROSS_TYPE_READS
+from ccm.settings import DEFAULT_UID_BASE
 
 __all__ = ["DEFAULT_MAX_ATTEMPTS", "InvalidStoredObject", "ObjectStore"]
 
@@ -87,6 +93,8 @@ class _State:
     keys: dict[str, KeyValue | None] = field(default_factory=dict)
     objects: dict[str, dict[int, CcmObject]] = field(default_factory=dict)
     complete: frozenset[str] = frozenset()  # types read in full
+    #: type → id → the identity fields its deleted object had
+    tombstones: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     invalid: dict[str, InvalidStoredObject] = field(default_factory=dict)  # by key
 
     def check_valid(self, replaced: Iterable[str] = ()) -> None:
@@ -139,6 +147,10 @@ def _encode(obj: CcmObject) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _identity(values: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {value!r}" for name, value in values.items())
+
+
 def _ordered(names: Iterable[str]) -> builtins.list[str]:
     """``type/id`` names by type, then numerically by id."""
 
@@ -165,11 +177,14 @@ class ObjectStore:
         writer: str = "ccm",
         *,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        uid_base: int = DEFAULT_UID_BASE,
     ) -> None:
         self.client = client
         self.prefix = prefix.rstrip("/")
         self.writer = writer
         self.max_attempts = max_attempts
+        #: the nodes' ``accounts.uid_base``: an account's uid must be usable there
+        self.uid_base = uid_base
 
     # -- keys ----------------------------------------------------------------------------
 
@@ -190,6 +205,10 @@ class ObjectStore:
     def events_key(self, type_name: str) -> str:
         """``{prefix}/events/{type}``: bumped with every change of the type."""
         return f"{self.events_prefix}{type_name}"
+
+    def tombstones_prefix(self, type_name: str) -> str:
+        """``{prefix}/tombstones/{type}/``: the identities of deleted objects of a type."""
+        return f"{self.prefix}/tombstones/{type_name}/"
 
     # -- reading -------------------------------------------------------------------------
 
@@ -250,7 +269,7 @@ class ObjectStore:
             raise ValidationFailed(
                 type_name, [f"expected a list of objects, got {type(raws).__name__}"]
             )
-        objects = parse_objects(type_name, raws)
+        objects = parse_objects(type_name, raws, {"uid_base": self.uid_base})
         if not objects:
             return self.client.current_revision()
         return self._retrying(f"put {type_name}", lambda: self._put_once(type_name, objects))
@@ -310,12 +329,21 @@ class ObjectStore:
             raise InvalidStoredObject(kv.key, f"holds id {obj.id}")
         return obj
 
-    def _read(self, events: Iterable[str], complete: Iterable[str], keys: Iterable[str]) -> _State:
-        """One read-only transaction: events keys, whole types, single object keys."""
+    def _read(
+        self,
+        events: Iterable[str],
+        complete: Iterable[str],
+        keys: Iterable[str],
+        tombstones: Iterable[str] = (),
+    ) -> _State:
+        """One read-only transaction: events keys, whole types, single object keys, and
+        the tombstones of some types."""
         event_types, full_types, single = sorted(set(events)), sorted(set(complete)), list(keys)
+        tomb_types = sorted(set(tombstones))
         gets: builtins.list[Op] = [Get(self.events_key(t)) for t in event_types]
         gets += [Get(f"{self.objects_prefix}{t}/", prefix=True) for t in full_types]
         gets += [Get(key) for key in single]
+        gets += [Get(self.tombstones_prefix(t), prefix=True) for t in tomb_types]
         result = self.client.txn([], gets)
         responses = iter(result.responses)
         state = _State(revision=result.revision, complete=frozenset(full_types))
@@ -332,6 +360,10 @@ class ObjectStore:
             state.keys[key] = found = next(iter(kvs()), None)
             if found is not None:
                 self._remember(state, found)
+        for type_name in tomb_types:
+            state.tombstones[type_name] = {
+                int(kv.key.rpartition("/")[2]): json.loads(kv.value) for kv in kvs()
+            }
         return state
 
     def _remember(self, state: _State, kv: KeyValue) -> None:
@@ -384,7 +416,9 @@ class ObjectStore:
             single_fences: builtins.list[str] = []
         else:
             single_fences = single
-        state = self._read(complete | fenced_by_type, complete, single)
+        model = model_for(type_name)
+        identity = [type_name] if model.IMMUTABLE else []
+        state = self._read(complete | fenced_by_type, complete, single, identity)
         state.check_valid(self.object_key(type_name, obj.id) for obj in objects)
         after = _View(state, written=objects)
 
@@ -402,6 +436,7 @@ class ObjectStore:
                         f"{obj.describe()}: {name}: cannot change ({getattr(old, name)!r} -> "
                         f"{getattr(obj, name)!r}); delete it and create a new one"
                     )
+        problems += self._reused_identities(objects, state.tombstones.get(type_name, {}))
         for obj in objects:
             problems += after.problems(obj)
         problems += self._broken_referrers(state, referrers, objects, after)
@@ -431,6 +466,30 @@ class ObjectStore:
                     problems.append(
                         f"{obj.describe()}: {name}: {value!r} is already used by "
                         + ", ".join(others)
+                    )
+        return problems
+
+    @staticmethod
+    def _reused_identities(
+        objects: Sequence[CcmObject], tombstones: dict[int, dict[str, Any]]
+    ) -> builtins.list[str]:
+        """Writes that would give a deleted object's identity to another object."""
+        problems = []
+        for obj in objects:
+            mine = {name: getattr(obj, name) for name in obj.IMMUTABLE}
+            old = tombstones.get(obj.id)
+            if old is not None and old != mine:
+                problems.append(
+                    f"{obj.describe()}: id: {obj.TYPE}/{obj.id} was deleted while it held "
+                    f"{_identity(old)}; an id is never given to another identity "
+                    "(its files on the nodes still belong to it): use a new id"
+                )
+            for other_id, held in sorted(tombstones.items()):
+                if other_id != obj.id and held == mine:
+                    problems.append(
+                        f"{obj.describe()}: {', '.join(mine)}: {_identity(mine)} belonged to "
+                        f"{obj.TYPE}/{other_id}, deleted; its files on the nodes still belong "
+                        f"to it: re-create it as {obj.TYPE}/{other_id}, or choose another value"
                     )
         return problems
 
@@ -484,6 +543,11 @@ class ObjectStore:
             raise ValidationFailed(type_name, problems)
 
         ops: builtins.list[Op] = [DeleteOp(key), self._event(type_name)]
+        deleted = state.objects.get(type_name, {}).get(object_id)
+        if deleted is not None and deleted.IMMUTABLE:
+            identity = {name: getattr(deleted, name) for name in deleted.IMMUTABLE}
+            tombstone = json.dumps(identity, separators=(",", ":"), ensure_ascii=False)
+            ops.append(Put(self.tombstones_prefix(type_name) + str(object_id), tombstone.encode()))
         return self._commit(state, sorted(complete), [key], ops)
 
     # ``list`` last: inside the class body the name then means the method.

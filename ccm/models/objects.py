@@ -8,27 +8,59 @@ paths are absolute and normalised (no ``..``). Models are frozen: a snapshot is 
 
 from __future__ import annotations
 
+import math
 import posixpath
 import re
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+@-]*$")
+from ccm.models.reserved import reserved_name, uid_problem
+
+#: Every pattern is applied with ``fullmatch``: ``$`` in ``re.match`` also matches before
+#: a final newline, so ``"shop.example.com\n"`` passed as a name nginx then saw as new.
+#: Control characters: C0, DEL, C1 (U+0085 NEL among them), and the Unicode line and
+#: paragraph separators, which some parsers read as line ends.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_TLD = r"(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})"
+_HOSTNAME = re.compile(rf"(?:{_LABEL}\.)+{_TLD}")
+#: a path component: what ccm puts on a command line or into a config file unquoted
+_PATH_COMPONENT = r"[A-Za-z0-9._+@-]{1,255}"
+_SAFE_PATH = re.compile(rf"(?:/{_PATH_COMPONENT})+/?|/")
+#: an e-mail address as ccm writes it into a crontab MAILTO line and a GECOS field
+_EMAIL = re.compile(
+    r"[A-Za-z0-9._%+-]{1,64}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
+)
+#: PATH_MAX is 4096, but nginx cannot read a directive parameter near its 4 KiB buffer
+MAX_PATH_LENGTH = 1024
+#: 2**31 - 1: an id as an SQL ``INT`` holds it (and as nginx, cron and useradd take it)
+MAX_OBJECT_ID = 2**31 - 1
+
+
+def fullmatch(pattern: re.Pattern[str], value: str, what: str) -> str:
+    if not pattern.fullmatch(value):
+        raise ValueError(f"{value!r} is not {what}")
+    return value
 
 
 def _no_control(value: str) -> str:
     if _CONTROL.search(value):
-        raise ValueError("must not contain control characters (newline, tab, …)")
+        raise ValueError("must not contain control characters or line breaks (newline, …)")
     return value
 
 
 def _hostname(value: str) -> str:
-    if not _HOSTNAME.match(value):
-        raise ValueError(f"{value!r} is not a lower-case fully qualified domain name")
-    return value
+    if len(value) > 253:
+        raise ValueError(f"{len(value)} characters: a domain name has at most 253")
+    return fullmatch(_HOSTNAME, value, "a lower-case fully qualified domain name")
 
 
 def _alias(value: str) -> str:
@@ -37,22 +69,34 @@ def _alias(value: str) -> str:
 
 
 def _safe_absolute_path(value: str) -> str:
-    if not _SAFE_PATH.match(value):
-        raise ValueError(f"{value!r} must be an absolute path of letters, digits and ._/+@-")
-    if posixpath.normpath(value) != value.rstrip("/") or "/../" in value + "/":
+    if len(value) > MAX_PATH_LENGTH:
+        raise ValueError(f"{len(value)} characters: a path has at most {MAX_PATH_LENGTH}")
+    fullmatch(_SAFE_PATH, value, "an absolute path of letters, digits and ._/+@-")
+    if posixpath.normpath(value) != (value.rstrip("/") or "/"):
         raise ValueError(f"{value!r} must be a normalised path (no '..', '.', '//')")
+    # one spelling per path: a trailing slash is dropped, so equal paths compare equal
     return value.rstrip("/") or "/"
 
 
-Text = Annotated[str, AfterValidator(_no_control)]
-Hostname = Annotated[str, AfterValidator(_hostname)]
-Alias = Annotated[str, AfterValidator(_alias)]
-AbsolutePath = Annotated[str, AfterValidator(_safe_absolute_path)]
-ObjectId = Annotated[int, Field(gt=0, strict=True)]
-Email = Annotated[
-    str, Field(pattern=r"^[A-Za-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,63}$", max_length=254)
-]
-PhpVersion = Annotated[str, Field(pattern=r"^[5-9]\.[0-9]$")]
+def _email(value: str) -> str:
+    if len(value) > 254:
+        raise ValueError(f"{len(value)} characters: an e-mail address has at most 254")
+    return fullmatch(_EMAIL, value, "an e-mail address (local@domain, lower-case domain)")
+
+
+def pattern(regex: str, what: str) -> AfterValidator:
+    """A validator that ``fullmatch``es ``regex`` (compiled once)."""
+    compiled = re.compile(regex)
+    return AfterValidator(lambda value: fullmatch(compiled, value, what))
+
+
+Text = Annotated[str, Field(strict=True), AfterValidator(_no_control)]
+Hostname = Annotated[str, Field(strict=True), AfterValidator(_hostname)]
+Alias = Annotated[str, Field(strict=True), AfterValidator(_alias)]
+AbsolutePath = Annotated[str, Field(strict=True), AfterValidator(_safe_absolute_path)]
+ObjectId = Annotated[int, Field(gt=0, le=MAX_OBJECT_ID, strict=True)]
+Email = Annotated[str, Field(strict=True), AfterValidator(_email)]
+PhpVersion = Annotated[str, Field(strict=True), pattern(r"[5-9]\.[0-9]", "a PHP version like 8.3")]
 
 _CRON_SPECIAL = {
     "@reboot",
@@ -64,7 +108,48 @@ _CRON_SPECIAL = {
     "@midnight",
     "@hourly",
 }
-_CRON_FIELD = re.compile(r"^[A-Za-z0-9*/,-]+$")
+_MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()
+_DAYS = "sun mon tue wed thu fri sat".split()
+#: (name, lowest, highest, names from the lowest value up) of the five fields, as
+#: Debian's cron reads them
+_CRON_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, tuple(_MONTHS)),
+    ("day of week", 0, 7, tuple(_DAYS)),
+)
+_CRON_ITEM = re.compile(
+    r"(?P<range>\*|(?P<low>[0-9]{1,2}|[a-z]{3})(?:-(?P<high>[0-9]{1,2}|[a-z]{3}))?)(?:/(?P<step>[0-9]{1,2}))?"
+)
+#: Debian's cron reads at most 999 bytes of a command (MAX_COMMAND) and drops the rest
+MAX_CRON_COMMAND_BYTES = 999
+
+
+def _cron_value(text: str, low: int, high: int, names: tuple[str, ...]) -> int:
+    if text in names:
+        return names.index(text) + low
+    if not text.isdigit():
+        raise ValueError(f"{text!r} is not a number or a name")
+    value = int(text)
+    if not low <= value <= high:
+        raise ValueError(f"{value} is outside {low}-{high}")
+    return value
+
+
+def check_cron_field(text: str, index: int) -> None:
+    """One of the 5 fields: a list of ``*``, ``N`` or ``N-M``, each with an optional ``/S``."""
+    name, low, high, names = _CRON_FIELDS[index]
+    for item in text.split(","):
+        match = _CRON_ITEM.fullmatch(item)
+        if match is None:
+            raise ValueError(f"{name}: {item!r} is not *, N, N-M or one of those with /step")
+        if match["low"] is not None:
+            first = _cron_value(match["low"], low, high, names)
+            if match["high"] is not None and _cron_value(match["high"], low, high, names) < first:
+                raise ValueError(f"{name}: {item!r} is a range that runs backwards")
+        if match["step"] is not None and not 1 <= int(match["step"]) <= high:
+            raise ValueError(f"{name}: step {match['step']} is outside 1-{high}")
 
 
 class CcmObject(BaseModel):
@@ -90,31 +175,49 @@ class CcmObject(BaseModel):
         return f"{self.TYPE}/{self.id}"
 
 
-#: Debian's base accounts and the service accounts a hosting node's packages create:
-#: a tenant holding one of these names would own that service once it is installed.
-RESERVED_USERNAMES = frozenset(
-    "root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc "
-    "gnats nobody messagebus sshd ntp chrony dovecot dovenull postfix exim mysql mariadb "
-    "postgres redis memcache memcached nginx apache php php-fpm ftp ftpuser opendkim "
-    "clamav amavis spamd bind named unbound dnsmasq rspamd vmail ccm admin".split()
-)
-RESERVED_USERNAME_PREFIXES = ("_", "systemd-", "debian-")
-
-
 class UnixUser(CcmObject):
     TYPE: ClassVar[str] = "unix-users"
     # The account, its uid (derived from the id) and its home are the user's identity on
     # every node: a rename would orphan the home. Delete and create a new user instead.
     IMMUTABLE: ClassVar[tuple[str, ...]] = ("username",)
-    username: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    username: Annotated[
+        str,
+        Field(strict=True),
+        pattern(r"[a-z_][a-z0-9_-]{0,31}", "a user name of a-z, 0-9, _ and - (at most 32)"),
+    ]
     email: Email | None = None
     shell: AbsolutePath = "/bin/bash"
 
     @field_validator("username")
     @classmethod
     def _not_reserved(cls, value: str) -> str:
-        if value in RESERVED_USERNAMES or value.startswith(RESERVED_USERNAME_PREFIXES):
-            raise ValueError(f"{value!r} is reserved for a system account")
+        if reserved_name(value):
+            raise ValueError(f"{value!r} is reserved for a system account or group")
+        return value
+
+    @field_validator("shell")
+    @classmethod
+    def _shell(cls, value: str) -> str:
+        if value == "/" or len(value) > 255:
+            raise ValueError(f"{value!r} is not a shell (an absolute path of at most 255)")
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _uid(cls, value: int, info: ValidationInfo) -> int:
+        """The account's uid is ``uid_base + id``: it must be a usable, unreserved uid.
+
+        Checked at write time, with the writer's ``uid_base`` in the validation context;
+        a stored object is read without it, and each node checks the uid it would give
+        with its own ``uid_base`` (refusing that one account, not halting).
+        """
+        context = info.context if isinstance(info.context, dict) else {}
+        if "uid_base" not in context:
+            return value
+        uid_base = int(context["uid_base"])
+        problem = uid_problem(uid_base + value)
+        if problem:
+            raise ValueError(f"the account would get {problem} (uid_base {uid_base} + id)")
         return value
 
     @property
@@ -129,9 +232,11 @@ class Cron(CcmObject):
     TYPE: ClassVar[str] = "crons"
     REFERENCES: ClassVar[dict[str, str]] = {"unix_user_id": "unix-users"}
     unix_user_id: ObjectId
-    name: str = Field(pattern=r"^[a-z0-9-]+$", max_length=64)
-    schedule: str
-    command: Text = Field(min_length=1, max_length=4096)
+    name: Annotated[
+        str, Field(strict=True, max_length=64), pattern(r"[a-z0-9-]+", "a name of a-z, 0-9, -")
+    ]
+    schedule: Annotated[str, Field(strict=True)]
+    command: Text = Field(min_length=1)
     email_address: Email | None = None
 
     @field_validator("schedule")
@@ -140,11 +245,13 @@ class Cron(CcmObject):
         if value in _CRON_SPECIAL:
             return value
         fields = value.split(" ")
-        if len(fields) != 5 or not all(_CRON_FIELD.match(field) for field in fields):
+        if len(fields) != 5:
             raise ValueError(
                 f"{value!r} is not 5 cron fields separated by single spaces or one of "
                 + ", ".join(sorted(_CRON_SPECIAL))
             )
+        for index, field in enumerate(fields):
+            check_cron_field(field, index)
         return value
 
     @field_validator("command")
@@ -155,16 +262,32 @@ class Cron(CcmObject):
         if "%" in value:
             # cron turns an unescaped % into a newline: refuse rather than guess.
             raise ValueError("must not contain '%' (cron treats it as a newline)")
+        size = len(value.encode())
+        if size > MAX_CRON_COMMAND_BYTES:
+            raise ValueError(
+                f"{size} bytes: cron reads at most {MAX_CRON_COMMAND_BYTES} of a command"
+            )
         return value
 
     def unique_keys(self) -> dict[str, Any]:
         return {"unix_user_id+name": (self.unix_user_id, self.name)}
 
 
+#: php.ini settings a pool may not set: they load native code into the pool
+FORBIDDEN_PHP_SETTINGS = frozenset({"extension", "zend_extension", "extension_dir"})
+MAX_PHP_SETTINGS = 100
+MAX_PHP_SETTING_BYTES = 1024
+_PHP_SETTING_NAME = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*")
+
+
 class FpmPool(CcmObject):
     TYPE: ClassVar[str] = "fpm-pools"
     REFERENCES: ClassVar[dict[str, str]] = {"unix_user_id": "unix-users"}
-    name: str = Field(pattern=r"^[a-z0-9_-]+$", max_length=64)
+    name: Annotated[
+        str,
+        Field(strict=True, max_length=64),
+        pattern(r"[a-z0-9_-]+", "a pool name of a-z, 0-9, _ and -"),
+    ]
     unix_user_id: ObjectId
     php_version: PhpVersion
     max_children: int = Field(default=5, ge=1, le=1000, strict=True)
@@ -175,11 +298,28 @@ class FpmPool(CcmObject):
     def _php_settings(
         cls, value: dict[str, str | int | float | bool]
     ) -> dict[str, str | int | float | bool]:
+        if len(value) > MAX_PHP_SETTINGS:
+            raise ValueError(f"{len(value)} settings: at most {MAX_PHP_SETTINGS}")
         for name, setting in value.items():
-            if not re.match(r"^[a-z][a-z0-9_.]*$", name):
-                raise ValueError(f"setting name {name!r} must match ^[a-z][a-z0-9_.]*$")
-            if isinstance(setting, str) and (_CONTROL.search(setting) or '"' in setting):
-                raise ValueError(f"setting {name!r}: value must not hold '\"' or control chars")
+            if len(name) > 128 or not _PHP_SETTING_NAME.fullmatch(name):
+                raise ValueError(
+                    f"setting name {name!r} must be a php.ini name like memory_limit "
+                    "or session.gc_maxlifetime (at most 128 characters)"
+                )
+            if name in FORBIDDEN_PHP_SETTINGS:
+                raise ValueError(f"setting {name!r} may not be set by a pool")
+            if isinstance(setting, float) and not math.isfinite(setting):
+                raise ValueError(f"setting {name!r}: {setting!r} is not a finite number")
+            if isinstance(setting, int) and not isinstance(setting, bool):
+                if abs(setting) >= 2**63:
+                    raise ValueError(f"setting {name!r}: {setting} does not fit in 64 bits")
+            if isinstance(setting, str):
+                if _CONTROL.search(setting) or '"' in setting:
+                    raise ValueError(f"setting {name!r}: value must not hold '\"' or control chars")
+                if len(setting.encode()) > MAX_PHP_SETTING_BYTES:
+                    raise ValueError(
+                        f"setting {name!r}: value longer than {MAX_PHP_SETTING_BYTES} bytes"
+                    )
         return value
 
     @field_validator("name")
@@ -198,6 +338,9 @@ class FpmPool(CcmObject):
         return {"name": self.name}
 
 
+MAX_SERVER_ALIASES = 100
+
+
 class VirtualHost(CcmObject):
     TYPE: ClassVar[str] = "virtual-hosts"
     REFERENCES: ClassVar[dict[str, str]] = {
@@ -205,7 +348,7 @@ class VirtualHost(CcmObject):
         "fpm_pool_id": "fpm-pools",
     }
     domain: Hostname
-    server_aliases: list[Alias] = Field(default_factory=list)
+    server_aliases: list[Alias] = Field(default_factory=list, max_length=MAX_SERVER_ALIASES)
     unix_user_id: ObjectId
     document_root: AbsolutePath
     fpm_pool_id: ObjectId | None = None
@@ -218,13 +361,21 @@ class VirtualHost(CcmObject):
 
 class MailAccount(CcmObject):
     TYPE: ClassVar[str] = "mail-accounts"
-    local_part: str = Field(pattern=r"^[a-z0-9]([a-z0-9._+-]{0,62}[a-z0-9])?$")
+    local_part: Annotated[
+        str,
+        Field(strict=True),
+        pattern(r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?", "a lower-case mailbox name"),
+    ]
     domain: Hostname
-    password_hash: str = Field(
-        pattern=r"^(\{[A-Z0-9.-]+\})?\$[0-9a-z]+(\$[A-Za-z0-9=,]+)?\$[./A-Za-z0-9$]+$",
-        max_length=512,
-    )
-    quota_mib: int | None = Field(default=None, ge=1, strict=True)
+    password_hash: Annotated[
+        str,
+        Field(strict=True, max_length=512),
+        pattern(
+            r"(?:\{[A-Z0-9.-]+\})?\$[0-9a-z]+(?:\$[A-Za-z0-9=,]+)?\$[./A-Za-z0-9$]+",
+            "a crypt(3) hash like $6$salt$hash, optionally with a {SCHEME} prefix",
+        ),
+    ]
+    quota_mib: int | None = Field(default=None, ge=1, le=2**40, strict=True)
 
     @property
     def address(self) -> str:
@@ -236,7 +387,7 @@ class MailAccount(CcmObject):
 
 class Cluster(CcmObject):
     TYPE: ClassVar[str] = "clusters"
-    php_versions: list[PhpVersion] = Field(default_factory=list)
+    php_versions: list[PhpVersion] = Field(default_factory=list, max_length=20)
 
     @field_validator("php_versions")
     @classmethod

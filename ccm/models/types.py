@@ -53,22 +53,27 @@ def _describe_errors(type_name: str, raw: Any, error: ValidationError) -> list[s
     return problems
 
 
-def parse_object(type_name: str, raw: Any) -> CcmObject:
-    """Validate one raw JSON value as an object of ``type_name``; errors name the field."""
+def parse_object(type_name: str, raw: Any, context: Mapping[str, Any] | None = None) -> CcmObject:
+    """Validate one raw JSON value as an object of ``type_name``; errors name the field.
+
+    ``context`` carries what write-time rules need beyond the object (``uid_base``).
+    """
     model = model_for(type_name)
     try:
-        return model.model_validate(raw)
+        return model.model_validate(raw, context=dict(context) if context else None)
     except ValidationError as error:
         raise ValidationFailed(type_name, _describe_errors(type_name, raw, error)) from None
 
 
-def parse_objects(type_name: str, raws: Iterable[Any]) -> list[CcmObject]:
+def parse_objects(
+    type_name: str, raws: Iterable[Any], context: Mapping[str, Any] | None = None
+) -> list[CcmObject]:
     """Validate many; every problem of every object is reported at once."""
     problems: list[str] = []
     parsed: list[CcmObject] = []
     for raw in raws:
         try:
-            parsed.append(parse_object(type_name, raw))
+            parsed.append(parse_object(type_name, raw, context))
         except ValidationFailed as failed:
             problems.extend(failed.problems)
     seen: dict[int, int] = {}
