@@ -19,6 +19,8 @@ CcmError
 │   └── DependencyCycle      a cycle between configurations (names the cycle)
 └── RunError                 a run failed on this node (names the configuration)
     ├── PlanError            a configuration could not plan (a template error, a conflict)
+    │   └── TenantConflict   the node refuses one tenant's change (a hand-made account):
+    │                        that change's objects are refused, the run goes on
     ├── CheckFailed          a check command refused the rendered files (carries output)
     ├── CommandFailed        an action command exited non-zero (carries argv and output)
     │   └── ActionFailed     a reload/command after the files were in place (kept pending)
@@ -102,6 +104,14 @@ class RunError(CcmError):
 
 class PlanError(RunError):
     pass
+
+
+class TenantConflict(PlanError):
+    """A change the node refuses for a reason its tenant caused (the name is taken here).
+
+    Raised while comparing a change with the node; a change that names its ``origin``
+    objects gets them refused on this node instead of failing the run.
+    """
 
 
 class CheckFailed(RunError):

@@ -84,6 +84,7 @@ class Crontabs(Configuration):
                     mode=0o600,
                     owner=user.username,
                     group="crontab",
+                    origin=tuple(cron.describe() for cron in crons),
                 )
             )
         return changes

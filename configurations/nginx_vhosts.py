@@ -73,7 +73,11 @@ class NginxVhosts(Configuration):
                 socket=pool.socket if pool else None,
             )
             changes.append(
-                File(f"{SITES_DIR}{vhost.domain}.conf", render("nginx-vhost.conf.j2", vhost=view))
+                File(
+                    f"{SITES_DIR}{vhost.domain}.conf",
+                    render("nginx-vhost.conf.j2", vhost=view),
+                    origin=(vhost.describe(),),
+                )
             )
         changes.append(Check("nginx_check", triggers=(SITES_DIR,)))
         changes.append(UnitAction("nginx", "reload", triggers=(SITES_DIR,)))

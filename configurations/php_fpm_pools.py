@@ -145,6 +145,7 @@ class PhpFpmPools(Configuration):
                 File(
                     f"{pool_dir(pool.php_version)}{pool.name}.conf",
                     render("fpm-pool.conf.j2", pool=view),
+                    origin=(pool.describe(),),
                 )
             )
             versions.add(pool.php_version)

@@ -31,6 +31,7 @@ class UnixUsers(Configuration):
                     id=user.id,
                     shell=user.shell,
                     comment=user.email or "",
+                    origin=(user.describe(),),
                 )
             )
             changes.append(
@@ -40,6 +41,7 @@ class UnixUsers(Configuration):
                     owner=user.username,
                     group=user.username,
                     owner_id=user.id,
+                    origin=(user.describe(),),
                 )
             )
         return changes

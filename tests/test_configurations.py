@@ -235,11 +235,13 @@ def test_every_module_has_a_docstring() -> None:
 
 def test_unix_users_accounts_and_homes(render: TemplateRenderer) -> None:
     changes = UnixUsers().plan(snap(BOB, ALICE), render)
+    alice, bob = ("unix-users/1",), ("unix-users/2",)
+    assert (ALICE.id, BOB.id) == (1, 2)
     assert list(changes) == [
-        Account("alice", "/home/alice", ALICE.id, "/bin/bash", "alice@example.com"),
-        Directory("/home/alice", 0o750, "alice", "alice", owner_id=ALICE.id),
-        Account("bob", "/home/bob", BOB.id, "/bin/bash", ""),
-        Directory("/home/bob", 0o750, "bob", "bob", owner_id=BOB.id),
+        Account("alice", "/home/alice", ALICE.id, "/bin/bash", "alice@example.com", alice),
+        Directory("/home/alice", 0o750, "alice", "alice", owner_id=ALICE.id, origin=alice),
+        Account("bob", "/home/bob", BOB.id, "/bin/bash", "", bob),
+        Directory("/home/bob", 0o750, "bob", "bob", owner_id=BOB.id, origin=bob),
     ]
 
 

@@ -8,7 +8,7 @@ through the executor. Neither knows about etcd: the caller brings the snapshot.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ccm.engine.bus import ALL, EventBus
@@ -32,6 +32,8 @@ class PlannedRun:
     operations: list[ConfigurationOperations]
     manifest: Manifest
     accounts: Accounts
+    #: objects this node refuses (``unix-users/3`` → why), left as they are on the node
+    refused: dict[str, str] = field(default_factory=dict)
 
     @property
     def has_changes(self) -> bool:
@@ -76,6 +78,7 @@ class Engine:
         manifest = Manifest.load(self.manifest_path)
         accounts = Accounts(self.settings.root)
         operations = []
+        refused: dict[str, str] = {}
         for name in self.select(types):
             configuration = self.registry[name]
             self.renderer.configuration = name
@@ -91,15 +94,17 @@ class Engine:
                         fingerprint=self.playbooks.fingerprint,
                         full=full,
                         uid_base=self.settings.accounts.uid_base,
+                        refused=refused,
                     )
                 )
+                refuse_referrers(snapshot, refused)
             except StoreError as error:  # a stored object this ccm cannot read
                 raise PlanError(name, str(error)) from error
             except CcmError:
                 raise
             except Exception as error:  # a bug, or the node's disk: say where
                 raise PlanError(name, f"{type(error).__name__}: {error}") from error
-        return PlannedRun(snapshot.revision, operations, manifest, accounts)
+        return PlannedRun(snapshot.revision, operations, manifest, accounts, refused)
 
     def apply(
         self,
@@ -119,4 +124,26 @@ class Engine:
             revision=snapshot.revision,
             guard=guard,
         )
-        return executor.apply(planned.operations)
+        report = executor.apply(planned.operations)
+        report.refused = dict(planned.refused)
+        return report
+
+
+def refuse_referrers(snapshot: Snapshot, refused: dict[str, str]) -> None:
+    """Objects referring to a refused object are refused too, transitively (a refused
+    account's pools, vhosts and crons): the configurations after this one skip them."""
+    if not refused:
+        return
+    grew = True
+    while grew:
+        grew = False
+        for obj in snapshot:
+            name = obj.describe()
+            if name in refused:
+                continue
+            for field_name, target in obj.REFERENCES.items():
+                reference = f"{target}/{getattr(obj, field_name)}"
+                if reference in refused:
+                    refused[name] = f"it refers to {reference}, which this node refuses"
+                    grew = True
+                    break

@@ -7,6 +7,12 @@ has to happen, so the same list serves ``ccm diff`` and ``ccm apply``.
 Paths are node paths (``/etc/nginx/…``); the executor places them under the root.
 ``triggers`` are node-path prefixes: a check, reload or command runs only when a file
 or directory under one of them changed in this run.
+
+``origin`` names the tenant objects a change renders (``("crons/3", "crons/4")``). When
+the node refuses such a change for a reason the tenant caused (an account made by hand
+under that name, a crontab the user wrote with ``crontab -e``), only those objects are
+refused — reported, left as they are on the node — and the run goes on. A change with
+no origin is the cluster's own (Dovecot's passwd-file): a conflict there fails the run.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ class File:
     mode: int = 0o644
     owner: str = "root"
     group: str = "root"
+    origin: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class Directory:
     owner: str = "root"
     group: str = "root"
     owner_id: int | None = None
+    origin: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,7 @@ class Account:
     id: int
     shell: str = "/bin/bash"
     comment: str = ""
+    origin: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

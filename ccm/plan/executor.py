@@ -21,7 +21,6 @@ and is run again by the next run — even though that run finds no file to chang
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,13 @@ from ccm.errors import ActionFailed, CcmError, CheckFailed, CommandFailed, RunEr
 from ccm.log import get_logger
 from ccm.plan.changes import Account, Playbook, UnitAction
 from ccm.plan.commands import CommandRunner, fill, run_command
-from ccm.plan.fsutil import atomic_write, make_parents
+from ccm.plan.fsutil import (
+    atomic_write,
+    make_directory,
+    make_parents,
+    remove_file,
+    set_mode_owner,
+)
 from ccm.plan.manifest import Manifest
 from ccm.plan.node import Accounts
 from ccm.plan.operations import (
@@ -67,6 +72,8 @@ class RunReport:
 
     changed: dict[str, list[str]] = field(default_factory=dict)
     actions: list[str] = field(default_factory=list)
+    #: objects this node refused (``unix-users/3`` → why): left as they were
+    refused: dict[str, str] = field(default_factory=dict)
 
     @property
     def changed_paths(self) -> list[str]:
@@ -257,54 +264,62 @@ class Executor:
         return self.root / node_path.lstrip("/")
 
     def _write_file(self, configuration: str, op: WriteFile) -> None:
-        target = self._real(op.path)
+        target, root = self._real(op.path), self.root
         change = op.change
         uid = self.accounts.uid(change.owner, configuration=configuration)
         gid = self.accounts.gid(change.group, configuration=configuration)
-        created = make_parents(target)
+        created = make_parents(target, root)
         self._journal.record(f"parents of {op.path}", lambda: _remove_empty(created))
         before = op.before
         if before.exists and before.content is not None:
             content, mode = before.content, before.mode or 0o600
 
             def restore() -> None:
-                atomic_write(target, content, mode=mode, uid=before.uid, gid=before.gid)
+                atomic_write(target, content, mode=mode, uid=before.uid, gid=before.gid, root=root)
 
             self._journal.record(op.path, restore)
         else:
-            self._journal.record(op.path, lambda: target.unlink(missing_ok=True))
+            self._journal.record(op.path, lambda: remove_file(target, root))
         if op.content_changed or not before.exists:
-            atomic_write(target, change.content.encode(), mode=change.mode, uid=uid, gid=gid)
+            atomic_write(
+                target, change.content.encode(), mode=change.mode, uid=uid, gid=gid, root=root
+            )
         else:  # only mode or owner differ
-            _set_mode_owner(target, change.mode, uid, gid)
+            set_mode_owner(target, change.mode, uid, gid, root)
 
     def _ensure_directory(self, configuration: str, op: EnsureDirectory) -> None:
-        target = self._real(op.path)
+        target, root = self._real(op.path), self.root
         uid = self.accounts.uid(op.change.owner, configuration=configuration)
         gid = self.accounts.gid(op.change.group, configuration=configuration)
         if not op.before.exists:
-            created = make_parents(target)
-            target.mkdir(mode=0o700)
-            self._journal.record(op.path, lambda: _remove_empty([target, *created]))
+            created = make_directory(target, root)
+            self._journal.record(op.path, lambda: _remove_empty(created))
         else:
             mode, before_uid, before_gid = op.before.mode, op.before.uid, op.before.gid
 
             def restore() -> None:
-                _set_mode_owner(target, mode or 0o755, before_uid or 0, before_gid or 0)
+                set_mode_owner(target, mode or 0o755, before_uid or 0, before_gid or 0, root)
 
             self._journal.record(op.path, restore)
-        _set_mode_owner(target, op.change.mode, uid, gid)
+        set_mode_owner(target, op.change.mode, uid, gid, root)
 
     def _remove_file(self, op: RemoveFile) -> None:
-        target = self._real(op.path)
+        target, root = self._real(op.path), self.root
         before = op.before
         content = before.content or b""
 
         def restore() -> None:
-            atomic_write(target, content, mode=before.mode or 0o600, uid=before.uid, gid=before.gid)
+            atomic_write(
+                target,
+                content,
+                mode=before.mode or 0o600,
+                uid=before.uid,
+                gid=before.gid,
+                root=root,
+            )
 
         self._journal.record(op.path, restore)
-        target.unlink(missing_ok=True)
+        remove_file(target, root)
 
     # -- accounts ------------------------------------------------------------------
 
@@ -420,17 +435,6 @@ class Executor:
             report.actions.append(label)
             self.manifest.pending_actions.pop(0)
             self.manifest.save()
-
-
-def _set_mode_owner(path: Path, mode: int, uid: int, gid: int) -> None:
-    """chmod + chown without following a symlink swapped in since the plan read the path
-    (a user may own the directory it sits in): ``O_NOFOLLOW`` fails on a link instead."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
 
 
 def _remove_empty(directories: Sequence[Path]) -> None:

@@ -42,6 +42,8 @@ class Accounts:
         self.groups: dict[str, int] = {}
         self._user_names: dict[int, str] = {}
         self._group_names: dict[int, str] = {}
+        #: accounts (and their groups) that the run being planned will create
+        self.planned: set[str] = set()
         self.reload()
 
     def reload(self) -> None:
@@ -71,6 +73,15 @@ class Accounts:
         if name in self.groups:
             return self.groups[name]
         raise PlanError(configuration, f"group {name!r} is not a group in {self.root}/etc/group")
+
+    def missing(self, user: str, group: str) -> str:
+        """Which of ``user`` and ``group`` neither exists nor is created by the run being
+        planned ("" when both will be there)."""
+        if user not in self.users and user not in self.planned:
+            return f"owner {user!r} is not an account on this node"
+        if group not in self.groups and group not in self.planned:
+            return f"group {group!r} is not a group on this node"
+        return ""
 
     def user_name(self, uid: int) -> str:
         return self._user_names.get(uid, str(uid))

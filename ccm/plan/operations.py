@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ccm.errors import PlanError
+from ccm.errors import PlanError, TenantConflict
+from ccm.models.reserved import uid_problem
 from ccm.plan.changes import (
     Account,
     Change,
@@ -23,7 +24,7 @@ from ccm.plan.changes import (
     Playbook,
     UnitAction,
 )
-from ccm.plan.manifest import Manifest
+from ccm.plan.manifest import Manifest, Owned
 from ccm.plan.node import Accounts, PathState, read_path
 
 
@@ -132,44 +133,36 @@ def compute_operations(
     fingerprint: Callable[[Playbook], str] | None = None,
     full: bool = False,
     uid_base: int = 20000,
+    refused: dict[str, str] | None = None,
 ) -> ConfigurationOperations:
     """The operations for one configuration's changes.
 
     A playbook runs only when its inputs' ``fingerprint`` differs from the one recorded
     at its last success on this node, or on a ``full`` run (a reconcile): starting
     Ansible costs seconds, so an unrelated change never does.
+
+    ``refused`` (object → why), shared by the configurations of one run, is read and
+    extended: a change whose ``origin`` holds a refused object is left as it is on the
+    node, and a ``TenantConflict`` on a change with an origin refuses its objects
+    instead of failing the run.
     """
+    refused = {} if refused is None else refused
     ops = ConfigurationOperations(configuration)
     ops.unverified = list(manifest.unverified.get(configuration, []))
     owned = manifest.owned(configuration)
     for change in changes:
-        if isinstance(change, File):
-            _plan_file(ops, change, root, manifest, accounts)
-        elif isinstance(change, Directory):
-            before = read_path(_under(root, change.path), with_content=False)
-            if before.exists and not before.is_dir:
-                raise PlanError(configuration, f"{change.path} exists and is not a directory")
-            _refuse_foreign_owner(configuration, change, before, accounts, uid_base)
-            reasons = (
-                ["new"]
-                if not before.exists
-                else _mode_owner_reasons(before, change.mode, change.owner, change.group, accounts)
-            )
-            if reasons:
-                ops.files.append(EnsureDirectory(change.path, before, change, tuple(reasons)))
-        elif isinstance(change, Account):
-            _plan_account(ops, change, manifest, accounts, uid_base)
-        elif isinstance(change, Check):
-            ops.checks.append(change)
-        elif isinstance(change, UnitAction):
-            ops.units.append(change)
-        elif isinstance(change, Command):
-            ops.commands.append(change)
-        elif isinstance(change, Playbook):
-            inputs = fingerprint(change) if fingerprint is not None else ""
-            ops.planned_playbooks[change.playbook] = inputs
-            if full or not inputs or owned.playbooks.get(change.playbook) != inputs:
-                ops.playbooks.append(change)
+        origin: tuple[str, ...] = getattr(change, "origin", ())
+        if origin and not refused.keys().isdisjoint(origin):
+            _leave_as_it_is(ops, change, owned)
+            continue
+        try:
+            _plan_change(ops, change, root, manifest, accounts, fingerprint, full, uid_base)
+        except TenantConflict as conflict:
+            if not origin:
+                raise
+            for name in origin:
+                refused.setdefault(name, str(conflict))
+            _leave_as_it_is(ops, change, owned)
     for path in sorted(owned.files - ops.planned_files):
         before = read_path(_under(root, path))
         if before.exists:
@@ -180,6 +173,55 @@ def compute_operations(
     return ops
 
 
+def _plan_change(
+    ops: ConfigurationOperations,
+    change: Change,
+    root: Path,
+    manifest: Manifest,
+    accounts: Accounts,
+    fingerprint: Callable[[Playbook], str] | None,
+    full: bool,
+    uid_base: int,
+) -> None:
+    configuration = ops.configuration
+    if isinstance(change, File):
+        _plan_file(ops, change, root, manifest, accounts)
+    elif isinstance(change, Directory):
+        before = read_path(_under(root, change.path), with_content=False)
+        if before.exists and not before.is_dir:
+            raise TenantConflict(configuration, f"{change.path} exists and is not a directory")
+        _refuse_foreign_owner(configuration, change, before, accounts, uid_base)
+        reasons = (
+            ["new"]
+            if not before.exists
+            else _mode_owner_reasons(before, change.mode, change.owner, change.group, accounts)
+        )
+        if reasons:
+            ops.files.append(EnsureDirectory(change.path, before, change, tuple(reasons)))
+    elif isinstance(change, Account):
+        _plan_account(ops, change, manifest, accounts, uid_base)
+    elif isinstance(change, Check):
+        ops.checks.append(change)
+    elif isinstance(change, UnitAction):
+        ops.units.append(change)
+    elif isinstance(change, Command):
+        ops.commands.append(change)
+    elif isinstance(change, Playbook):
+        inputs = fingerprint(change) if fingerprint is not None else ""
+        ops.planned_playbooks[change.playbook] = inputs
+        owned = manifest.owned(configuration)
+        if full or not inputs or owned.playbooks.get(change.playbook) != inputs:
+            ops.playbooks.append(change)
+
+
+def _leave_as_it_is(ops: ConfigurationOperations, change: Change, owned: Owned) -> None:
+    """A refused change: what ccm made for it earlier stays (never removed as orphaned)."""
+    if isinstance(change, File) and change.path in owned.files:
+        ops.planned_files.add(change.path)
+    elif isinstance(change, Account) and change.username in owned.accounts:
+        ops.planned_accounts.add(change.username)
+
+
 def _plan_file(
     ops: ConfigurationOperations, change: File, root: Path, manifest: Manifest, accounts: Accounts
 ) -> None:
@@ -188,16 +230,19 @@ def _plan_file(
     other = manifest.owner_of_file(change.path)
     if other is not None and other != ops.configuration:
         raise PlanError(ops.configuration, f"{change.path} is already owned by {other}")
-    ops.planned_files.add(change.path)
+    missing = accounts.missing(change.owner, change.group)
+    if missing:  # a tenant's file whose account this node refused: refuse the file too
+        raise TenantConflict(ops.configuration, f"{change.path}: {missing}")
     before = read_path(_under(root, change.path))
     if before.exists and before.is_dir:
-        raise PlanError(ops.configuration, f"{change.path} is a directory, not a file")
+        raise TenantConflict(ops.configuration, f"{change.path} is a directory, not a file")
     if before.exists and other is None:
-        raise PlanError(
+        raise TenantConflict(
             ops.configuration,
             f"{change.path} exists but was not written by ccm; refusing to overwrite it "
             "(move it away to let ccm manage it)",
         )
+    ops.planned_files.add(change.path)
     content = change.content.encode()
     if not before.exists:
         ops.files.append(WriteFile(change.path, before, change, True, ("new",)))
@@ -213,8 +258,9 @@ def _plan_file(
 def _refuse_foreign_owner(
     configuration: str, change: Directory, before: PathState, accounts: Accounts, uid_base: int
 ) -> None:
-    """An existing directory owned by another uid is not handed over (it holds data)."""
-    if not before.exists or before.uid in (None, 0):
+    """An existing directory owned by another uid is never handed over: it holds data
+    (a deleted tenant's kept home), or it is the system's (root's)."""
+    if not before.exists or before.uid is None:
         return
     if change.owner_id is not None:
         expected: int | None = uid_base + change.owner_id
@@ -222,7 +268,7 @@ def _refuse_foreign_owner(
         entry = accounts.users.get(change.owner)
         expected = entry.uid if entry else None
     if before.uid != expected:
-        raise PlanError(
+        raise TenantConflict(
             configuration,
             f"{change.path} exists and belongs to uid {before.uid} "
             f"({accounts.user_name(before.uid)}), not to {change.owner}; refusing to hand it "
@@ -237,30 +283,44 @@ def _plan_account(
     accounts: Accounts,
     uid_base: int,
 ) -> None:
-    ops.planned_accounts.add(change.username)
+    configuration = ops.configuration
     existing = accounts.users.get(change.username)
     owner = manifest.owner_of_account(change.username)
     uid = uid_base + change.id
     if existing is None:
+        problem = uid_problem(uid)
+        if problem:
+            raise TenantConflict(
+                configuration, f"account {change.username!r} cannot be made here: {problem}"
+            )
         holder = accounts.user_name(uid)
         if holder != str(uid):  # the uid is taken by an account of another name
-            raise PlanError(
-                ops.configuration,
+            raise TenantConflict(
+                configuration,
                 f"account {change.username!r} needs uid {uid}, which {holder!r} holds",
             )
+        if change.username in accounts.groups:  # useradd --user-group would fail
+            raise TenantConflict(
+                configuration,
+                f"account {change.username!r} cannot be made: a group of that name exists "
+                "on this node",
+            )
+        ops.planned_accounts.add(change.username)
         ops.accounts.append(CreateAccount(change))
+        accounts.planned.add(change.username)
         return
-    if owner != ops.configuration:
-        raise PlanError(
-            ops.configuration,
+    if owner != configuration:
+        raise TenantConflict(
+            configuration,
             f"account {change.username!r} exists on this node but was not created by ccm; "
             "refusing to take it over",
         )
     if existing.uid != uid:
-        raise PlanError(
-            ops.configuration,
+        raise TenantConflict(
+            configuration,
             f"account {change.username!r} has uid {existing.uid}, not {uid} (unix-users/"
             f"{change.id}): it belongs to another object or was not made by ccm; refusing it",
         )
+    ops.planned_accounts.add(change.username)
     if existing.shell != change.shell or existing.comment != change.comment:
         ops.accounts.append(ModifyAccount(change, existing.shell, existing.comment))
