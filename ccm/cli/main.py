@@ -147,7 +147,9 @@ def diff(context: Context, types: tuple[str, ...], as_json: bool, skip_playbooks
         previews = {} if skip_playbooks else _preview_playbooks(engine, planned.operations)
         if as_json:
             pending = planned.manifest.pending_actions
-            described = describe_json(planned.operations, snapshot.revision, previews, pending)
+            described = describe_json(
+                planned.operations, snapshot.revision, previews, pending, planned.refused
+            )
             click.echo(json.dumps(described, indent=2))
         else:
             text = describe_text(
@@ -155,6 +157,7 @@ def diff(context: Context, types: tuple[str, ...], as_json: bool, skip_playbooks
                 colour=sys.stdout.isatty(),
                 previews=previews,
                 pending=planned.manifest.pending_actions,
+                refused=planned.refused,
             )
             click.echo(text or f"no changes (revision {snapshot.revision})", nl=not text)
     sys.exit(2 if planned.has_changes else 0)
@@ -205,6 +208,8 @@ def apply(
             click.echo(f"  {path}")
         for action in outcome.report.actions:
             click.echo(f"  ! {action}")
+        for name, refusal in sorted(outcome.report.refused.items()):
+            click.echo(f"  refused {name}: {refusal.configuration}: {refusal.reason}", err=True)
 
 
 @cli.command()

@@ -26,6 +26,8 @@ class LastRun:
     result: str  # "success" | "failed"
     changed: list[str] = field(default_factory=list)
     error: str = ""
+    #: objects this node refused (``unix-users/3`` → why) and left as they were
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,11 @@
     {"revision": <latest events revision>,
      "halt": null | {node, configuration, error, revision, at},
      "lock": {"holder": <node> | null, "waiting": [<node>…]},
-     "nodes": [{"node", "alive", "applied_revision", "behind", "last_run": {…}}]}
+     "nodes": [{"node", "alive", "applied_revision", "behind", "last_run": {…}}],
+     "refused": [{"object", "node", "configuration", "error", "revision", "at"}]}
+
+``refused`` lists the objects a node left as they were because their tenant's input
+cannot apply there (``{prefix}/failures/…``); the rest of the fleet went on.
 
 Settings (and so secrets) never appear here.
 """
@@ -14,6 +18,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ccm.cluster.etcd import EtcdClient
+from ccm.cluster.failures import ObjectFailures
 from ccm.cluster.halt import HaltFlag
 from ccm.cluster.lock import lock_queue
 from ccm.cluster.nodes import NodeRecords
@@ -48,6 +53,7 @@ def cluster_status(client: EtcdClient, prefix: str) -> dict[str, Any]:
             "waiting": [entry.node for entry in queue[1:]],
         },
         "nodes": nodes,
+        "refused": [asdict(failure) for failure in ObjectFailures(client, prefix).all()],
     }
 
 
@@ -78,4 +84,12 @@ def format_status(status: dict[str, Any]) -> str:
             f"{'yes' if node['behind'] else 'no':<7} {last.get('result', '-'):<8} "
             f"{last.get('finished', '-')}"
         )
+    refused = status.get("refused") or []
+    if refused:
+        lines.append(f"REFUSED objects ({len(refused)}): left as they were on these nodes")
+        for failure in refused:
+            lines.append(
+                f"  {failure['object']} on {failure['node']} since revision "
+                f"{failure['revision']}: {failure['configuration']}: {failure['error']}"
+            )
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from typing import Literal
 from ccm.cluster.clock import Clock, SystemClock
 from ccm.cluster.debounce import ALL
 from ccm.cluster.etcd import EtcdClient
+from ccm.cluster.failures import ObjectFailures
 from ccm.cluster.halt import HaltFlag, HaltRecord
 from ccm.cluster.lock import ClusterLock, LockHold
 from ccm.cluster.nodes import LastRun, NodeRecord, NodeRecords
@@ -78,6 +79,7 @@ class NodeRun:
         self.store = ObjectStore(client, self.prefix, writer=self.node)
         self.halt = HaltFlag(client, self.prefix)
         self.nodes = NodeRecords(client, self.prefix)
+        self.failures = ObjectFailures(client, self.prefix)
         self.lock = ClusterLock(client, self.prefix, self.node, settings.lock.ttl, self.clock)
         self.log = get_logger(node=self.node)
 
@@ -131,14 +133,26 @@ class NodeRun:
                 if cancel is not None and cancel.is_set():  # stopped (SIGTERM), not failed
                     raise RunCancelled(f"{self.node}: stopping; the run was rolled back") from error
                 return self._fail(hold, record, revision, selected, started, error, cancel)
-            last = LastRun(started, self.clock.wall().isoformat(), "success", report.changed_paths)
+            finished = self.clock.wall()
+            refused = {name: f"{r.configuration}: {r.reason}" for name, r in report.refused.items()}
+            last = LastRun(
+                started, finished.isoformat(), "success", report.changed_paths, refused=refused
+            )
+            failures = self.failures.sync_ops(
+                self.node, report.refused, selected, revision, finished
+            )
             committed = self.client.txn(
-                [hold.fence()], [self.nodes.put_op(self.node, NodeRecord(revision, last))]
+                [hold.fence()],
+                [self.nodes.put_op(self.node, NodeRecord(revision, last)), *failures],
             )
             if not committed.succeeded:
                 raise LockLost(
                     f"{self.node}: the cluster lock changed hands before the run "
                     "was recorded; it will run again"
+                )
+            for name, reason in refused.items():
+                log.error(
+                    "object refused on this node; the rest was applied", object=name, error=reason
                 )
             log.info("run succeeded", changed=len(report.changed_paths), actions=report.actions)
             return RunOutcome("success", revision, selected, report)

@@ -21,7 +21,7 @@ from ccm.plan.commands import CommandRunner, run_command
 from ccm.plan.executor import Executor, PlaybookExecutor, RunReport
 from ccm.plan.manifest import Manifest
 from ccm.plan.node import Accounts
-from ccm.plan.operations import ConfigurationOperations, compute_operations
+from ccm.plan.operations import ConfigurationOperations, Refusal, compute_operations
 from ccm.plan.templates import TemplateRenderer, default_templates_dir
 from ccm.settings import Settings
 
@@ -33,7 +33,7 @@ class PlannedRun:
     manifest: Manifest
     accounts: Accounts
     #: objects this node refuses (``unix-users/3`` → why), left as they are on the node
-    refused: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, Refusal] = field(default_factory=dict)
 
     @property
     def has_changes(self) -> bool:
@@ -78,7 +78,7 @@ class Engine:
         manifest = Manifest.load(self.manifest_path)
         accounts = Accounts(self.settings.root)
         operations = []
-        refused: dict[str, str] = {}
+        refused: dict[str, Refusal] = {}
         for name in self.select(types):
             configuration = self.registry[name]
             self.renderer.configuration = name
@@ -97,7 +97,7 @@ class Engine:
                         refused=refused,
                     )
                 )
-                refuse_referrers(snapshot, refused)
+                refuse_referrers(snapshot, refused, name)
             except StoreError as error:  # a stored object this ccm cannot read
                 raise PlanError(name, str(error)) from error
             except CcmError:
@@ -129,7 +129,7 @@ class Engine:
         return report
 
 
-def refuse_referrers(snapshot: Snapshot, refused: dict[str, str]) -> None:
+def refuse_referrers(snapshot: Snapshot, refused: dict[str, Refusal], configuration: str) -> None:
     """Objects referring to a refused object are refused too, transitively (a refused
     account's pools, vhosts and crons): the configurations after this one skip them."""
     if not refused:
@@ -144,6 +144,7 @@ def refuse_referrers(snapshot: Snapshot, refused: dict[str, str]) -> None:
             for field_name, target in obj.REFERENCES.items():
                 reference = f"{target}/{getattr(obj, field_name)}"
                 if reference in refused:
-                    refused[name] = f"it refers to {reference}, which this node refuses"
+                    reason = f"it refers to {reference}, which this node refuses"
+                    refused[name] = Refusal(configuration, reason)
                     grew = True
                     break

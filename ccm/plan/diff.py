@@ -17,6 +17,7 @@ from ccm.plan.operations import (
     DeleteAccount,
     EnsureDirectory,
     ModifyAccount,
+    Refusal,
     RemoveFile,
     WriteFile,
     triggered,
@@ -95,6 +96,7 @@ def describe_text(
     colour: bool = False,
     previews: Previews | None = None,
     pending: Sequence[Mapping[str, Any]] = (),
+    refused: Mapping[str, Refusal] | None = None,
 ) -> str:
     out: list[str] = []
     for ops in operations:
@@ -147,6 +149,12 @@ def describe_text(
     if actions:
         out.append("# actions\n")
         out.extend(f"! {action}\n" for action in actions)
+    if refused:
+        out.append("# refused on this node: left as they are, the rest applies\n")
+        out.extend(
+            f"! {name}: {refusal.configuration}: {refusal.reason}\n"
+            for name, refusal in sorted(refused.items())
+        )
     return "".join(out)
 
 
@@ -155,6 +163,7 @@ def describe_json(
     revision: int,
     previews: Previews | None = None,
     pending: Sequence[Mapping[str, Any]] = (),
+    refused: Mapping[str, Refusal] | None = None,
 ) -> dict[str, Any]:
     changes: list[dict[str, Any]] = []
     for ops in operations:
@@ -212,4 +221,8 @@ def describe_json(
         "changes": changes,
         "playbooks": playbooks,
         "actions": actions_that_would_run(operations, pending),
+        "refused": {
+            name: {"configuration": refusal.configuration, "reason": refusal.reason}
+            for name, refusal in sorted((refused or {}).items())
+        },
     }

@@ -45,6 +45,7 @@ from ccm.plan.operations import (
     DeleteAccount,
     EnsureDirectory,
     ModifyAccount,
+    Refusal,
     RemoveFile,
     WriteFile,
     triggered,
@@ -73,7 +74,7 @@ class RunReport:
     changed: dict[str, list[str]] = field(default_factory=dict)
     actions: list[str] = field(default_factory=list)
     #: objects this node refused (``unix-users/3`` → why): left as they were
-    refused: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, Refusal] = field(default_factory=dict)
 
     @property
     def changed_paths(self) -> list[str]:

@@ -29,6 +29,14 @@ from ccm.plan.node import Accounts, PathState, read_path
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """Why this node refuses one object, and which configuration found it."""
+
+    configuration: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class WriteFile:
     path: str
     before: PathState
@@ -133,7 +141,7 @@ def compute_operations(
     fingerprint: Callable[[Playbook], str] | None = None,
     full: bool = False,
     uid_base: int = 20000,
-    refused: dict[str, str] | None = None,
+    refused: dict[str, Refusal] | None = None,
 ) -> ConfigurationOperations:
     """The operations for one configuration's changes.
 
@@ -161,7 +169,7 @@ def compute_operations(
             if not origin:
                 raise
             for name in origin:
-                refused.setdefault(name, str(conflict))
+                refused.setdefault(name, Refusal(configuration, conflict.message))
             _leave_as_it_is(ops, change, owned)
     for path in sorted(owned.files - ops.planned_files):
         before = read_path(_under(root, path))
