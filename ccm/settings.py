@@ -1,12 +1,15 @@
 """Settings: one TOML file plus ``CCM_*`` environment overrides, validated by pydantic.
 
 Every key is optional; an unknown key or a bad value raises ``SettingsError`` naming the
-key (``etcd.endpoints``, ``debounce.quiet``…). Settings are passed explicitly to whoever
+key (``etcd.endpoints``, ``debounce.quiet``…), one line, never a traceback. Types are
+strict: ``ttl = "30"`` is refused, not read as 30. The root must be an existing directory:
+ccm never creates it (a typo would otherwise become a fresh, empty node). Settings are passed explicitly to whoever
 needs them; nothing here is global.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tomllib
@@ -150,6 +153,8 @@ class Settings(BaseModel):
     @field_validator("root")
     @classmethod
     def _root(cls, value: Path) -> Path:
+        if "\x00" in str(value):
+            raise ValueError("must not contain a NUL character")
         if not value.is_absolute():
             raise ValueError(f"{str(value)!r} must be an absolute path")
         return value
@@ -194,16 +199,37 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     data: dict[str, Any] = {}
     if config_path.exists():
         try:
-            data = tomllib.loads(config_path.read_text())
+            data = tomllib.loads(config_path.read_bytes().decode())
         except tomllib.TOMLDecodeError as error:
-            raise SettingsError(str(config_path), f"not valid TOML: {error}") from error
+            raise SettingsError(str(config_path), f"not valid TOML: {error}") from None
+        except UnicodeDecodeError as error:
+            raise SettingsError(str(config_path), f"not UTF-8 text ({error.reason})") from None
+        except OSError as error:
+            raise SettingsError(str(config_path), f"cannot be read: {error.strerror}") from None
     elif explicit:
         raise SettingsError(str(config_path), "no such settings file")
     _apply_env(data, environ)
     try:
-        return Settings.model_validate(data)
+        # JSON mode, strict: TOML arrays fill the tuples, but no string becomes a number
+        encoded = json.dumps(data)
+    except (TypeError, ValueError) as error:  # a TOML date or time: no key takes one
+        raise SettingsError(str(config_path), f"unsupported value: {error}") from None
+    try:
+        settings = Settings.model_validate_json(encoded, strict=True)
     except ValidationError as error:
         first = error.errors()[0]
         key = ".".join(str(part) for part in first["loc"])
         reason = first["msg"] if first["type"] != "extra_forbidden" else "unknown key"
-        raise SettingsError(key, reason) from error
+        raise SettingsError(key, reason) from None
+    _check_root(settings.root)
+    return settings
+
+
+def _check_root(root: Path) -> None:
+    """The root must exist and be a directory: it is never created."""
+    try:
+        if not root.is_dir():
+            problem = "is not a directory" if root.exists() else "does not exist"
+            raise SettingsError("root", f"{root} {problem} (ccm never creates the root)")
+    except OSError as error:
+        raise SettingsError("root", f"{root} cannot be used: {error.strerror}") from None

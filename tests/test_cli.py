@@ -149,6 +149,22 @@ def test_bad_settings_exit_1_naming_the_key(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "debounce.quiet" in result.output
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b"root = '/etc/passwd'\n", b"root = '/no/such/root'\n", b"node = '\xff'\n",
+     b"[lock]\nttl = '30'\n"],
+)  # fmt: skip
+def test_bad_settings_are_one_line_without_a_traceback(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "ccm.toml"
+    path.write_bytes(content)
+    for command in ("status", "diff", "apply", "daemon"):
+        result = ccm(path, command)
+        assert result.exit_code == 1, (command, result.output)
+        assert result.output.startswith("error: settings: ")
+        assert result.output.count("\n") == 1 and "Traceback" not in result.output
+        assert not isinstance(result.exception, SystemExit) or result.exception.code == 1
+
+
 def test_graph_lists_configurations_in_run_order() -> None:
     output = CliRunner().invoke(cli, ["graph"]).output
     assert output.index("unix-users") < output.index("crontabs")

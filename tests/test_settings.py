@@ -26,21 +26,23 @@ def test_every_key_is_optional(tmp_path: Path) -> None:
 
 
 def test_file_values_and_environment_overrides(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     path = write(
         tmp_path,
-        'node = "web01"\nroot = "/srv/root"\n[etcd]\nendpoints = ["http://10.0.0.1:2379"]\n'
+        f'node = "web01"\nroot = "{tmp_path}/a"\n[etcd]\nendpoints = ["http://10.0.0.1:2379"]\n'
         '[commands]\nreload_unit = ["true", "{unit}"]\n',
     )
     settings = load_settings(path, environ={})
     assert settings.node == "web01" and settings.commands.reload_unit == ("true", "{unit}")
     env = {
         "CCM_NODE": "web02",
-        "CCM_ROOT": "/tmp/x",
+        "CCM_ROOT": f"{tmp_path}/b",
         "CCM_ETCD_PREFIX": "/other",
         "CCM_ETCD_ENDPOINTS": "http://a:1, http://b:2",
     }
     overridden = load_settings(path, environ=env)
-    assert overridden.node == "web02" and overridden.root == Path("/tmp/x")
+    assert overridden.node == "web02" and overridden.root == tmp_path / "b"
     assert overridden.etcd.endpoints == ("http://a:1", "http://b:2")
     assert overridden.etcd.prefix == "/other"
 
@@ -71,3 +73,38 @@ def test_bad_settings_name_the_key(tmp_path: Path, text: str, key: str, reason: 
     with pytest.raises(SettingsError) as error:
         load_settings(write(tmp_path, text), environ={})
     assert key in str(error.value) and reason in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ("[lock]\nttl = '30'\n", "lock.ttl", "valid integer"),
+        ("[debounce]\nquiet = '1'\n", "debounce.quiet", "valid number"),
+        ("[accounts]\nuid_base = 2.5\n", "accounts.uid_base", "valid integer"),
+        ("node = 7\n", "node", "valid string"),
+        ("root = '/etc/passwd'\n", "root", "is not a directory"),
+        ("root = '/nonexistent-ccm-root'\n", "root", "does not exist"),
+        ("when = 1979-05-27\n", "ccm.toml", "unsupported value"),
+    ],
+)
+def test_settings_are_strict_and_the_root_must_exist(
+    tmp_path: Path, text: str, key: str, reason: str
+) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings(write(tmp_path, text), environ={})
+    message = str(error.value)
+    assert key in message and reason in message and "\n" not in message
+
+
+def test_a_settings_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "ccm.toml"
+    path.write_bytes(b'node = "\xff"\n')
+    with pytest.raises(SettingsError, match="not UTF-8"):
+        load_settings(path, environ={})
+
+
+def test_a_root_is_never_created(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(write(tmp_path, ""), environ={"CCM_ROOT": str(missing)})
+    assert not missing.exists()
