@@ -3,8 +3,8 @@
 Every key is optional; an unknown key or a bad value raises ``SettingsError`` naming the
 key (``etcd.endpoints``, ``debounce.quiet``…), one line, never a traceback. Types are
 strict: ``ttl = "30"`` is refused, not read as 30. The root must be an existing directory:
-ccm never creates it (a typo would otherwise become a fresh, empty node). Settings are passed explicitly to whoever
-needs them; nothing here is global.
+ccm never creates it (a typo would otherwise become a fresh, empty node). Settings are
+passed explicitly to whoever needs them; nothing here is global.
 """
 
 from __future__ import annotations
