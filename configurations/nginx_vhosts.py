@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from ccm.models import FpmPool, Snapshot, UnixUser, VirtualHost
 from ccm.plan.changes import Change, Check, File, UnitAction
 from ccm.plan.configuration import Configuration, Render
+from ccm.plan.paths import file_name
 from configurations._common import referenced
 
 SITES_DIR = "/etc/nginx/sites-enabled/"
@@ -74,7 +75,7 @@ class NginxVhosts(Configuration):
             )
             changes.append(
                 File(
-                    f"{SITES_DIR}{vhost.domain}.conf",
+                    SITES_DIR + file_name(vhost.domain, ".conf"),
                     render("nginx-vhost.conf.j2", vhost=view),
                     origin=(vhost.describe(),),
                 )

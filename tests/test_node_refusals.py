@@ -206,3 +206,14 @@ def test_refusals_are_recorded_per_object_and_cleared_when_applied(
     assert run.run(full=True).result == "success"
     assert cluster_status(etcd_client, etcd_settings.prefix)["refused"] == []
     assert (root / "etc/nginx/sites-enabled/alice.example.com.conf").exists()
+
+
+def test_a_vhost_of_the_longest_domain_is_written(root: Path) -> None:
+    label = "a" * 63
+    longest = ".".join([label, label, label, "a" * 57, "com"])
+    site = VirtualHost(id=9, domain=longest, unix_user_id=ALICE.id, document_root="/home/alice/www")
+    report = engine(node_settings(root)).apply(Snapshot.of(1, [ALICE, site]))
+    assert not report.refused
+    written = list((root / "etc/nginx/sites-enabled").iterdir())
+    assert len(written) == 1 and longest in written[0].read_text()
+    assert not [p for p in written[0].parent.iterdir() if p.name.startswith(".ccm-")]

@@ -252,3 +252,15 @@ def test_strings_are_never_coerced_from_other_json_types() -> None:
     with pytest.raises(ValidationFailed, match="username"):
         parse_object("unix-users", {"id": 1, "username": 123})
     assert FpmPool(id=1, name="a", unix_user_id=1, php_version="8.2")
+
+
+def test_file_names_from_long_names_fit_and_stay_distinct() -> None:
+    from ccm.plan.paths import file_name
+
+    label = "a" * 63
+    longest = ".".join([label, label, label, "a" * 57, "com"])
+    other = longest[:-3] + "net"
+    names = {file_name(longest, ".conf"), file_name(other, ".conf")}
+    assert len(names) == 2
+    assert all(len(name.encode()) <= 255 and name.endswith(".conf") for name in names)
+    assert file_name("shop.example.com", ".conf") == "shop.example.com.conf"
