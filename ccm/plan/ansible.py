@@ -47,6 +47,7 @@ from typing import Any
 from ccm.errors import PlaybookFailed
 from ccm.log import get_logger
 from ccm.plan.changes import Playbook
+from ccm.plan.resources import resource_dir
 from ccm.settings import Settings
 
 #: Every playbook runs on the node itself.
@@ -76,8 +77,8 @@ _OUTCOMES = {
 
 
 def default_playbooks_dir() -> Path:
-    """The ``playbooks/`` folder of the checkout ccm runs from."""
-    return Path(__file__).resolve().parents[2] / "playbooks"
+    """The playbooks shipped in the package, or the checkout's ``playbooks/`` folder."""
+    return resource_dir("playbooks")
 
 
 def playbooks_dir(settings: Settings) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 import jinja2
 
 from ccm.errors import PlanError
+from ccm.plan.resources import resource_dir
 
 
 class TemplateRenderer:
@@ -44,5 +45,6 @@ class TemplateRenderer:
 
 
 def default_templates_dir() -> Path:
-    """The ``templates/`` folder of the checkout ccm runs from."""
-    return Path(__file__).resolve().parents[2] / "templates"
+    """The templates shipped in the package (``ccm/data/templates`` of a wheel), or the
+    ``templates/`` folder of the checkout an editable install runs from."""
+    return resource_dir("templates")
