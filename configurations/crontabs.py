@@ -57,10 +57,15 @@ class Crontabs(Configuration):
     subscribes = (Cron.TYPE, UnixUser.TYPE)
     depends_on = ("unix-users",)
     summary = "per-user crontabs in /var/spool/cron/crontabs"
+    groups = ("cron",)
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         by_user: dict[int, list[Cron]] = {}
+        here = snapshot.this_node()
         for cron in snapshot.all(Cron):  # ordered by id
+            if cron.node_id is not None and (here is None or here.id != cron.node_id):
+                continue  # pinned to another node: it runs once, there
+
             by_user.setdefault(cron.unix_user_id, []).append(cron)
         changes: list[Change] = []
         for user_id, crons in sorted(by_user.items()):

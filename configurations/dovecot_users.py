@@ -42,6 +42,7 @@ class DovecotUsers(Configuration):
     name = "dovecot-users"
     subscribes = (MailAccount.TYPE,)
     summary = "Dovecot passwd-file of the mail accounts; reload dovecot"
+    groups = ("dovecot",)
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         accounts = sorted(snapshot.all(MailAccount), key=lambda account: account.address)

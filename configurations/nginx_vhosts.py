@@ -44,6 +44,7 @@ class NginxVhosts(Configuration):
     subscribes = (VirtualHost.TYPE, FpmPool.TYPE, UnixUser.TYPE)
     depends_on = ("unix-users", "php-fpm-pools")
     summary = "nginx server blocks in sites-enabled; check, then reload nginx"
+    groups = ("nginx",)
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         changes: list[Change] = []

@@ -109,6 +109,7 @@ class PhpFpmPools(Configuration):
     subscribes = (FpmPool.TYPE, UnixUser.TYPE)
     depends_on = ("unix-users", "php-versions")
     summary = "PHP-FPM pools per PHP version; check, then reload php<v>-fpm"
+    groups = ("php",)
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         changes: list[Change] = []

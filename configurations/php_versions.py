@@ -35,6 +35,7 @@ class PhpVersions(Configuration):
     name = "php-versions"
     subscribes = (Cluster.TYPE,)
     summary = "PHP versions listed by the clusters objects, installed and removed by Ansible"
+    groups = ("php",)
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         clusters = snapshot.all(Cluster)

@@ -20,6 +20,8 @@ class UnixUsers(Configuration):
     name = "unix-users"
     subscribes = (UnixUser.TYPE,)
     summary = "unix accounts and their home directories"
+    #: every group whose configurations run something as a tenant's account
+    groups = ("nginx", "php", "cron")
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         changes: list[Change] = []

@@ -409,6 +409,7 @@ class Cluster:
         self.nodes: dict[str, NodeProcess] = {}
         self._client: EtcdClient | None = None
         base.mkdir(parents=True, exist_ok=True)
+        (base / "cli-root").mkdir(exist_ok=True)  # a root must exist: ccm never creates it
         self.cli_config = base / "cli.toml"
         self.cli_config.write_text(
             to_toml({"node": "cli", "root": str(base / "cli-root"), "etcd": self.etcd_table()})

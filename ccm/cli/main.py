@@ -61,6 +61,7 @@ class Context:
                 self.settings.etcd.prefix,
                 writer=writer,
                 uid_base=self.settings.accounts.uid_base,
+                groups=Registry.from_entry_points().groups,
             )
 
     def engine(self) -> Engine:

@@ -178,13 +178,18 @@ class ObjectStore:
         *,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         uid_base: int = DEFAULT_UID_BASE,
+        groups: Iterable[str] | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix.rstrip("/")
         self.writer = writer
         self.max_attempts = max_attempts
-        #: the nodes' ``accounts.uid_base``: an account's uid must be usable there
-        self.uid_base = uid_base
+        #: the write-time context of the models' rules: the nodes' ``accounts.uid_base``
+        #: (an account's uid must be usable there) and the node group names the
+        #: configurations declare (None: not checked)
+        self.context: dict[str, Any] = {"uid_base": uid_base}
+        if groups is not None:
+            self.context["groups"] = frozenset(groups)
 
     # -- keys ----------------------------------------------------------------------------
 
@@ -269,7 +274,7 @@ class ObjectStore:
             raise ValidationFailed(
                 type_name, [f"expected a list of objects, got {type(raws).__name__}"]
             )
-        objects = parse_objects(type_name, raws, {"uid_base": self.uid_base})
+        objects = parse_objects(type_name, raws, self.context)
         if not objects:
             return self.client.current_revision()
         return self._retrying(f"put {type_name}", lambda: self._put_once(type_name, objects))

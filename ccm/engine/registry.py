@@ -48,6 +48,11 @@ class Registry:
     def __len__(self) -> int:
         return len(self._by_name)
 
+    @property
+    def groups(self) -> frozenset[str]:
+        """Every node group a registered configuration declares."""
+        return frozenset(group for configuration in self for group in configuration.groups)
+
     @classmethod
     def from_entry_points(cls) -> Registry:
         registry = cls()

@@ -68,6 +68,18 @@ class Engine:
     def select(self, types: Iterable[str] | None) -> list[str]:
         return self.bus.select([ALL] if types is None else types)
 
+    def runs_here(self, snapshot: Snapshot) -> set[str]:
+        """The configurations that run on the node ``snapshot`` is viewed from: those
+        with a group of its ``nodes`` object (or without groups); all when it has none."""
+        node = snapshot.this_node()
+        return {
+            configuration.name
+            for configuration in self.registry
+            if node is None
+            or not configuration.groups
+            or not set(configuration.groups).isdisjoint(node.groups)
+        }
+
     def plan(
         self, snapshot: Snapshot, types: Iterable[str] | None = None, *, full: bool = False
     ) -> PlannedRun:
@@ -75,6 +87,8 @@ class Engine:
 
         ``full`` (a reconcile) also re-runs playbooks whose inputs did not change.
         """
+        snapshot = snapshot.viewed_from(self.settings.node)
+        here = self.runs_here(snapshot)
         manifest = Manifest.load(self.manifest_path)
         accounts = Accounts(self.settings.root)
         operations = []
@@ -83,7 +97,9 @@ class Engine:
             configuration = self.registry[name]
             self.renderer.configuration = name
             try:
-                changes = configuration.plan(snapshot, self.renderer)
+                # a configuration whose groups this node lacks plans nothing: what it
+                # wrote here earlier is removed (a group taken away)
+                changes = configuration.plan(snapshot, self.renderer) if name in here else []
                 operations.append(
                     compute_operations(
                         name,

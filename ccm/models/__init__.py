@@ -6,6 +6,7 @@ from ccm.models.objects import (
     Cron,
     FpmPool,
     MailAccount,
+    Node,
     UnixUser,
     VirtualHost,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "Cron",
     "FpmPool",
     "MailAccount",
+    "Node",
     "Snapshot",
     "UnixUser",
     "VirtualHost",

@@ -175,6 +175,62 @@ class CcmObject(BaseModel):
         return f"{self.TYPE}/{self.id}"
 
 
+#: a node group (``nginx``, ``php``, ``cron`` …): which configurations run on a node
+GroupName = Annotated[
+    str, Field(strict=True), pattern(r"[a-z][a-z0-9-]{0,31}", "a group name of a-z, 0-9, -")
+]
+
+
+class Node(CcmObject):
+    """A node of the cluster: which groups of configurations run on it.
+
+    ``hostname`` equals that daemon's ``node`` setting. ``groups`` select the
+    configurations that run there (each declares the groups it needs); ``primary_for``
+    names groups for which this node runs the cluster-wide singleton work (SQL
+    statements): at most one node per group. The group names a write may use are those
+    the registered configurations declare; the writer passes them in the validation
+    context (``groups``) and a misspelt one is refused.
+    """
+
+    TYPE: ClassVar[str] = "nodes"
+    hostname: Annotated[
+        str,
+        Field(strict=True, max_length=253),
+        pattern(r"[A-Za-z0-9][A-Za-z0-9._-]*", "a host name like web01"),
+    ]
+    groups: list[GroupName] = Field(default_factory=list, max_length=64)
+    primary_for: list[GroupName] = Field(default_factory=list, max_length=64)
+
+    @field_validator("groups", "primary_for")
+    @classmethod
+    def _known_groups(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each group may be named once")
+        context = info.context if isinstance(info.context, dict) else {}
+        known = context.get("groups")
+        if known is not None:
+            unknown = sorted(set(value) - set(known))
+            if unknown:
+                raise ValueError(
+                    f"unknown group(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+                )
+        return value
+
+    @field_validator("primary_for")
+    @classmethod
+    def _primary_of_own_groups(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        groups = info.data.get("groups", [])
+        outside = sorted(set(value) - set(groups))
+        if outside:
+            raise ValueError(f"{', '.join(outside)}: a node is primary only for its own groups")
+        return value
+
+    def unique_keys(self) -> dict[str, Any]:
+        keys: dict[str, Any] = {"hostname": self.hostname}
+        keys |= {f"primary_for {group}": group for group in self.primary_for}
+        return keys
+
+
 class UnixUser(CcmObject):
     TYPE: ClassVar[str] = "unix-users"
     # The account, its uid (derived from the id) and its home are the user's identity on
@@ -229,8 +285,11 @@ class UnixUser(CcmObject):
 
 
 class Cron(CcmObject):
+    """A cron job. Unpinned it runs on every node with the ``cron`` group; with a
+    ``node_id`` on that node only, so a job runs once per schedule, not once per node."""
+
     TYPE: ClassVar[str] = "crons"
-    REFERENCES: ClassVar[dict[str, str]] = {"unix_user_id": "unix-users"}
+    REFERENCES: ClassVar[dict[str, str]] = {"unix_user_id": "unix-users", "node_id": "nodes"}
     unix_user_id: ObjectId
     name: Annotated[
         str, Field(strict=True, max_length=64), pattern(r"[a-z0-9-]+", "a name of a-z, 0-9, -")
@@ -238,6 +297,7 @@ class Cron(CcmObject):
     schedule: Annotated[str, Field(strict=True)]
     command: Text = Field(min_length=1)
     email_address: Email | None = None
+    node_id: ObjectId | None = None
 
     @field_validator("schedule")
     @classmethod

@@ -5,6 +5,9 @@ Configurations plan from a snapshot and nothing else, so a plan is a pure functi
 
 Objects of a type are parsed on first use (``loaders``): a run that selects only the
 crontabs never pays for validating thousands of vhosts it does not read.
+
+``node`` is the host name of the node that plans from the snapshot: placement (a cron
+pinned to one node) is part of what a configuration plans, and stays pure.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ccm.models.objects import CcmObject
+from ccm.models.objects import CcmObject, Node
 
 T = TypeVar("T", bound=CcmObject)
 
@@ -26,6 +29,8 @@ class Snapshot:
     revision: int
     objects: Mapping[str, Mapping[int, CcmObject]] = field(default_factory=dict)
     loaders: Mapping[str, Loader] = field(default_factory=dict)
+    #: the host name of the node planning from this snapshot (None: no node in mind)
+    node: str | None = None
     _loaded: dict[str, Mapping[int, CcmObject]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -42,6 +47,16 @@ class Snapshot:
         """Every object of ``model``'s type, ordered by id (stable rendering order)."""
         found = self.of_type(model.TYPE)
         return [obj for _, obj in sorted(found.items()) if isinstance(obj, model)]
+
+    def this_node(self) -> Node | None:
+        """The ``nodes`` object of the node planning, or None (not registered)."""
+        return next((n for n in self.all(Node) if n.hostname == self.node), None)
+
+    def viewed_from(self, node: str) -> Snapshot:
+        """The same objects, planned by ``node`` (parsed types are shared)."""
+        view = Snapshot(self.revision, self.objects, self.loaders, node)
+        view._loaded.update(self._loaded)
+        return view
 
     def get(self, model: type[T], object_id: int) -> T | None:
         obj = self.of_type(model.TYPE).get(object_id)

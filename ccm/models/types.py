@@ -20,12 +20,14 @@ from ccm.models.objects import (
     Cron,
     FpmPool,
     MailAccount,
+    Node,
     UnixUser,
     VirtualHost,
 )
 
 OBJECT_TYPES: dict[str, type[CcmObject]] = {
-    model.TYPE: model for model in (UnixUser, Cron, FpmPool, VirtualHost, MailAccount, Cluster)
+    model.TYPE: model
+    for model in (Node, UnixUser, Cron, FpmPool, VirtualHost, MailAccount, Cluster)
 }
 
 T = TypeVar("T", bound=CcmObject)

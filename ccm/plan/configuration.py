@@ -32,6 +32,9 @@ class Configuration:
     depends_on: ClassVar[tuple[str, ...]] = ()
     #: one line for ``ccm graph``
     summary: ClassVar[str] = ""
+    #: node groups (``nginx``, ``cron`` …): it runs on a registered node that has any of
+    #: them (on an unregistered node, everything runs); empty: on every node
+    groups: ClassVar[tuple[str, ...]] = ()
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         raise NotImplementedError
