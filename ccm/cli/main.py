@@ -10,8 +10,9 @@ import gc
 import json
 import logging
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from ccm.engine.run import Engine
 from ccm.errors import CcmError, ValidationFailed
 from ccm.log import configure_logging
 from ccm.models import OBJECT_TYPES
+from ccm.plan.node import copy_system_accounts
 from ccm.plan.operations import ConfigurationOperations
 from ccm.settings import Settings, load_settings
 
@@ -132,16 +134,34 @@ def _preview_playbooks(
     is_flag=True,
     help="Do not run playbooks in check mode (faster; lists them only).",
 )
+@click.option(
+    "--node",
+    "node_name",
+    metavar="NODE",
+    help="Preview NODE's plan (its groups and placement) against an empty root.",
+)
 @pass_context
-def diff(context: Context, types: tuple[str, ...], as_json: bool, skip_playbooks: bool) -> None:
-    """Dry run: show what a run would change on this node.
+def diff(
+    context: Context,
+    types: tuple[str, ...],
+    as_json: bool,
+    skip_playbooks: bool,
+    node_name: str | None,
+) -> None:
+    """Dry run: show what a run would change on this node (or on --node NODE).
 
     Exit 0 when nothing would change, 2 when something would, 1 on error.
     """
     from ccm.plan.diff import describe_json, describe_text
 
-    with _errors():
+    with _errors(), ExitStack() as stack:
         engine = context.engine()
+        if node_name is not None:  # another node: its plan against an empty root
+            empty = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ccm-diff-")))
+            copy_system_accounts(context.settings.root, empty)
+            settings = context.settings.model_copy(update={"node": node_name, "root": empty})
+            engine = Engine(engine.registry, settings, playbooks=engine.playbooks)
+            skip_playbooks = True  # Ansible's check mode would read this machine
         with context.store() as store:
             snapshot = store.snapshot()
         planned = engine.plan(snapshot, types or None)
@@ -264,20 +284,36 @@ def resume(context: Context) -> None:
 
 
 @cli.command()
+@click.option(
+    "--node",
+    "node_name",
+    metavar="NODE",
+    help="Mark which configurations run on NODE (reads its nodes object from etcd).",
+)
 @pass_context
-def graph(context: Context) -> None:
-    """Configurations in run order, with subscriptions and dependencies."""
+def graph(context: Context, node_name: str | None) -> None:
+    """Configurations in run order, with subscriptions, dependencies and groups."""
     with _errors():
         registry = Registry.from_entry_points()
         order = DependencyGraph(registry).order
+        here: set[str] | None = None
+        if node_name is not None:
+            with context.store() as store:
+                snapshot = store.snapshot().viewed_from(node_name)
+            node = snapshot.this_node()
+            here = Engine(registry, context.settings).runs_here(snapshot)
+            groups = "all (unregistered)" if node is None else ", ".join(node.groups) or "none"
+            click.echo(f"node {node_name}: groups {groups}; {len(here)} of {len(order)} run")
         for position, name in enumerate(order, 1):
             configuration = registry[name]
+            mark = "" if here is None else ("[runs]    " if name in here else "[not here] ")
             click.echo(
-                f"{position}. {name}"
+                f"{position}. {mark}{name}"
                 + (f" — {configuration.summary}" if configuration.summary else "")
             )
             click.echo(f"     subscribes: {', '.join(configuration.subscribes) or '-'}")
             click.echo(f"     depends on: {', '.join(configuration.depends_on) or '-'}")
+            click.echo(f"     groups:     {', '.join(configuration.groups) or '(every node)'}")
 
 
 @cli.group()

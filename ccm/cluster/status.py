@@ -3,10 +3,11 @@
     {"revision": <latest events revision>,
      "halt": null | {node, configuration, error, revision, at},
      "lock": {"holder": <node> | null, "waiting": [<node>…]},
-     "nodes": [{"node", "alive", "applied_revision", "behind", "last_run": {…}}],
+     "nodes": [{"node", "alive", "applied_revision", "behind", "groups", "last_run": {…}}],
      "refused": [{"object", "node", "configuration", "error", "revision", "at"}]}
 
-``refused`` lists the objects a node left as they were because their tenant's input
+``groups`` is the node's ``nodes`` object's groups, or null when it has none (it runs every
+configuration). ``refused`` lists the objects a node left as they were because their tenant's input
 cannot apply there (``{prefix}/failures/…``); the rest of the fleet went on.
 
 Settings (and so secrets) never appear here.
@@ -23,25 +24,30 @@ from ccm.cluster.halt import HaltFlag
 from ccm.cluster.lock import lock_queue
 from ccm.cluster.nodes import NodeRecords
 from ccm.cluster.store import ObjectStore
+from ccm.models import Node
 
 
 def cluster_status(client: EtcdClient, prefix: str) -> dict[str, Any]:
-    latest = max(ObjectStore(client, prefix).event_revisions().values(), default=0)
+    store = ObjectStore(client, prefix)
+    latest = max(store.event_revisions().values(), default=0)
+    registered = {node.hostname: node for node in store.list(Node.TYPE) if isinstance(node, Node)}
     halt = HaltFlag(client, prefix).get()
     queue = lock_queue(client, prefix)
     records = NodeRecords(client, prefix)
     known = records.all()
     alive = records.alive()
     nodes = []
-    for node in sorted(set(known) | alive):
+    for node in sorted(set(known) | alive | set(registered)):
         record = known.get(node)
         applied = record.applied_revision if record else None
+        entry = registered.get(node)
         nodes.append(
             {
                 "node": node,
                 "alive": node in alive,
                 "applied_revision": applied,
                 "behind": applied is None or applied < latest,
+                "groups": list(entry.groups) if entry else None,
                 "last_run": asdict(record.last_run) if record and record.last_run else None,
             }
         )
@@ -74,15 +80,20 @@ def format_status(status: dict[str, Any]) -> str:
         f"lock: {lock['holder'] or 'free'}"
         + (f"; waiting: {', '.join(lock['waiting'])}" if lock["waiting"] else "")
     )
-    header = f"{'NODE':<20} {'ALIVE':<6} {'APPLIED':>8} {'BEHIND':<7} {'LAST RUN':<8} FINISHED"
+    header = (
+        f"{'NODE':<20} {'ALIVE':<6} {'APPLIED':>8} {'BEHIND':<7} {'LAST RUN':<8} "
+        f"{'FINISHED':<33} GROUPS"
+    )
     lines.append(header)
     for node in status["nodes"]:
         last = node["last_run"] or {}
         applied = "-" if node["applied_revision"] is None else str(node["applied_revision"])
+        groups = node.get("groups")
+        shown = "all (unregistered)" if groups is None else ",".join(groups) or "(none)"
         lines.append(
             f"{node['node']:<20} {'yes' if node['alive'] else 'no':<6} {applied:>8} "
             f"{'yes' if node['behind'] else 'no':<7} {last.get('result', '-'):<8} "
-            f"{last.get('finished', '-')}"
+            f"{last.get('finished', '-'):<33} {shown}"
         )
     refused = status.get("refused") or []
     if refused:

@@ -120,3 +120,20 @@ def read_path(path: str | Path, *, with_content: bool = True) -> PathState:
         uid=info.st_uid,
         gid=info.st_gid,
     )
+
+
+def copy_system_accounts(source: Path, target: Path) -> None:
+    """Seed ``target``'s etc/passwd and etc/group with the system accounts and groups of
+    ``source`` (ids below 1000 or from 60000 up): an empty root for previewing another
+    node's plan still knows ``root``, ``www-data`` or ``crontab``, and no tenant. A
+    ``source`` without accounts (a workstation's scratch root) lends this machine's."""
+    if not (source / "etc/passwd").exists():
+        source = Path("/")
+    (target / "etc").mkdir(parents=True, exist_ok=True)
+    for name in ("passwd", "group"):
+        kept = [
+            ":".join(fields)
+            for fields in _read_colon_file(source / "etc" / name)
+            if len(fields) >= 3 and fields[2].isdigit() and not 1000 <= int(fields[2]) < 60000
+        ]
+        (target / "etc" / name).write_text("".join(f"{line}\n" for line in kept))
