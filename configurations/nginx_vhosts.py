@@ -45,6 +45,7 @@ class NginxVhosts(Configuration):
     depends_on = ("unix-users", "php-fpm-pools")
     summary = "nginx server blocks in sites-enabled; check, then reload nginx"
     groups = ("nginx",)
+    checks = {"nginx_check": ("nginx", "-t")}
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         changes: list[Change] = []

@@ -110,6 +110,7 @@ class PhpFpmPools(Configuration):
     depends_on = ("unix-users", "php-versions")
     summary = "PHP-FPM pools per PHP version; check, then reload php<v>-fpm"
     groups = ("php",)
+    checks = {"php_fpm_check": ("php-fpm{version}", "-t")}
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         changes: list[Change] = []

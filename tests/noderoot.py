@@ -41,12 +41,23 @@ def logging_command(root: Path, what: str) -> list[str]:
     return ["sh", "-c", f'echo "$1" >> "{root}/actions.log"', "sh", what]
 
 
-def node_settings(root: Path, **overrides: Any) -> Settings:
+#: the checks the built-in configurations declare, as logging commands
+BUILTIN_CHECKS = ("nginx_check", "php_fpm_check")
+
+
+def node_settings(
+    root: Path, *, checks: tuple[str, ...] = BUILTIN_CHECKS, **overrides: Any
+) -> Settings:
+    """Settings for a node rooted at ``root``: reloads and the ``checks`` (the names the
+    registry in use declares; ccm refuses others) log to ROOT/actions.log."""
+    logged = {
+        "nginx_check": logging_command(root, "check nginx"),
+        "php_fpm_check": logging_command(root, "check php{version}"),
+    }
     commands: dict[str, Any] = {
         "reload_unit": logging_command(root, "reload {unit}"),
         "restart_unit": logging_command(root, "restart {unit}"),
-        "nginx_check": logging_command(root, "check nginx"),
-        "php_fpm_check": logging_command(root, "check php{version}"),
+        **{name: logged[name] for name in checks},
     }
     commands |= overrides.pop("commands", {})
     return Settings.model_validate(

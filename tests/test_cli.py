@@ -39,7 +39,10 @@ def config(tmp_path: Path, etcd_settings: EtcdSettings) -> Path:
         f'node = "cli"\nroot = "{root}"\n'
         f"[etcd]\nendpoints = {json.dumps(list(etcd_settings.endpoints))}\n"
         f'prefix = "{etcd_settings.prefix}"\n'
-        "[commands]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in commands.items())
+        "[commands]\n"
+        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in commands.items())
+        + "[checks]\n"
+        + "".join(f"{k} = {json.dumps(list(v))}\n" for k, v in settings.checks.items())
     )
     return path
 

@@ -27,9 +27,14 @@ class Planned:
     files: ClassVar[dict[str, list[Change]]] = {}
 
 
+#: the checks the tests' configurations declare (settings override them by name)
+CHECKS = {"nginx_check": ("true",), "php_fpm_check": ("true",)}
+
+
 class Alpha(Configuration):
     name = "alpha"
     subscribes = ("unix-users",)
+    checks = CHECKS
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         return Planned.files.get("alpha", [])
@@ -38,6 +43,7 @@ class Alpha(Configuration):
 class Beta(Configuration):
     name = "beta"
     depends_on = ("alpha",)
+    checks = CHECKS
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         return Planned.files.get("beta", [])

@@ -22,7 +22,7 @@ def test_every_key_is_optional(tmp_path: Path) -> None:
     assert settings.etcd.endpoints == ("http://127.0.0.1:2379",)
     assert settings.debounce.quiet == 10 and settings.debounce.max_wait == 60
     assert settings.lock.ttl == 30 and settings.reconcile_interval == 3600
-    assert settings.commands.nginx_check == ("nginx", "-t")
+    assert settings.checks == {}  # the configurations declare the checks' argv
 
 
 def test_file_values_and_environment_overrides(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_bad_settings_name_the_key(tmp_path: Path, text: str, key: str, reason: 
         ("node = 7\n", "node", "valid string"),
         ("root = '/etc/passwd'\n", "root", "is not a directory"),
         ("root = '/nonexistent-ccm-root'\n", "root", "does not exist"),
-        ("when = 1979-05-27\n", "ccm.toml", "unsupported value"),
+        ("[ansible]\nplaybooks_dir = 1979-05-27\n", "ansible.playbooks_dir", "valid string"),
     ],
 )
 def test_settings_are_strict_and_the_root_must_exist(
@@ -108,3 +108,21 @@ def test_a_root_is_never_created(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings(write(tmp_path, ""), environ={"CCM_ROOT": str(missing)})
     assert not missing.exists()
+
+
+def test_checks_under_commands_as_design_spells_them_are_checks(tmp_path: Path) -> None:
+    text = '[commands]\nnginx_check = ["true"]\n[checks]\nphp_fpm_check = ["false"]\n'
+    settings = load_settings(write(tmp_path, text), environ={})
+    assert settings.checks == {"nginx_check": ("true",), "php_fpm_check": ("false",)}
+
+
+def test_an_unknown_check_is_refused_at_start_naming_the_known_ones(tmp_path: Path) -> None:
+    from ccm.engine.registry import Registry
+    from ccm.engine.run import Engine
+    from configurations import CONFIGURATIONS
+
+    settings = load_settings(write(tmp_path, '[checks]\nngnix_check = ["true"]\n'), environ={})
+    with pytest.raises(SettingsError) as refused:
+        Engine(Registry(CONFIGURATIONS), settings)
+    assert "checks.ngnix_check" in str(refused.value)
+    assert "nginx_check" in str(refused.value) and "php_fpm_check" in str(refused.value)

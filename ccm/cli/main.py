@@ -25,7 +25,7 @@ from ccm.cluster.store import ObjectStore
 from ccm.daemon.node_run import NodeRun
 from ccm.engine.graph import DependencyGraph
 from ccm.engine.registry import Registry
-from ccm.engine.run import Engine
+from ccm.engine.run import Engine, resolve_checks
 from ccm.errors import CcmError, ValidationFailed
 from ccm.log import configure_logging
 from ccm.models import OBJECT_TYPES
@@ -33,7 +33,22 @@ from ccm.plan.node import copy_system_accounts
 from ccm.plan.operations import ConfigurationOperations
 from ccm.settings import Settings, load_settings
 
-TYPE_CHOICE = click.Choice(sorted(OBJECT_TYPES))
+
+class ObjectTypeName(click.ParamType):  # type: ignore[type-arg]
+    """An object type: the built-in ones and those the installed extensions define
+    (loading the ``ccm.configurations`` entry points registers their types)."""
+
+    name = "type"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        Registry.from_entry_points()  # defining an extension's models registers them
+        if value not in OBJECT_TYPES:
+            known = ", ".join(sorted(OBJECT_TYPES))
+            self.fail(f"{value!r} is not an object type (known: {known})", param, ctx)
+        return str(value)
+
+
+TYPE_CHOICE = ObjectTypeName()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -296,6 +311,7 @@ def graph(context: Context, node_name: str | None) -> None:
     with _errors():
         registry = Registry.from_entry_points()
         order = DependencyGraph(registry).order
+        resolve_checks(registry, context.settings)  # a misspelt [checks] name: refused
         here: set[str] | None = None
         if node_name is not None:
             with context.store() as store:

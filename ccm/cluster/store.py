@@ -58,7 +58,7 @@ from ccm.models import (
     parse_objects,
     referrers_of,
 )
-from ccm.models.types import CROSS_TYPE_READS
+from ccm.models.types import readers_of, reads_of
 from ccm.settings import DEFAULT_UID_BASE
 
 __all__ = ["DEFAULT_MAX_ATTEMPTS", "InvalidStoredObject", "ObjectStore"]
@@ -130,7 +130,7 @@ class _View:
         if type_name not in self._state.complete:
             raise StoreError(
                 f"a cross-object rule read every {type_name}, which the store did not read "
-                f"(ccm.models.types.CROSS_TYPE_READS must name it)"
+                "(the rule's type must name it in READS)"
             )
         merged = dict(self._state.objects.get(type_name, {}))
         merged.update({i: obj for (t, i), obj in self._written.items() if t == type_name})
@@ -404,9 +404,9 @@ class ObjectStore:
     def _put_once(self, type_name: str, objects: builtins.list[CcmObject]) -> int:
         referrers = referrers_of(type_name)
         referrer_types = {t for t, _ in referrers}
-        complete = {type_name, *CROSS_TYPE_READS.get(type_name, ()), *referrer_types}
+        complete = {type_name, *reads_of(type_name), *referrer_types}
         for referrer_type in referrer_types:  # their rules are run again: read what they read
-            complete.update(CROSS_TYPE_READS.get(referrer_type, ()))
+            complete.update(reads_of(referrer_type))
 
         references = [
             (obj, name, target, value)
@@ -520,10 +520,10 @@ class ObjectStore:
         key = self.object_key(type_name, object_id)
         referrers = referrers_of(type_name)
         # Types whose cross-object rules read this type: re-check them without the object.
-        dependents = sorted(t for t, reads in CROSS_TYPE_READS.items() if type_name in reads)
+        dependents = readers_of(type_name)
         complete = {t for t, _ in referrers} | set(dependents)
         for dependent in dependents:
-            complete.update(CROSS_TYPE_READS[dependent])
+            complete.update(reads_of(dependent))
         state = self._read(complete, complete, [key])
         if state.keys[key] is None:
             raise ObjectNotFound(f"{type_name}/{object_id}")

@@ -14,7 +14,7 @@ from pathlib import Path
 from ccm.engine.bus import ALL, EventBus
 from ccm.engine.graph import DependencyGraph
 from ccm.engine.registry import Registry
-from ccm.errors import CcmError, PlanError, StoreError
+from ccm.errors import CcmError, PlanError, SettingsError, StoreError
 from ccm.models import Snapshot
 from ccm.plan.ansible import AnsiblePlaybooks
 from ccm.plan.commands import CommandRunner, run_command
@@ -54,6 +54,7 @@ class Engine:
     ) -> None:
         self.registry = registry
         self.settings = settings
+        self.checks = resolve_checks(registry, settings)
         self.graph = DependencyGraph(registry)
         self.bus = EventBus(registry, self.graph)
         self.runner = runner
@@ -139,10 +140,27 @@ class Engine:
             playbooks=self.playbooks,
             revision=snapshot.revision,
             guard=guard,
+            checks=self.checks,
         )
         report = executor.apply(planned.operations)
         report.refused = dict(planned.refused)
         return report
+
+
+def resolve_checks(registry: Registry, settings: Settings) -> dict[str, tuple[str, ...]]:
+    """Every check the configurations declare, with the settings' overrides; a name in
+    ``[checks]`` that no configuration declares is refused (a typo would otherwise be
+    found in the middle of a run, or never)."""
+    declared: dict[str, tuple[str, ...]] = {}
+    for configuration in registry:
+        declared.update(configuration.checks)
+    unknown = sorted(set(settings.checks) - set(declared))
+    if unknown:
+        raise SettingsError(
+            f"checks.{unknown[0]}",
+            f"unknown check (known: {', '.join(sorted(declared)) or 'none'})",
+        )
+    return {**declared, **settings.checks}
 
 
 def refuse_referrers(snapshot: Snapshot, refused: dict[str, Refusal], configuration: str) -> None:

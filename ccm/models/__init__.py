@@ -1,14 +1,21 @@
 """Layer 1: the object types as pydantic models (pure data, strict validation)."""
 
+from ccm.models.base import CcmObject, ObjectsView
 from ccm.models.objects import (
-    CcmObject,
+    AbsolutePath,
+    Alias,
     Cluster,
     Cron,
     FpmPool,
+    Hostname,
     MailAccount,
     Node,
+    ObjectId,
+    Ref,
+    Text,
     UnixUser,
     VirtualHost,
+    pattern,
 )
 from ccm.models.snapshot import Snapshot
 from ccm.models.types import (
@@ -17,10 +24,22 @@ from ccm.models.types import (
     model_for,
     parse_object,
     parse_objects,
+    readers_of,
+    reads_of,
     referrers_of,
 )
 
 __all__ = [
+    "AbsolutePath",
+    "Alias",
+    "Hostname",
+    "ObjectId",
+    "ObjectsView",
+    "Ref",
+    "Text",
+    "pattern",
+    "readers_of",
+    "reads_of",
     "OBJECT_TYPES",
     "CcmObject",
     "Cluster",

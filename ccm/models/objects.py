@@ -15,13 +15,12 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
 )
 
+from ccm.models.base import MAX_OBJECT_ID, CcmObject, ObjectsView, References
 from ccm.models.reserved import reserved_name, uid_problem
 
 #: Every pattern is applied with ``fullmatch``: ``$`` in ``re.match`` also matches before
@@ -41,8 +40,6 @@ _EMAIL = re.compile(
 )
 #: PATH_MAX is 4096, but nginx cannot read a directive parameter near its 4 KiB buffer
 MAX_PATH_LENGTH = 1024
-#: 2**31 - 1: an id as an SQL ``INT`` holds it (and as nginx, cron and useradd take it)
-MAX_OBJECT_ID = 2**31 - 1
 
 
 def fullmatch(pattern: re.Pattern[str], value: str, what: str) -> str:
@@ -95,6 +92,9 @@ Hostname = Annotated[str, Field(strict=True), AfterValidator(_hostname)]
 Alias = Annotated[str, Field(strict=True), AfterValidator(_alias)]
 AbsolutePath = Annotated[str, Field(strict=True), AfterValidator(_safe_absolute_path)]
 ObjectId = Annotated[int, Field(gt=0, le=MAX_OBJECT_ID, strict=True)]
+
+#: ``unix_user_id: Annotated[ObjectId, Ref("unix-users")]``: an id that refers to an object
+Ref = References
 Email = Annotated[str, Field(strict=True), AfterValidator(_email)]
 PhpVersion = Annotated[str, Field(strict=True), pattern(r"[5-9]\.[0-9]", "a PHP version like 8.3")]
 
@@ -150,29 +150,6 @@ def check_cron_field(text: str, index: int) -> None:
                 raise ValueError(f"{name}: {item!r} is a range that runs backwards")
         if match["step"] is not None and not 1 <= int(match["step"]) <= high:
             raise ValueError(f"{name}: step {match['step']} is outside 1-{high}")
-
-
-class CcmObject(BaseModel):
-    """Base of every object type: frozen, no unknown fields, a positive integer id.
-
-    ``TYPE`` is the plural kebab-case type name used in etcd keys and on the CLI;
-    ``REFERENCES`` maps a field holding an id to the type it refers to.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
-    TYPE: ClassVar[str]
-    REFERENCES: ClassVar[dict[str, str]] = {}
-    #: fields a stored object may not change (its identity on the nodes)
-    IMMUTABLE: ClassVar[tuple[str, ...]] = ()
-
-    id: ObjectId
-
-    def unique_keys(self) -> dict[str, Any]:
-        """Values that must be unique among objects of this type (name → value)."""
-        return {}
-
-    def describe(self) -> str:
-        return f"{self.TYPE}/{self.id}"
 
 
 #: a node group (``nginx``, ``php``, ``cron`` …): which configurations run on a node
@@ -289,15 +266,14 @@ class Cron(CcmObject):
     ``node_id`` on that node only, so a job runs once per schedule, not once per node."""
 
     TYPE: ClassVar[str] = "crons"
-    REFERENCES: ClassVar[dict[str, str]] = {"unix_user_id": "unix-users", "node_id": "nodes"}
-    unix_user_id: ObjectId
+    unix_user_id: Annotated[ObjectId, Ref("unix-users")]
     name: Annotated[
         str, Field(strict=True, max_length=64), pattern(r"[a-z0-9-]+", "a name of a-z, 0-9, -")
     ]
     schedule: Annotated[str, Field(strict=True)]
     command: Text = Field(min_length=1)
     email_address: Email | None = None
-    node_id: ObjectId | None = None
+    node_id: Annotated[ObjectId, Ref("nodes")] | None = None
 
     @field_validator("schedule")
     @classmethod
@@ -342,13 +318,13 @@ _PHP_SETTING_NAME = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*")
 
 class FpmPool(CcmObject):
     TYPE: ClassVar[str] = "fpm-pools"
-    REFERENCES: ClassVar[dict[str, str]] = {"unix_user_id": "unix-users"}
+    READS: ClassVar[tuple[str, ...]] = ("clusters",)
     name: Annotated[
         str,
         Field(strict=True, max_length=64),
         pattern(r"[a-z0-9_-]+", "a pool name of a-z, 0-9, _ and -"),
     ]
-    unix_user_id: ObjectId
+    unix_user_id: Annotated[ObjectId, Ref("unix-users")]
     php_version: PhpVersion
     max_children: int = Field(default=5, ge=1, le=1000, strict=True)
     php_settings: dict[str, str | int | float | bool] = Field(default_factory=dict)
@@ -397,26 +373,64 @@ class FpmPool(CcmObject):
     def unique_keys(self) -> dict[str, Any]:
         return {"name": self.name}
 
+    def problems(self, view: ObjectsView) -> list[str]:
+        clusters = [c for c in view.list_type(Cluster.TYPE) if isinstance(c, Cluster)]
+        listed = {version for cluster in clusters for version in cluster.php_versions}
+        if clusters and self.php_version not in listed:
+            return [
+                f"{self.describe()}: php_version: {self.php_version} is not installed on the "
+                f"cluster (clusters list {', '.join(sorted(listed)) or 'none'})"
+            ]
+        return []
+
 
 MAX_SERVER_ALIASES = 100
 
 
 class VirtualHost(CcmObject):
     TYPE: ClassVar[str] = "virtual-hosts"
-    REFERENCES: ClassVar[dict[str, str]] = {
-        "unix_user_id": "unix-users",
-        "fpm_pool_id": "fpm-pools",
-    }
+    #: every vhost: no two may serve the same name
+    READS: ClassVar[tuple[str, ...]] = ("virtual-hosts",)
     domain: Hostname
     server_aliases: list[Alias] = Field(default_factory=list, max_length=MAX_SERVER_ALIASES)
-    unix_user_id: ObjectId
+    unix_user_id: Annotated[ObjectId, Ref("unix-users")]
     document_root: AbsolutePath
-    fpm_pool_id: ObjectId | None = None
+    fpm_pool_id: Annotated[ObjectId, Ref("fpm-pools")] | None = None
     #: with a pool, unknown paths go to /index.php (WordPress, Laravel); False: plain 404s
     front_controller: bool = Field(default=True, strict=True)
 
     def unique_keys(self) -> dict[str, Any]:
         return {"domain": self.domain}
+
+    def problems(self, view: ObjectsView) -> list[str]:
+        where = self.describe()
+        problems: list[str] = []
+        names = [self.domain, *self.server_aliases]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            problems.append(f"{where}: server_aliases: {', '.join(repeated)} given twice")
+        for other in view.list_type(VirtualHost.TYPE):
+            if isinstance(other, VirtualHost) and other.id != self.id:
+                taken = set(names) & {other.domain, *other.server_aliases}
+                if taken:  # nginx would serve one of the two at random: a hijack
+                    problems.append(
+                        f"{where}: {', '.join(sorted(taken))} already served by "
+                        f"{other.describe()} ({other.domain})"
+                    )
+        user = view.lookup(UnixUser.TYPE, self.unix_user_id)
+        if isinstance(user, UnixUser) and not self.document_root.startswith(user.home + "/"):
+            problems.append(
+                f"{where}: document_root: {self.document_root!r} is not inside the home "
+                f"of {user.username!r} ({user.home}/)"
+            )
+        if self.fpm_pool_id is not None:
+            pool = view.lookup(FpmPool.TYPE, self.fpm_pool_id)
+            if isinstance(pool, FpmPool) and pool.unix_user_id != self.unix_user_id:
+                problems.append(
+                    f"{where}: fpm_pool_id: pool {pool.name!r} runs as unix-users/"
+                    f"{pool.unix_user_id}, not as this vhost's unix-users/{self.unix_user_id}"
+                )
+        return problems
 
 
 class MailAccount(CcmObject):
@@ -447,6 +461,7 @@ class MailAccount(CcmObject):
 
 class Cluster(CcmObject):
     TYPE: ClassVar[str] = "clusters"
+    READS: ClassVar[tuple[str, ...]] = ("fpm-pools",)
     php_versions: list[PhpVersion] = Field(default_factory=list, max_length=20)
 
     @field_validator("php_versions")
@@ -455,3 +470,11 @@ class Cluster(CcmObject):
         if len(set(value)) != len(value):
             raise ValueError("PHP versions must be distinct")
         return value
+
+    def problems(self, view: ObjectsView) -> list[str]:
+        return [
+            f"{self.describe()}: php_versions: {pool.php_version} is still used by "
+            f"{pool.describe()} ({pool.name})"
+            for pool in view.list_type(FpmPool.TYPE)
+            if isinstance(pool, FpmPool) and pool.php_version not in self.php_versions
+        ]

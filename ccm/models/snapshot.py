@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ccm.models.objects import CcmObject, Node
+from ccm.models.base import CcmObject
+from ccm.models.objects import Node
 
 T = TypeVar("T", bound=CcmObject)
 

@@ -14,21 +14,12 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from ccm.errors import ValidationFailed
-from ccm.models.objects import (
-    CcmObject,
-    Cluster,
-    Cron,
-    FpmPool,
-    MailAccount,
-    Node,
-    UnixUser,
-    VirtualHost,
-)
+from ccm.models import objects as _builtin  # noqa: F401 - defining the types registers them
+from ccm.models.base import CcmObject, ObjectsView, object_types
 
-OBJECT_TYPES: dict[str, type[CcmObject]] = {
-    model.TYPE: model
-    for model in (Node, UnixUser, Cron, FpmPool, VirtualHost, MailAccount, Cluster)
-}
+#: every registered object type, TYPE → model: the built-in ones and every type a
+#: ``configurations`` module or an extension defines (importing it registers it)
+OBJECT_TYPES = object_types
 
 T = TypeVar("T", bound=CcmObject)
 
@@ -97,56 +88,24 @@ def referrers_of(type_name: str) -> list[tuple[str, str]]:
     ]
 
 
+class _View:
+    def __init__(self, lookup: Lookup, list_type: ListType) -> None:
+        self.lookup = lookup
+        self.list_type = list_type
+
+
 def cross_object_problems(obj: CcmObject, lookup: Lookup, list_type: ListType) -> list[str]:
-    """Rules between objects; references are assumed to exist (the store checks that)."""
-    where = obj.describe()
-    problems: list[str] = []
-    if isinstance(obj, VirtualHost):
-        names = [obj.domain, *obj.server_aliases]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            problems.append(f"{where}: server_aliases: {', '.join(repeated)} given twice")
-        for other in list_type(VirtualHost.TYPE):
-            if isinstance(other, VirtualHost) and other.id != obj.id:
-                taken = set(names) & {other.domain, *other.server_aliases}
-                if taken:  # nginx would serve one of the two at random: a hijack
-                    problems.append(
-                        f"{where}: {', '.join(sorted(taken))} already served by "
-                        f"{other.describe()} ({other.domain})"
-                    )
-        user = lookup(UnixUser.TYPE, obj.unix_user_id)
-        if isinstance(user, UnixUser) and not obj.document_root.startswith(user.home + "/"):
-            problems.append(
-                f"{where}: document_root: {obj.document_root!r} is not inside the home "
-                f"of {user.username!r} ({user.home}/)"
-            )
-        if obj.fpm_pool_id is not None:
-            pool = lookup(FpmPool.TYPE, obj.fpm_pool_id)
-            if isinstance(pool, FpmPool) and pool.unix_user_id != obj.unix_user_id:
-                problems.append(
-                    f"{where}: fpm_pool_id: pool {pool.name!r} runs as unix-users/"
-                    f"{pool.unix_user_id}, not as this vhost's unix-users/{obj.unix_user_id}"
-                )
-    if isinstance(obj, FpmPool):
-        clusters = [c for c in list_type(Cluster.TYPE) if isinstance(c, Cluster)]
-        listed = {version for cluster in clusters for version in cluster.php_versions}
-        if clusters and obj.php_version not in listed:
-            problems.append(
-                f"{where}: php_version: {obj.php_version} is not installed on the cluster "
-                f"(clusters list {', '.join(sorted(listed)) or 'none'})"
-            )
-    if isinstance(obj, Cluster):
-        for pool in list_type(FpmPool.TYPE):
-            if isinstance(pool, FpmPool) and pool.php_version not in obj.php_versions:
-                problems.append(
-                    f"{where}: php_versions: {pool.php_version} is still used by "
-                    f"{pool.describe()} ({pool.name})"
-                )
-    return problems
+    """Rules between objects (the type's ``problems``); references are assumed to exist
+    (the store checks that)."""
+    view: ObjectsView = _View(lookup, list_type)
+    return obj.problems(view)
 
 
-#: Types whose objects a cross-object rule of the key type reads (beyond its references).
-CROSS_TYPE_READS: dict[str, tuple[str, ...]] = {
-    FpmPool.TYPE: (Cluster.TYPE,),
-    Cluster.TYPE: (FpmPool.TYPE,),
-}
+def reads_of(type_name: str) -> tuple[str, ...]:
+    """The types whose every object the rules of ``type_name`` read."""
+    return model_for(type_name).READS
+
+
+def readers_of(type_name: str) -> list[str]:
+    """The types whose rules read every object of ``type_name``."""
+    return sorted(t for t, model in OBJECT_TYPES.items() if type_name in model.READS)

@@ -8,7 +8,7 @@ changes. It is pure: it reads nothing but the snapshot and its templates (throug
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar, Protocol
 
 from ccm.models import Snapshot
@@ -35,6 +35,9 @@ class Configuration:
     #: node groups (``nginx``, ``cron`` …): it runs on a registered node that has any of
     #: them (on an unregistered node, everything runs); empty: on every node
     groups: ClassVar[tuple[str, ...]] = ()
+    #: the checks its ``Check`` changes name, with their default argv (``{root}`` and
+    #: the change's variables filled in); settings override one by name in ``[checks]``
+    checks: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         raise NotImplementedError

@@ -21,7 +21,7 @@ and is run again by the next run — even though that run finds no file to chang
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -118,6 +118,7 @@ class Executor:
         playbooks: PlaybookExecutor | None = None,
         revision: int = 0,
         guard: Callable[[], None] = lambda: None,
+        checks: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.settings = settings
         self.root = settings.root
@@ -129,6 +130,8 @@ class Executor:
         self._journal = _Journal()
         #: called before every change; raises (``LockLost``) to stop the run there
         self.guard = guard
+        #: check name → argv (the configurations' declarations with the settings' overrides)
+        self.checks = dict(settings.checks if checks is None else checks)
 
     # -- the whole run -------------------------------------------------------------
 
@@ -200,10 +203,10 @@ class Executor:
             if not triggered(check.triggers, changed):
                 continue
             self.guard()
-            argv = fill(
-                getattr(self.settings.commands, check.command),
-                {"root": str(self.root), **check.variables},
-            )
+            declared = self.checks.get(check.command)
+            if declared is None:
+                raise RunError(ops.configuration, f"check {check.command!r} is not declared")
+            argv = fill(list(declared), {"root": str(self.root), **check.variables})
             result = self.runner(argv, timeout=self.settings.commands.timeout)
             log.info("check", argv=argv, returncode=result.returncode)
             report.actions.append("check " + " ".join(argv))
