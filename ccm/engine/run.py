@@ -60,7 +60,9 @@ class Engine:
         self.runner = runner
         self.playbooks: PlaybookExecutor = playbooks or AnsiblePlaybooks(settings)
         templates = Path(settings.templates_dir) if settings.templates_dir else None
-        self.renderer = TemplateRenderer(templates or default_templates_dir())
+        self.renderer = TemplateRenderer(
+            templates or default_templates_dir(), registry.template_dirs()
+        )
 
     @property
     def manifest_path(self) -> Path:

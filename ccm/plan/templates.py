@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import jinja2
@@ -11,12 +12,16 @@ from ccm.plan.resources import resource_dir
 
 
 class TemplateRenderer:
-    """A ``Render`` over a templates folder: strict undefined, trailing newline kept."""
+    """A ``Render`` over a templates folder: strict undefined, trailing newline kept.
 
-    def __init__(self, directory: Path) -> None:
+    ``extra`` folders are searched after ``directory``: an extension's configuration
+    ships its templates in a ``templates/`` folder beside its module.
+    """
+
+    def __init__(self, directory: Path, extra: Sequence[Path] = ()) -> None:
         self.directory = directory
         self.environment = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(directory)),
+            loader=jinja2.FileSystemLoader([str(directory), *map(str, extra)]),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
             trim_blocks=True,
