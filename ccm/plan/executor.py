@@ -28,28 +28,12 @@ from typing import Any, Protocol
 
 from ccm.errors import ActionFailed, CcmError, CheckFailed, CommandFailed, RunError
 from ccm.log import get_logger
-from ccm.plan.changes import Account, Playbook, UnitAction
+from ccm.plan.accounts import Account
+from ccm.plan.actions import Playbook, triggered_actions
 from ccm.plan.commands import CommandRunner, fill, run_command
-from ccm.plan.fsutil import (
-    atomic_write,
-    make_directory,
-    make_parents,
-    remove_file,
-    set_mode_owner,
-)
 from ccm.plan.manifest import Manifest
 from ccm.plan.node import Accounts
-from ccm.plan.operations import (
-    ConfigurationOperations,
-    CreateAccount,
-    DeleteAccount,
-    EnsureDirectory,
-    ModifyAccount,
-    Refusal,
-    RemoveFile,
-    WriteFile,
-    triggered,
-)
+from ccm.plan.steps import ConfigurationOperations, Refusal, triggered
 from ccm.settings import Settings
 
 
@@ -97,16 +81,6 @@ class _Journal:
         self._undo.clear()
 
 
-def merge_unit_actions(actions: Sequence[UnitAction]) -> list[UnitAction]:
-    """One action per unit, in first-seen order; a restart absorbs a reload."""
-    merged: dict[str, UnitAction] = {}
-    for action in actions:
-        current = merged.get(action.unit)
-        if current is None or (current.action == "reload" and action.action == "restart"):
-            merged[action.unit] = action
-    return list(merged.values())
-
-
 class Executor:
     def __init__(
         self,
@@ -121,17 +95,36 @@ class Executor:
         checks: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.settings = settings
-        self.root = settings.root
+        self.root: Path = settings.root
         self.manifest = manifest
         self.accounts = accounts
         self.runner = runner
         self.playbooks = playbooks
         self.log = get_logger(revision=revision, node=settings.node)
-        self._journal = _Journal()
+        self.journal = _Journal()
         #: called before every change; raises (``LockLost``) to stop the run there
         self.guard = guard
         #: check name → argv (the configurations' declarations with the settings' overrides)
         self.checks = dict(settings.checks if checks is None else checks)
+
+    # -- what steps use (ccm.plan.steps.Run) ------------------------------------------
+
+    def run(self, configuration: str, argv: list[str]) -> None:
+        result = self.runner(argv, timeout=self.settings.commands.timeout)
+        if result.returncode != 0:
+            raise CommandFailed(configuration, argv, result.returncode, result.output)
+
+    def account_argv(self, setting: str, account: Account | None, username: str) -> list[str]:
+        variables = {"root": str(self.root), "username": username}
+        if account is not None:
+            uid = str(self.settings.accounts.uid_base + account.id)
+            variables |= {
+                "home": account.home,
+                "shell": account.shell,
+                "comment": account.comment,
+                "uid": uid,
+            }
+        return fill(getattr(self.settings.commands, setting), variables)
 
     # -- the whole run -------------------------------------------------------------
 
@@ -146,7 +139,7 @@ class Executor:
             self.guard()
         except BaseException as error:
             self.log.error("run failed, restoring every change of this run", error=str(error))
-            self._journal.unwind(self.log)
+            self.journal.unwind(self.log)
             self.accounts.reload()
             self.manifest.save()
             if isinstance(error, CcmError) or not isinstance(error, Exception):
@@ -160,45 +153,41 @@ class Executor:
             owned.playbooks = dict(ops.planned_playbooks)
             # accounts still to delete stay listed until userdel succeeded
             owned.accounts = set(ops.planned_accounts) | {
-                op.username for op in ops.accounts if isinstance(op, DeleteAccount)
+                step.changed.removeprefix("account:") for step in ops.steps if step.DEFERRED
             }
         self.manifest.unverified = {}  # every written file passed its check
-        self._remember_actions(operations, report)
+        # saved before any of them runs, removed one by one as they succeed: a failed
+        # reload (or a crash) is retried by the next run, which finds every file in place
+        self.manifest.pending_actions = triggered_actions(
+            operations, report.changed_paths, self.manifest.pending_actions
+        )
         self.manifest.save()
         # reloads first: the workers of a deleted pool exit, so its user can be deleted
         self._run_pending_actions(report)
         for ops in operations:
-            self._delete_accounts(ops, report)
+            self._apply_deferred(ops, report)
         return report
 
     def _apply_configuration(self, ops: ConfigurationOperations, report: RunReport) -> None:
         log = self.log.bind(configuration=ops.configuration)
-        self._claim_accounts(ops)
-        for account_op in ops.accounts:
+        steps = [step for step in ops.ordered() if not step.DEFERRED]
+        account_steps = [step for step in steps if step.ORDER == 0]
+        self._claim(ops, "account")
+        for step in account_steps:
             self.guard()
-            if isinstance(account_op, CreateAccount):
-                self._create_account(ops.configuration, account_op.account, log)
-            elif isinstance(account_op, ModifyAccount):
-                self._modify_account(ops.configuration, account_op, log)
-        if ops.accounts:
+            log.info("change", change=step.changed, operation=type(step).__name__)
+            step.apply(self, ops.configuration)
+        if account_steps:
             self.accounts.reload()
-        self._claim_files(ops)
-        for file_op in ops.files:
+        self._claim(ops, "file")
+        for step in steps[len(account_steps) :]:
             self.guard()
-            log.info("change", change=file_op.path, operation=type(file_op).__name__)
-            if isinstance(file_op, WriteFile):
-                self._write_file(ops.configuration, file_op)
-            elif isinstance(file_op, EnsureDirectory):
-                self._ensure_directory(ops.configuration, file_op)
-            elif isinstance(file_op, RemoveFile):
-                self._remove_file(file_op)
+            log.info("change", change=step.changed, operation=type(step).__name__)
+            step.apply(self, ops.configuration)
         changed = ops.changed_paths
-        if changed or ops.accounts:
-            report.changed[ops.configuration] = changed + [
-                f"account:{op.account.username}"
-                for op in ops.accounts
-                if not isinstance(op, DeleteAccount)
-            ]
+        created = [step.changed for step in account_steps]
+        if changed or created:
+            report.changed[ops.configuration] = changed + created
         for check in ops.checks:
             if not triggered(check.triggers, changed):
                 continue
@@ -219,231 +208,83 @@ class Executor:
             self.playbooks(ops.configuration, playbook)
             report.actions.append(f"playbook {playbook.playbook}")
 
-    # -- files ---------------------------------------------------------------------
+    # -- ownership, recorded before the change ----------------------------------------
 
-    def _claim_files(self, ops: ConfigurationOperations) -> None:
-        """Before writing: record the files as ccm's, and as not yet checked.
+    def _claim(self, ops: ConfigurationOperations, kind: str) -> None:
+        """Record what the steps will make as ccm's before they make it.
 
-        A process killed (or a lock lost) between a write and the end of the run must
-        not leave a file ccm wrote that the manifest does not list (the next run would
-        refuse it as foreign), nor one that was never checked (the next run finds it
-        in place and would neither check nor reload it). A failed run restores both.
+        Accounts before ``useradd``: a crash must not orphan one. Files before writing,
+        as ccm's and as not yet checked: a process killed (or a lock lost) between a
+        write and the end of the run must not leave a file ccm wrote that the manifest
+        does not list (the next run would refuse it as foreign), nor one that was never
+        checked (the next run would neither check nor reload it). A failed run restores
+        both.
         """
-        if not ops.files:
-            return
         configuration = ops.configuration
         owned = self.manifest.owned(configuration)
-        new = {op.path for op in ops.files if isinstance(op, WriteFile)} - owned.files
+        held = owned.accounts if kind == "account" else owned.files
+        new = {step.claim[1] for step in ops.steps if step.claim and step.claim[0] == kind} - held
+        if kind == "account" and not new:
+            return
+        if kind == "file" and not any(step.ORDER > 0 for step in ops.steps):
+            return
         before = self.manifest.unverified.get(configuration)
-        owned.files |= new
-        self.manifest.unverified[configuration] = sorted(set(before or []) | set(ops.changed_paths))
+        held |= new
+        if kind == "file":
+            unverified = set(before or []) | set(ops.changed_paths)
+            self.manifest.unverified[configuration] = sorted(unverified)
         self.manifest.save()
 
         def undo() -> None:
-            owned.files.difference_update(new)
+            if kind == "account":  # runs after the userdel steps: keep any account still there
+                self.accounts.reload()
+                held.difference_update(n for n in new if n not in self.accounts.users)
+                return
+            held.difference_update(new)
             if before is None:
                 self.manifest.unverified.pop(configuration, None)
             else:
                 self.manifest.unverified[configuration] = before
 
-        self._journal.record(f"manifest of {configuration}", undo)
+        self.journal.record(f"{kind}s of {configuration}", undo)
 
-    def _claim_accounts(self, ops: ConfigurationOperations) -> None:
-        """Before ``useradd``: record the accounts as ccm's (a crash must not orphan one)."""
-        names = {op.account.username for op in ops.accounts if isinstance(op, CreateAccount)}
-        owned = self.manifest.owned(ops.configuration).accounts
-        new = names - owned
-        if not new:
-            return
-        owned |= new
-        self.manifest.save()
+    # -- after everything is in place --------------------------------------------------
 
-        def undo() -> None:  # runs after the userdel steps: keep any account still there
+    def _apply_deferred(self, ops: ConfigurationOperations, report: RunReport) -> None:
+        """``userdel`` of accounts no longer planned; a failure keeps it listed, so the
+        next run deletes it again."""
+        for step in ops.steps:
+            if not step.DEFERRED:
+                continue
+            self.guard()
+            self.log.info(
+                "change",
+                configuration=ops.configuration,
+                change=step.changed,
+                operation=type(step).__name__,
+            )
+            try:
+                step.apply(self, ops.configuration)
+            except CommandFailed as failed:
+                raise ActionFailed(
+                    ops.configuration, failed.argv, failed.returncode, failed.output
+                ) from None
+            report.changed.setdefault(ops.configuration, []).append(step.changed)
             self.accounts.reload()
-            owned.difference_update(n for n in new if n not in self.accounts.users)
-
-        self._journal.record(f"accounts of {ops.configuration}", undo)
-
-    def _real(self, node_path: str) -> Path:
-        return self.root / node_path.lstrip("/")
-
-    def _write_file(self, configuration: str, op: WriteFile) -> None:
-        target, root = self._real(op.path), self.root
-        change = op.change
-        uid = self.accounts.uid(change.owner, configuration=configuration)
-        gid = self.accounts.gid(change.group, configuration=configuration)
-        created = make_parents(target, root)
-        self._journal.record(f"parents of {op.path}", lambda: _remove_empty(created))
-        before = op.before
-        if before.exists and before.content is not None:
-            content, mode = before.content, before.mode or 0o600
-
-            def restore() -> None:
-                atomic_write(target, content, mode=mode, uid=before.uid, gid=before.gid, root=root)
-
-            self._journal.record(op.path, restore)
-        else:
-            self._journal.record(op.path, lambda: remove_file(target, root))
-        if op.content_changed or not before.exists:
-            atomic_write(
-                target, change.content.encode(), mode=change.mode, uid=uid, gid=gid, root=root
-            )
-        else:  # only mode or owner differ
-            set_mode_owner(target, change.mode, uid, gid, root)
-
-    def _ensure_directory(self, configuration: str, op: EnsureDirectory) -> None:
-        target, root = self._real(op.path), self.root
-        uid = self.accounts.uid(op.change.owner, configuration=configuration)
-        gid = self.accounts.gid(op.change.group, configuration=configuration)
-        if not op.before.exists:
-            created = make_directory(target, root)
-            self._journal.record(op.path, lambda: _remove_empty(created))
-        else:
-            mode, before_uid, before_gid = op.before.mode, op.before.uid, op.before.gid
-
-            def restore() -> None:
-                set_mode_owner(target, mode or 0o755, before_uid or 0, before_gid or 0, root)
-
-            self._journal.record(op.path, restore)
-        set_mode_owner(target, op.change.mode, uid, gid, root)
-
-    def _remove_file(self, op: RemoveFile) -> None:
-        target, root = self._real(op.path), self.root
-        before = op.before
-        content = before.content or b""
-
-        def restore() -> None:
-            atomic_write(
-                target,
-                content,
-                mode=before.mode or 0o600,
-                uid=before.uid,
-                gid=before.gid,
-                root=root,
-            )
-
-        self._journal.record(op.path, restore)
-        remove_file(target, root)
-
-    # -- accounts ------------------------------------------------------------------
-
-    def _account_command(self, name: str, account: Account | None, username: str) -> list[str]:
-        variables = {"root": str(self.root), "username": username}
-        if account is not None:
-            uid = str(self.settings.accounts.uid_base + account.id)
-            variables |= {
-                "home": account.home,
-                "shell": account.shell,
-                "comment": account.comment,
-                "uid": uid,
-            }
-        return fill(getattr(self.settings.commands, name), variables)
-
-    def _run(self, configuration: str, argv: list[str]) -> None:
-        result = self.runner(argv, timeout=self.settings.commands.timeout)
-        if result.returncode != 0:
-            raise CommandFailed(configuration, argv, result.returncode, result.output)
-
-    def _create_account(self, configuration: str, account: Account, log: Any) -> None:
-        log.info("change", change=f"account {account.username}", operation="useradd")
-        self._run(configuration, self._account_command("useradd", account, account.username))
-        userdel = self._account_command("userdel", None, account.username)
-        self._journal.record(
-            f"account {account.username}", lambda: self._run(configuration, userdel)
-        )
-
-    def _modify_account(self, configuration: str, op: ModifyAccount, log: Any) -> None:
-        log.info("change", change=f"account {op.account.username}", operation="usermod")
-        self._run(configuration, self._account_command("usermod", op.account, op.account.username))
-        previous = Account(
-            op.account.username, op.account.home, op.account.id, op.before_shell, op.before_comment
-        )
-        undo = self._account_command("usermod", previous, previous.username)
-        self._journal.record(f"account {previous.username}", lambda: self._run(configuration, undo))
-
-    def _delete_accounts(self, ops: ConfigurationOperations, report: RunReport) -> None:
-        for op in ops.accounts:
-            if isinstance(op, DeleteAccount):
-                self.guard()
-                self.log.info(
-                    "change",
-                    configuration=ops.configuration,
-                    change=f"account {op.username}",
-                    operation="userdel",
-                )
-                argv = self._account_command("userdel", None, op.username)
-                result = self.runner(argv, timeout=self.settings.commands.timeout)
-                if result.returncode != 0:  # stays listed: the next run deletes it again
-                    raise ActionFailed(ops.configuration, argv, result.returncode, result.output)
-                report.changed.setdefault(ops.configuration, []).append(f"account:{op.username}")
-                self.accounts.reload()
-                self.manifest.owned(ops.configuration).accounts.discard(op.username)
-                self.manifest.save()
-
-    # -- actions after everything is in place ------------------------------------
-
-    def _remember_actions(
-        self, operations: Sequence[ConfigurationOperations], report: RunReport
-    ) -> None:
-        """Add this run's triggered reloads and commands to the manifest's pending list.
-
-        They are saved before any of them runs and removed one by one as they succeed,
-        so a failed reload (or a crash) is retried by the next run even though that run
-        finds every file already in place.
-        """
-        changed = report.changed_paths
-        pending = list(self.manifest.pending_actions)
-        for ops in operations:
-            for unit in ops.units:
-                if triggered(unit.triggers, changed):
-                    pending.append(
-                        {
-                            "configuration": ops.configuration,
-                            "unit": unit.unit,
-                            "action": unit.action,
-                        }
-                    )
-            for command in ops.commands:
-                if triggered(command.triggers, changed):
-                    pending.append({"configuration": ops.configuration, "argv": list(command.argv)})
-        units = merge_unit_actions(
-            [UnitAction(a["unit"], a["action"], ()) for a in pending if "unit" in a]
-        )
-        owners = {a["unit"]: a["configuration"] for a in pending if "unit" in a}
-        commands: list[dict[str, Any]] = []
-        for action in pending:
-            if "argv" in action and action not in commands:
-                commands.append(action)
-        self.manifest.pending_actions = [
-            {"configuration": owners[u.unit], "unit": u.unit, "action": u.action} for u in units
-        ] + commands
+            owned = self.manifest.owned(ops.configuration).accounts
+            owned.discard(step.changed.removeprefix("account:"))
+            self.manifest.save()
 
     def _run_pending_actions(self, report: RunReport) -> None:
         """Run the pending reloads, restarts and commands; a failure leaves the rest pending."""
         while self.manifest.pending_actions:
             self.guard()
             action = self.manifest.pending_actions[0]
-            configuration = str(action["configuration"])
-            if "unit" in action:
-                setting = "reload_unit" if action["action"] == "reload" else "restart_unit"
-                variables = {"unit": str(action["unit"]), "root": str(self.root)}
-                argv = fill(getattr(self.settings.commands, setting), variables)
-                label = f"{action['action']} {action['unit']}"
-            else:
-                argv = fill([str(a) for a in action["argv"]], {"root": str(self.root)})
-                label = "run " + " ".join(argv)
-            self.log.info("action", configuration=configuration, argv=argv)
+            argv = action.argv(self.settings)
+            self.log.info("action", configuration=action.configuration, argv=argv)
             result = self.runner(argv, timeout=self.settings.commands.timeout)
             if result.returncode != 0:
-                raise ActionFailed(configuration, argv, result.returncode, result.output)
-            report.actions.append(label)
+                raise ActionFailed(action.configuration, argv, result.returncode, result.output)
+            report.actions.append(action.label(argv))
             self.manifest.pending_actions.pop(0)
             self.manifest.save()
-
-
-def _remove_empty(directories: Sequence[Path]) -> None:
-    for directory in directories:
-        try:
-            directory.rmdir()
-        except OSError:
-            return

@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ccm.errors import RunError
 from ccm.plan.fsutil import atomic_write
+
+if TYPE_CHECKING:
+    from ccm.plan.actions import Pending
 
 MANIFEST_VERSION = 1
 
@@ -31,7 +34,7 @@ class Manifest:
     configurations: dict[str, Owned] = field(default_factory=dict)
     #: actions (reloads, commands) whose files are in place but which have not run yet:
     #: a failed reload or a crash in between must not be forgotten by the next run
-    pending_actions: list[dict[str, Any]] = field(default_factory=list)
+    pending_actions: list[Pending] = field(default_factory=list)
     #: configuration → paths written by a run that ended (killed, lock lost) before their
     #: check passed: the next run treats them as changed, so they are checked and reloaded
     unverified: dict[str, list[str]] = field(default_factory=dict)
@@ -71,6 +74,8 @@ class Manifest:
 
     @classmethod
     def _parse(cls, path: Path, text: str) -> Manifest:
+        from ccm.plan.actions import pending_from_json  # actions → steps → manifest
+
         data: dict[str, Any] = json.loads(text)
         if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
             raise ValueError(f"not a version {MANIFEST_VERSION} manifest")
@@ -82,7 +87,7 @@ class Manifest:
             )
             for name, entry in data.get("configurations", {}).items()
         }
-        pending = [dict(action) for action in data.get("pending_actions", [])]
+        pending = [pending_from_json(action) for action in data.get("pending_actions", [])]
         unverified = {str(k): list(v) for k, v in data.get("unverified", {}).items()}
         return cls(path, configurations, pending, unverified, text)
 
@@ -98,7 +103,7 @@ class Manifest:
                 for name, owned in sorted(self.configurations.items())
                 if owned.files or owned.accounts or owned.playbooks
             },
-            "pending_actions": self.pending_actions,
+            "pending_actions": [action.to_json() for action in self.pending_actions],
             "unverified": dict(sorted(self.unverified.items())),
         }
         text = json.dumps(data, indent=1) + "\n"

@@ -1,0 +1,348 @@
+"""The file kinds: ``File`` and ``Directory`` changes, and the steps they plan.
+
+A ``File`` compares its content, mode and ownership with the node and plans a
+``WriteFile`` (or nothing); a ``Directory`` plans an ``EnsureDirectory``; a file a
+configuration owned and no longer plans becomes a ``RemoveFile``. Each step writes
+atomically and without following links (``ccm.plan.fsutil``), and records how to put
+back exactly what was there before.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ccm.errors import PlanError, TenantConflict
+from ccm.plan.fsutil import atomic_write, make_directory, make_parents, remove_file, set_mode_owner
+from ccm.plan.node import Accounts, PathState, read_path
+from ccm.plan.steps import ConfigurationOperations, NodeView, Run
+
+_COLOURS = {"+": "\033[32m", "-": "\033[31m", "@": "\033[36m"}
+_RESET = "\033[0m"
+
+
+# -- intents ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class File:
+    """A file with exactly this content, mode and ownership."""
+
+    path: str
+    content: str
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+    origin: tuple[str, ...] = ()
+
+    def compare(self, ops: ConfigurationOperations, node: NodeView) -> None:
+        if self.path in ops.planned_files:
+            raise PlanError(ops.configuration, f"{self.path} is planned twice")
+        other = node.manifest.owner_of_file(self.path)
+        if other is not None and other != ops.configuration:
+            raise PlanError(ops.configuration, f"{self.path} is already owned by {other}")
+        missing = node.accounts.missing(self.owner, self.group)
+        if missing:  # a tenant's file whose account this node refused: refuse the file too
+            raise TenantConflict(ops.configuration, f"{self.path}: {missing}")
+        before = read_path(node.under(self.path))
+        if before.exists and before.is_dir:
+            raise TenantConflict(ops.configuration, f"{self.path} is a directory, not a file")
+        if before.exists and other is None:
+            raise TenantConflict(
+                ops.configuration,
+                f"{self.path} exists but was not written by ccm; refusing to overwrite it "
+                "(move it away to let ccm manage it)",
+            )
+        ops.planned_files.add(self.path)
+        if not before.exists:
+            ops.add(WriteFile(self.path, before, self, True, ("new",)))
+            return
+        content_changed = before.content != self.content.encode()
+        reasons = mode_owner_reasons(before, self.mode, self.owner, self.group, node.accounts)
+        if content_changed:
+            reasons.insert(0, "content")
+        if reasons:
+            ops.add(WriteFile(self.path, before, self, content_changed, tuple(reasons)))
+
+    def keep(self, ops: ConfigurationOperations, node: NodeView) -> None:
+        """Refused: a file ccm wrote earlier stays as it is (never removed as orphaned)."""
+        if self.path in node.manifest.owned(ops.configuration).files:
+            ops.planned_files.add(self.path)
+
+
+@dataclass(frozen=True)
+class Directory:
+    """A directory with this mode and ownership. Never removed by ccm (it may hold data).
+
+    ``owner_id``: the owner is the account ccm makes for that object id. An existing
+    directory owned by any other uid (a deleted user's kept home, the system's own) is
+    refused, never handed over.
+    """
+
+    path: str
+    mode: int = 0o755
+    owner: str = "root"
+    group: str = "root"
+    owner_id: int | None = None
+    origin: tuple[str, ...] = ()
+
+    def compare(self, ops: ConfigurationOperations, node: NodeView) -> None:
+        before = read_path(node.under(self.path), with_content=False)
+        if before.exists and not before.is_dir:
+            raise TenantConflict(ops.configuration, f"{self.path} exists and is not a directory")
+        self._refuse_foreign_owner(ops.configuration, before, node)
+        reasons = (
+            ["new"]
+            if not before.exists
+            else mode_owner_reasons(before, self.mode, self.owner, self.group, node.accounts)
+        )
+        if reasons:
+            ops.add(EnsureDirectory(self.path, before, self, tuple(reasons)))
+
+    def keep(self, ops: ConfigurationOperations, node: NodeView) -> None:
+        """Refused: nothing to keep (directories are never removed)."""
+
+    def _refuse_foreign_owner(self, configuration: str, before: PathState, node: NodeView) -> None:
+        """An existing directory owned by another uid is never handed over: it holds data
+        (a deleted tenant's kept home), or it is the system's (root's)."""
+        if not before.exists or before.uid is None:
+            return
+        if self.owner_id is not None:
+            expected: int | None = node.uid_base + self.owner_id
+        else:
+            entry = node.accounts.users.get(self.owner)
+            expected = entry.uid if entry else None
+        if before.uid != expected:
+            raise TenantConflict(
+                configuration,
+                f"{self.path} exists and belongs to uid {before.uid} "
+                f"({node.accounts.user_name(before.uid)}), not to {self.owner}; refusing to "
+                "hand it over (move it away if it is meant for this account)",
+            )
+
+
+def mode_owner_reasons(
+    before: PathState, mode: int, owner: str, group: str, accounts: Accounts
+) -> list[str]:
+    reasons = []
+    if before.mode is not None and before.mode != mode:
+        reasons.append(f"mode {before.mode:04o} -> {mode:04o}")
+    if before.uid is not None and accounts.user_name(before.uid) != owner:
+        reasons.append(f"owner {accounts.user_name(before.uid)} -> {owner}")
+    if before.gid is not None and accounts.group_name(before.gid) != group:
+        reasons.append(f"group {accounts.group_name(before.gid)} -> {group}")
+    return reasons
+
+
+# -- steps -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    ORDER: ClassVar[int] = 1
+    DEFERRED: ClassVar[bool] = False
+    path: str
+    before: PathState
+    change: File
+    content_changed: bool
+    reasons: tuple[str, ...]
+
+    @property
+    def claim(self) -> tuple[str, str] | None:
+        return ("file", self.path)
+
+    @property
+    def changed(self) -> str:
+        return self.path
+
+    def apply(self, run: Run, configuration: str) -> None:
+        target, root, change, before = (
+            run.root / self.path.lstrip("/"),
+            run.root,
+            self.change,
+            self.before,
+        )
+        uid = run.accounts.uid(change.owner, configuration=configuration)
+        gid = run.accounts.gid(change.group, configuration=configuration)
+        created = make_parents(target, root)
+        run.journal.record(f"parents of {self.path}", lambda: remove_empty(created))
+        if before.exists and before.content is not None:
+            content, mode = before.content, before.mode or 0o600
+
+            def restore() -> None:
+                atomic_write(target, content, mode=mode, uid=before.uid, gid=before.gid, root=root)
+
+            run.journal.record(self.path, restore)
+        else:
+            run.journal.record(self.path, lambda: remove_file(target, root))
+        if self.content_changed or not before.exists:
+            atomic_write(
+                target, change.content.encode(), mode=change.mode, uid=uid, gid=gid, root=root
+            )
+        else:  # only mode or owner differ
+            set_mode_owner(target, change.mode, uid, gid, root)
+
+    def text(self, colour: bool) -> list[str]:
+        c = self.change
+        sign = "~" if self.before.exists else "+"
+        reasons = ", ".join(self.reasons)
+        lines = [f"{sign} file {self.path} ({reasons}; {c.mode:04o} {c.owner}:{c.group})\n"]
+        if self.content_changed:
+            lines += coloured(unified(self.path, self.before.content, c.content.encode()), colour)
+        return lines
+
+    def as_json(self) -> dict[str, Any]:
+        diff = unified(self.path, self.before.content, self.change.content.encode())
+        return {
+            "path": self.path,
+            "kind": "file",
+            "operation": "write",
+            "reasons": list(self.reasons),
+            "diff": "".join(diff),
+        }
+
+
+@dataclass(frozen=True)
+class EnsureDirectory:
+    ORDER: ClassVar[int] = 1
+    DEFERRED: ClassVar[bool] = False
+    path: str
+    before: PathState
+    change: Directory
+    reasons: tuple[str, ...]
+
+    @property
+    def claim(self) -> tuple[str, str] | None:
+        return None
+
+    @property
+    def changed(self) -> str:
+        return self.path
+
+    def apply(self, run: Run, configuration: str) -> None:
+        target, root = run.root / self.path.lstrip("/"), run.root
+        uid = run.accounts.uid(self.change.owner, configuration=configuration)
+        gid = run.accounts.gid(self.change.group, configuration=configuration)
+        if not self.before.exists:
+            created = make_directory(target, root)
+            run.journal.record(self.path, lambda: remove_empty(created))
+        else:
+            mode, before_uid, before_gid = self.before.mode, self.before.uid, self.before.gid
+
+            def restore() -> None:
+                set_mode_owner(target, mode or 0o755, before_uid or 0, before_gid or 0, root)
+
+            run.journal.record(self.path, restore)
+        set_mode_owner(target, self.change.mode, uid, gid, root)
+
+    def text(self, colour: bool) -> list[str]:
+        d = self.change
+        return [
+            f"~ directory {self.path} ({', '.join(self.reasons)}; "
+            f"{d.mode:04o} {d.owner}:{d.group})\n"
+        ]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "kind": "directory",
+            "operation": "ensure",
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class RemoveFile:
+    """A file the configuration wrote earlier and no longer plans."""
+
+    ORDER: ClassVar[int] = 1
+    DEFERRED: ClassVar[bool] = False
+    path: str
+    before: PathState
+
+    @property
+    def claim(self) -> tuple[str, str] | None:
+        return None
+
+    @property
+    def changed(self) -> str:
+        return self.path
+
+    def apply(self, run: Run, configuration: str) -> None:
+        target, root, before = run.root / self.path.lstrip("/"), run.root, self.before
+        content = before.content or b""
+
+        def restore() -> None:
+            atomic_write(
+                target,
+                content,
+                mode=before.mode or 0o600,
+                uid=before.uid,
+                gid=before.gid,
+                root=root,
+            )
+
+        run.journal.record(self.path, restore)
+        remove_file(target, root)
+
+    def text(self, colour: bool) -> list[str]:
+        return [
+            f"- file {self.path}\n",
+            *coloured(unified(self.path, self.before.content, None), colour),
+        ]
+
+    def as_json(self) -> dict[str, Any]:
+        diff = unified(self.path, self.before.content, None)
+        return {"path": self.path, "kind": "file", "operation": "remove", "diff": "".join(diff)}
+
+
+def plan_removals(ops: ConfigurationOperations, node: NodeView) -> None:
+    """Files the configuration owned and no longer plans are removed (only those)."""
+    owned = node.manifest.owned(ops.configuration)
+    for path in sorted(owned.files - ops.planned_files):
+        before = read_path(node.under(path))
+        if before.exists:
+            ops.add(RemoveFile(path, before))
+
+
+def remove_empty(directories: list[Path]) -> None:
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+
+
+# -- showing contents ------------------------------------------------------------------------
+
+
+def _lines(content: bytes | None) -> list[str]:
+    if content is None:
+        return []
+    return content.decode(errors="replace").splitlines(keepends=True)
+
+
+def unified(path: str, before: bytes | None, after: bytes | None) -> list[str]:
+    lines = list(
+        difflib.unified_diff(
+            _lines(before),
+            _lines(after),
+            fromfile="/dev/null" if before is None else f"a{path}",
+            tofile="/dev/null" if after is None else f"b{path}",
+        )
+    )
+    return [
+        line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
+    ]
+
+
+def coloured(lines: list[str], colour: bool) -> list[str]:
+    if not colour:
+        return lines
+    out = []
+    for line in lines:
+        code = _COLOURS.get(line[:1])
+        out.append(f"{code}{line.rstrip(chr(10))}{_RESET}\n" if code else line)
+    return out

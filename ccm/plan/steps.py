@@ -1,0 +1,147 @@
+"""What the change kinds share: the node as a plan sees it, a configuration's operations,
+and the protocol every step (one operation on the node) follows.
+
+A change kind (``ccm.plan.files``, ``ccm.plan.accounts``, ``ccm.plan.actions``) knows how
+to compare itself with the node (``compare``), and the steps it plans know how to
+describe themselves for ``ccm diff`` (text and JSON) and how to apply themselves on the
+node, recording their own undo. The executor, ``compute_operations`` and the diff only
+drive them in order; none of them asks which kind a change is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from ccm.plan.manifest import Manifest
+from ccm.plan.node import Accounts
+
+if TYPE_CHECKING:
+    from ccm.plan.actions import Check, Command, Playbook, UnitAction
+    from ccm.settings import Settings
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why this node refuses one object, and which configuration found it."""
+
+    configuration: str
+    reason: str
+
+
+@dataclass
+class NodeView:
+    """The node as one run's plan reads it (nothing here changes it)."""
+
+    root: Path
+    manifest: Manifest
+    accounts: Accounts
+    uid_base: int = 20000
+    #: inputs fingerprint of a playbook (to skip an unchanged one)
+    fingerprint: Callable[[Playbook], str] | None = None
+    #: a reconcile: run playbooks even with unchanged inputs
+    full: bool = False
+
+    def under(self, node_path: str) -> str:
+        # plain strings: this runs once per planned file, and Path objects cost more here
+        return os.path.join(str(self.root), node_path.lstrip("/"))
+
+
+class Journal(Protocol):
+    def record(self, what: str, undo: Callable[[], None]) -> None: ...
+
+
+class Run(Protocol):
+    """What a step needs to apply itself: the executor, seen from a step."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def accounts(self) -> Accounts: ...
+
+    @property
+    def journal(self) -> Journal: ...
+
+    def run(self, configuration: str, argv: list[str]) -> None:
+        """Run ``argv``; ``CommandFailed`` naming the configuration when it fails."""
+
+    def account_argv(self, setting: str, account: Any, username: str) -> list[str]:
+        """The ``useradd``/``usermod``/``userdel`` argv of the settings, filled in."""
+
+
+class Step(Protocol):
+    """One operation on the node, as ``ccm diff`` shows it and the executor performs it."""
+
+    #: 0: accounts, before 1: files (a file may be owned by an account made here)
+    ORDER: ClassVar[int]
+    #: runs after the reloads, not in the all-or-nothing phase (``userdel``)
+    DEFERRED: ClassVar[bool]
+
+    @property
+    def claim(self) -> tuple[str, str] | None:
+        """``("file", path)`` or ``("account", name)`` that the manifest records as ccm's
+        before the step makes it; None when the step makes nothing new."""
+
+    @property
+    def changed(self) -> str:
+        """What the run report lists: a node path, or ``account:<name>``."""
+
+    def apply(self, run: Run, configuration: str) -> None:
+        """Perform it; record how to undo it in ``run.journal`` first."""
+
+    def text(self, colour: bool) -> list[str]:
+        """Lines for ``ccm diff`` (each ending in a newline)."""
+
+    def as_json(self) -> dict[str, Any]:
+        """The entry of ``ccm diff --json``'s ``changes`` (without the configuration)."""
+
+
+@dataclass
+class ConfigurationOperations:
+    """Everything one configuration would do on this node in this run."""
+
+    configuration: str
+    steps: list[Step] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    #: reloads and commands, run once everything is in place if their triggers changed
+    actions: list[UnitAction | Command] = field(default_factory=list)
+    playbooks: list[Playbook] = field(default_factory=list)
+    #: the node paths this configuration now owns (files), for the manifest
+    planned_files: set[str] = field(default_factory=set)
+    planned_accounts: set[str] = field(default_factory=set)
+    #: playbook name → fingerprint of its inputs (the ones skipped as unchanged too)
+    planned_playbooks: dict[str, str] = field(default_factory=dict)
+    #: paths an interrupted run wrote but never checked: changed, for checks and reloads
+    unverified: list[str] = field(default_factory=list)
+
+    def add(self, step: Step) -> None:
+        self.steps.append(step)
+
+    def ordered(self) -> list[Step]:
+        """The steps in the order they are shown and applied: accounts, then files."""
+        return sorted(self.steps, key=lambda step: step.ORDER)
+
+    @property
+    def files(self) -> list[Step]:
+        """The steps on files and directories (after the account steps)."""
+        return [step for step in self.ordered() if step.ORDER > 0]
+
+    @property
+    def changed_paths(self) -> list[str]:
+        written = [step.changed for step in self.steps if not step.changed.startswith("account:")]
+        return written + [path for path in self.unverified if path not in written]
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.steps or self.playbooks or self.unverified)
+
+
+def triggered(triggers: Sequence[str], changed_paths: Sequence[str]) -> bool:
+    return any(path.startswith(prefix) for prefix in triggers for path in changed_paths)
