@@ -282,8 +282,8 @@ def test_crontab_each_entry_has_its_own_mailto(render: TemplateRenderer) -> None
         ),
         Cron(id=4, unix_user_id=1, name="d", schedule="* * * * *", command="d"),
     ]
-    (file,) = Crontabs().plan(snap(ALICE, *crons), render)
-    assert isinstance(file, File)
+    spool, file = Crontabs().plan(snap(ALICE, *crons), render)
+    assert isinstance(spool, Directory) and isinstance(file, File)
     assert _entries(file.content) == [
         ("x@example.com", "@hourly a"),
         ('""', "@hourly b"),  # not x@example.com: no inherited MAILTO
@@ -306,13 +306,41 @@ def test_crontab_file_per_user_ordered_by_id(render: TemplateRenderer) -> None:
         ("/var/spool/cron/crontabs/bob", 0o600, "bob", "crontab"),
     ]
     assert [line for _, line in _entries(files[0].content)] == ["@daily first", "@daily second"]
-    assert len(changes) == 2  # no check, no reload: cron notices the spool directory
+    # no check, no reload: cron notices the spool directory
+    assert only(changes, Directory) == changes[:1]
+    assert len(changes) == 3
+
+
+def test_crontab_spool_is_planned_as_debian_makes_it(render: TemplateRenderer) -> None:
+    cron = Cron(id=1, unix_user_id=1, name="a", schedule="@daily", command="true")
+    changes = Crontabs().plan(snap(ALICE, cron), render)
+    # before its files: a missing spool is made 1730 root:crontab, not 0755 root:root
+    assert changes[0] == Directory("/var/spool/cron/crontabs", 0o1730, "root", "crontab")
+
+
+def debian_crontab_l(content: str) -> list[str]:
+    """What Debian's ``crontab -l`` shows: it hides up to three leading comment lines
+    (where crontab(1) writes its own "DO NOT EDIT" header); test_serving runs the real one."""
+    lines = content.splitlines()
+    hidden = 0
+    while hidden < 3 and hidden < len(lines) and lines[hidden].startswith("#"):
+        hidden += 1
+    return lines[hidden:]
+
+
+def test_crontab_header_is_shown_by_crontab_l(render: TemplateRenderer) -> None:
+    cron = Cron(id=1, unix_user_id=1, name="a", schedule="@daily", command="true")
+    (file,) = only(Crontabs().plan(snap(ALICE, cron), render), File)
+    shown = debian_crontab_l(file.content)
+    assert shown[0].startswith("# Managed by ccm - do not edit"), shown
+    assert "crontab -e" in shown[0]
 
 
 def test_users_without_crons_get_no_crontab(render: TemplateRenderer) -> None:
     cron = Cron(id=1, unix_user_id=2, name="only", schedule="@daily", command="true")
     changes = Crontabs().plan(snap(ALICE, BOB, cron), render)
     assert [f.path for f in only(changes, File)] == ["/var/spool/cron/crontabs/bob"]
+    assert len(only(changes, Directory)) == 1
     # bob's last cron deleted: no file planned any more, so the executor removes it
     assert list(Crontabs().plan(snap(ALICE, BOB), render)) == []
 
