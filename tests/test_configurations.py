@@ -237,9 +237,9 @@ def test_unix_users_accounts_and_homes(render: TemplateRenderer) -> None:
     changes = UnixUsers().plan(snap(BOB, ALICE), render)
     assert list(changes) == [
         Account("alice", "/home/alice", ALICE.id, "/bin/bash", "alice@example.com"),
-        Directory("/home/alice", 0o750, "alice", "alice", owner_id=ALICE.id),
+        Directory("/home/alice", 0o750, "alice", "www-data", owner_id=ALICE.id),
         Account("bob", "/home/bob", BOB.id, "/bin/bash", ""),
-        Directory("/home/bob", 0o750, "bob", "bob", owner_id=BOB.id),
+        Directory("/home/bob", 0o750, "bob", "www-data", owner_id=BOB.id),
     ]
 
 
