@@ -181,7 +181,7 @@ def test_golden_cases_exist() -> None:
 
 def test_every_file_says_it_is_managed(render: TemplateRenderer) -> None:
     files = planned_files(plan_all(Snapshot.of(1, load_objects("basic")), render))
-    assert len(files) == 8
+    assert len(files) == 10
     for path, file in files.items():
         first = file.content.splitlines()[0]
         assert re.match(r"^[#;] Managed by ccm - do not edit", first), path
@@ -508,7 +508,8 @@ def test_nginx_vhosts(render: TemplateRenderer) -> None:
         id=2, domain="static.example.com", unix_user_id=1, document_root="/home/alice/static"
     )
     changes = NginxVhosts().plan(snap(ALICE, pool, static, with_pool), render)
-    php, plain = only(changes, File)
+    default, php, plain = only(changes, File)
+    assert default.path == "/etc/nginx/sites-enabled/ccm-default.conf"
     assert (php.path, php.mode, php.owner, php.group) == (
         "/etc/nginx/sites-enabled/alice.example.com.conf",
         0o644,
@@ -524,18 +525,69 @@ def test_nginx_vhosts(render: TemplateRenderer) -> None:
     assert "fastcgi_pass unix:/run/php/alice-web.sock;" in php.content
     assert "fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;" in php.content
     assert "fastcgi" not in plain.content
-    for content in (php.content, plain.content):
+    assert "    try_files $uri $uri/ /index.php$is_args$args;\n" in php.content
+    assert "    try_files $uri $uri/ =404;\n" in plain.content
+    for content in (default.content, php.content, plain.content):
         assert "include" not in content  # nothing the check would have to find on disk
         assert "_log" not in content  # no per-vhost logs
+    for content in (php.content, plain.content):
+        assert "    disable_symlinks if_not_owner from=$document_root;\n" in content
     assert only(changes, Check) == [Check("nginx_check", ("/etc/nginx/sites-enabled/",))]
     assert only(changes, UnitAction) == [
         UnitAction("nginx", "reload", ("/etc/nginx/sites-enabled/",))
     ]
 
 
+def test_nginx_front_controller_only_with_a_pool_and_when_wanted(
+    render: TemplateRenderer,
+) -> None:
+    pool = FpmPool(id=7, name="alice-web", unix_user_id=1, php_version="8.2")
+    common = {"unix_user_id": 1, "document_root": "/home/alice/www"}
+    vhosts = [
+        VirtualHost(id=1, domain="a.example.com", fpm_pool_id=7, **common),
+        VirtualHost(id=2, domain="b.example.com", fpm_pool_id=7, front_controller=False, **common),
+        VirtualHost(id=3, domain="c.example.com", **common),  # no pool: nothing to pass to
+    ]
+    files = only(NginxVhosts().plan(snap(ALICE, pool, *vhosts), render), File)[1:]
+    fallbacks = [
+        line.strip()
+        for file in files
+        for line in file.content.splitlines()
+        if "try_files $uri" in line
+    ]
+    assert fallbacks == [
+        "try_files $uri $uri/ /index.php$is_args$args;",
+        "try_files $uri $uri/ =404;",
+        "try_files $uri $uri/ =404;",
+    ]
+
+
+def test_nginx_default_server(render: TemplateRenderer) -> None:
+    """Unknown names reach no tenant: 444 on port 80, TLS handshake rejected on 443."""
+    default = only(NginxVhosts().plan(snap(ALICE), render), File)[0]
+    assert (default.path, default.mode, default.owner, default.group) == (
+        "/etc/nginx/sites-enabled/ccm-default.conf",
+        0o644,
+        "root",
+        "root",
+    )
+    lines = [line.strip() for line in default.content.splitlines()]
+    for expected in [
+        "listen 80 default_server;",
+        "listen [::]:80 default_server;",
+        "return 444;",
+        "listen 443 ssl default_server;",
+        "listen [::]:443 ssl default_server;",
+        "ssl_reject_handshake on;",
+    ]:
+        assert expected in lines
+    assert "root" not in default.content and "fastcgi" not in default.content
+
+
 def test_nginx_check_and_reload_without_vhosts(render: TemplateRenderer) -> None:
-    # the last vhost was deleted: the executor removes its file and must reload nginx
-    assert list(NginxVhosts().plan(snap(ALICE), render)) == [
+    # the last vhost was deleted: the executor removes its file and must reload nginx;
+    # the default server stays
+    assert list(NginxVhosts().plan(snap(ALICE), render))[1:] == [
         Check("nginx_check", ("/etc/nginx/sites-enabled/",)),
         UnitAction("nginx", "reload", ("/etc/nginx/sites-enabled/",)),
     ]
