@@ -6,6 +6,14 @@ one entry per cron ordered by id. A user without crons gets no file, so the exec
 removes the crontab when the user's last cron is deleted. cron notices the new file by
 the spool directory's mtime: no reload is needed.
 
+The spool directory itself is planned too (when there is a crontab to write), as Debian's
+cron package makes it: 1730 root:crontab (the setgid ``crontab`` program writes there;
+users cannot list it). Otherwise a node without it would get it 0755 root:root.
+
+The header: Debian's ``crontab -l`` hides up to three leading comment lines (the header
+``crontab(1)`` itself writes), so ccm's "do not edit" header repeats after three lines
+and the tenant who lists the crontab sees it.
+
 MAILTO: in a crontab an environment line applies to every entry *below* it, until the
 next assignment. An entry without ``email_address`` would therefore silently inherit
 the address of the entry above it. So every entry gets its own ``MAILTO`` line right
@@ -18,11 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ccm.models import Cron, Snapshot, UnixUser
-from ccm.plan.changes import Change, File
+from ccm.plan.changes import Change, Directory, File
 from ccm.plan.configuration import Configuration, Render
 from configurations._common import referenced
 
 CRONTABS_DIR = "/var/spool/cron/crontabs"
+#: Debian's spool: the setgid crontab(1) writes into it, users cannot list it
+CRONTABS_DIR_MODE = 0o1730
 
 
 @dataclass(frozen=True)
@@ -65,9 +75,10 @@ class Crontabs(Configuration):
         for cron in snapshot.all(Cron):  # ordered by id
             if cron.node_id is not None and (here is None or here.id != cron.node_id):
                 continue  # pinned to another node: it runs once, there
-
             by_user.setdefault(cron.unix_user_id, []).append(cron)
         changes: list[Change] = []
+        if by_user:
+            changes.append(Directory(CRONTABS_DIR, CRONTABS_DIR_MODE, "root", "crontab"))
         for user_id, crons in sorted(by_user.items()):
             user = referenced(
                 snapshot,

@@ -1,16 +1,29 @@
-"""``nginx-vhosts``: one nginx server block per ``virtual-hosts`` object, then check and reload.
+"""``nginx-vhosts``: one nginx server block per ``virtual-hosts`` object, a default server,
+then check and reload.
 
 Writes ``/etc/nginx/sites-enabled/<domain>.conf`` (0644 root) from
 ``templates/nginx-vhost.conf.j2``: port 80 on IPv4 and IPv6, the domain and its aliases,
 the document root. A vhost with an FPM pool passes ``*.php`` to the pool's socket; the
 FastCGI parameters are written inline (Debian's ``fastcgi.conf`` set) so the file
-references no other file and checks the same under any root. A vhost without a pool
-refuses ``*.php`` instead of serving PHP source as plain text. Dotfiles (``.git``,
-``.env``, ``.htaccess``) are refused everywhere, except ``/.well-known/``. No per-vhost
-log files: the server's global logs apply, and ``nginx -t`` opens no extra paths.
+references no other file and checks the same under any root. With a pool and
+``front_controller`` (the default), a path that is no file goes to ``/index.php`` with
+the query string (WordPress, Laravel); otherwise it is a plain 404. A vhost without a
+pool refuses ``*.php`` instead of serving PHP source as plain text. Dotfiles (``.git``,
+``.env``, ``.htaccess``) are refused everywhere, except ``/.well-known/``. nginx reads
+every tenant's home (group ``www-data``, see ``unix-users``), so it follows no symlink
+whose owner differs from its target's (``disable_symlinks if_not_owner``): a tenant
+cannot publish another tenant's file through a link. No per-vhost log files: the
+server's global logs apply, and ``nginx -t`` opens no extra paths.
 
-Then ``nginx_check`` and a reload of ``nginx``, triggered by ``sites-enabled/``; they
-are planned even with no vhosts, so deleting the last vhost still reloads nginx.
+Always, even with no vhosts: ``/etc/nginx/sites-enabled/ccm-default.conf`` from
+``templates/nginx-default-server.conf.j2``, the ``default_server`` for ports 80 and 443.
+A name nobody serves would otherwise reach the alphabetically first vhost (a tenant's
+PHP); now port 80 closes the connection (444) and port 443 rejects the TLS handshake.
+A domain always contains a dot, so no vhost file can be named ``ccm-default.conf``.
+Debian's own ``default`` site is not needed, and must be removed: it claims
+``default_server`` too, and ``nginx -t`` refuses two.
+
+Then ``nginx_check`` and a reload of ``nginx``, triggered by ``sites-enabled/``.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ from ccm.plan.paths import file_name
 from configurations._common import referenced
 
 SITES_DIR = "/etc/nginx/sites-enabled/"
+DEFAULT_SERVER = f"{SITES_DIR}ccm-default.conf"
 
 
 @dataclass(frozen=True)
@@ -37,18 +51,20 @@ class VhostView:
     #: the FPM pool's name and socket, or None for a static vhost
     pool_name: str | None
     socket: str | None
+    #: unknown paths go to /index.php (only with a pool)
+    front_controller: bool
 
 
 class NginxVhosts(Configuration):
     name = "nginx-vhosts"
     subscribes = (VirtualHost.TYPE, FpmPool.TYPE, UnixUser.TYPE)
     depends_on = ("unix-users", "php-fpm-pools")
-    summary = "nginx server blocks in sites-enabled; check, then reload nginx"
+    summary = "nginx server blocks and a default server in sites-enabled; check, reload nginx"
     groups = ("nginx",)
     checks = {"nginx_check": ("nginx", "-t")}
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
-        changes: list[Change] = []
+        changes: list[Change] = [File(DEFAULT_SERVER, render("nginx-default-server.conf.j2"))]
         for vhost in snapshot.all(VirtualHost):
             referenced(
                 snapshot,
@@ -74,6 +90,7 @@ class NginxVhosts(Configuration):
                 document_root=vhost.document_root,
                 pool_name=pool.name if pool else None,
                 socket=pool.socket if pool else None,
+                front_controller=pool is not None and vhost.front_controller,
             )
             changes.append(
                 File(

@@ -18,6 +18,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from etcd_server import EtcdServer  # noqa: E402
 from noderoot import logging_command, seed_root  # noqa: E402
+from serving_node import ServedNode, ServingError  # noqa: E402
 
 CCM = str(Path(sys.executable).parent / "ccm")
 NODES = ("web01", "web02", "web03")
@@ -154,6 +155,36 @@ def wait_applied(config: Path, deadline: float) -> dict[str, Any]:
         time.sleep(0.3)
 
 
+# What alice uploads to her document root: a front controller, as WordPress or Laravel has.
+ALICE_INDEX = """<?php
+$user = posix_getpwuid(posix_geteuid())["name"];
+printf("Hello from %s's PHP %s (pool user: %s), you asked for %s\\n",
+    $_SERVER["SERVER_NAME"], PHP_VERSION, $user, $_SERVER["REQUEST_URI"]);
+"""
+
+
+def serve(root: Path) -> None:
+    """Real nginx + php-fpm 8.2 from this node's rendered files, in a private namespace."""
+    uid = 20000 + 1  # accounts.uid_base + alice's id
+    www = root / "home/alice/www"
+    www.mkdir(exist_ok=True)
+    (www / "index.php").write_text(ALICE_INDEX)
+    for path in (www, www / "index.php"):
+        os.chown(path, uid, uid)
+    try:
+        with ServedNode(root) as node:
+            for host, path in [
+                ("alice.example.com", "/"),
+                ("www.alice.example.com", "/blog/hello-world?page=2"),
+                ("unknown.example.org", "/"),
+            ]:
+                result = node.get(host, path)
+                print(f"  $ curl http://{host}{path}")
+                print(f"    {result.body.strip() if result.status == 200 else result}")
+    except ServingError as error:
+        raise SystemExit(f"could not serve the node's root: {error}") from error
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="ccm demo cluster")
     parser.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
@@ -243,6 +274,11 @@ def main() -> None:
             ccm(first, "resume")
             wait_applied(first, time.monotonic() + 60)
             print(ccm(first, "status"))
+            say(
+                f"{NODES[1]} serves: real nginx + php-fpm 8.2 from its rendered files "
+                "(private mount + network namespace; alice uploaded an index.php)"
+            )
+            serve(root)
             if args.keep:
                 say("cluster running; try: " + f"{CCM} --config {first} status   (Ctrl-C ends)")
                 signal.pause()

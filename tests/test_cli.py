@@ -73,7 +73,8 @@ def test_diff_exit_codes_follow_the_plan(config: Path) -> None:
 
     as_json = json.loads(ccm(config, "diff", "--json", "--type", "virtual-hosts").output)
     assert {c["path"] for c in as_json["changes"]} == {
-        "/etc/nginx/sites-enabled/alice.example.com.conf"
+        "/etc/nginx/sites-enabled/alice.example.com.conf",
+        "/etc/nginx/sites-enabled/ccm-default.conf",
     }
     assert as_json["actions"] == ["check nginx_check", "reload nginx"]
 
@@ -205,4 +206,8 @@ def test_deleting_an_object_removes_what_it_produced_and_nothing_else(config: Pa
         preview.output
     )
     assert ccm(config, "apply").exit_code == 0
-    assert sorted(p.name for p in sites.iterdir()) == ["a.example.com.conf", "hand-made.conf"]
+    assert sorted(p.name for p in sites.iterdir()) == [
+        "a.example.com.conf",
+        "ccm-default.conf",
+        "hand-made.conf",
+    ]

@@ -359,6 +359,8 @@ def test_sigterm_exits_0_and_removes_the_alive_and_lock_keys(cluster: Cluster) -
     wait_until(lambda: "node1" not in cluster.alive(), 1.0, "node1's alive key to go")
 
     # SIGTERM while holding the lock: the run finishes, the lock goes with the process
+    # (after node2's first run, which reloads nginx for the default server)
+    wait_until(lambda: "node2" in cluster.records(), 15, "node2's first run")
     busy.set_slow(2)
     revision = cluster.put("unix-users", user(1, "alice"))
     revision = cluster.put("virtual-hosts", vhost(1, "alice.example.org"))

@@ -181,7 +181,7 @@ def test_golden_cases_exist() -> None:
 
 def test_every_file_says_it_is_managed(render: TemplateRenderer) -> None:
     files = planned_files(plan_all(Snapshot.of(1, load_objects("basic")), render))
-    assert len(files) == 8
+    assert len(files) == 10
     for path, file in files.items():
         first = file.content.splitlines()[0]
         assert re.match(r"^[#;] Managed by ccm - do not edit", first), path
@@ -239,9 +239,9 @@ def test_unix_users_accounts_and_homes(render: TemplateRenderer) -> None:
     assert (ALICE.id, BOB.id) == (1, 2)
     assert list(changes) == [
         Account("alice", "/home/alice", ALICE.id, "/bin/bash", "alice@example.com", alice),
-        Directory("/home/alice", 0o750, "alice", "alice", owner_id=ALICE.id, origin=alice),
+        Directory("/home/alice", 0o750, "alice", "www-data", owner_id=ALICE.id, origin=alice),
         Account("bob", "/home/bob", BOB.id, "/bin/bash", "", bob),
-        Directory("/home/bob", 0o750, "bob", "bob", owner_id=BOB.id, origin=bob),
+        Directory("/home/bob", 0o750, "bob", "www-data", owner_id=BOB.id, origin=bob),
     ]
 
 
@@ -284,8 +284,8 @@ def test_crontab_each_entry_has_its_own_mailto(render: TemplateRenderer) -> None
         ),
         Cron(id=4, unix_user_id=1, name="d", schedule="* * * * *", command="d"),
     ]
-    (file,) = Crontabs().plan(snap(ALICE, *crons), render)
-    assert isinstance(file, File)
+    spool, file = Crontabs().plan(snap(ALICE, *crons), render)
+    assert isinstance(spool, Directory) and isinstance(file, File)
     assert _entries(file.content) == [
         ("x@example.com", "@hourly a"),
         ('""', "@hourly b"),  # not x@example.com: no inherited MAILTO
@@ -308,13 +308,41 @@ def test_crontab_file_per_user_ordered_by_id(render: TemplateRenderer) -> None:
         ("/var/spool/cron/crontabs/bob", 0o600, "bob", "crontab"),
     ]
     assert [line for _, line in _entries(files[0].content)] == ["@daily first", "@daily second"]
-    assert len(changes) == 2  # no check, no reload: cron notices the spool directory
+    # no check, no reload: cron notices the spool directory
+    assert only(changes, Directory) == changes[:1]
+    assert len(changes) == 3
+
+
+def test_crontab_spool_is_planned_as_debian_makes_it(render: TemplateRenderer) -> None:
+    cron = Cron(id=1, unix_user_id=1, name="a", schedule="@daily", command="true")
+    changes = Crontabs().plan(snap(ALICE, cron), render)
+    # before its files: a missing spool is made 1730 root:crontab, not 0755 root:root
+    assert changes[0] == Directory("/var/spool/cron/crontabs", 0o1730, "root", "crontab")
+
+
+def debian_crontab_l(content: str) -> list[str]:
+    """What Debian's ``crontab -l`` shows: it hides up to three leading comment lines
+    (where crontab(1) writes its own "DO NOT EDIT" header); test_serving runs the real one."""
+    lines = content.splitlines()
+    hidden = 0
+    while hidden < 3 and hidden < len(lines) and lines[hidden].startswith("#"):
+        hidden += 1
+    return lines[hidden:]
+
+
+def test_crontab_header_is_shown_by_crontab_l(render: TemplateRenderer) -> None:
+    cron = Cron(id=1, unix_user_id=1, name="a", schedule="@daily", command="true")
+    (file,) = only(Crontabs().plan(snap(ALICE, cron), render), File)
+    shown = debian_crontab_l(file.content)
+    assert shown[0].startswith("# Managed by ccm - do not edit"), shown
+    assert "crontab -e" in shown[0]
 
 
 def test_users_without_crons_get_no_crontab(render: TemplateRenderer) -> None:
     cron = Cron(id=1, unix_user_id=2, name="only", schedule="@daily", command="true")
     changes = Crontabs().plan(snap(ALICE, BOB, cron), render)
     assert [f.path for f in only(changes, File)] == ["/var/spool/cron/crontabs/bob"]
+    assert len(only(changes, Directory)) == 1
     # bob's last cron deleted: no file planned any more, so the executor removes it
     assert list(Crontabs().plan(snap(ALICE, BOB), render)) == []
 
@@ -482,7 +510,8 @@ def test_nginx_vhosts(render: TemplateRenderer) -> None:
         id=2, domain="static.example.com", unix_user_id=1, document_root="/home/alice/static"
     )
     changes = NginxVhosts().plan(snap(ALICE, pool, static, with_pool), render)
-    php, plain = only(changes, File)
+    default, php, plain = only(changes, File)
+    assert default.path == "/etc/nginx/sites-enabled/ccm-default.conf"
     assert (php.path, php.mode, php.owner, php.group) == (
         "/etc/nginx/sites-enabled/alice.example.com.conf",
         0o644,
@@ -498,18 +527,69 @@ def test_nginx_vhosts(render: TemplateRenderer) -> None:
     assert "fastcgi_pass unix:/run/php/alice-web.sock;" in php.content
     assert "fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;" in php.content
     assert "fastcgi" not in plain.content
-    for content in (php.content, plain.content):
+    assert "    try_files $uri $uri/ /index.php$is_args$args;\n" in php.content
+    assert "    try_files $uri $uri/ =404;\n" in plain.content
+    for content in (default.content, php.content, plain.content):
         assert "include" not in content  # nothing the check would have to find on disk
         assert "_log" not in content  # no per-vhost logs
+    for content in (php.content, plain.content):
+        assert "    disable_symlinks if_not_owner from=$document_root;\n" in content
     assert only(changes, Check) == [Check("nginx_check", ("/etc/nginx/sites-enabled/",))]
     assert only(changes, UnitAction) == [
         UnitAction("nginx", "reload", ("/etc/nginx/sites-enabled/",))
     ]
 
 
+def test_nginx_front_controller_only_with_a_pool_and_when_wanted(
+    render: TemplateRenderer,
+) -> None:
+    pool = FpmPool(id=7, name="alice-web", unix_user_id=1, php_version="8.2")
+    common = {"unix_user_id": 1, "document_root": "/home/alice/www"}
+    vhosts = [
+        VirtualHost(id=1, domain="a.example.com", fpm_pool_id=7, **common),
+        VirtualHost(id=2, domain="b.example.com", fpm_pool_id=7, front_controller=False, **common),
+        VirtualHost(id=3, domain="c.example.com", **common),  # no pool: nothing to pass to
+    ]
+    files = only(NginxVhosts().plan(snap(ALICE, pool, *vhosts), render), File)[1:]
+    fallbacks = [
+        line.strip()
+        for file in files
+        for line in file.content.splitlines()
+        if "try_files $uri" in line
+    ]
+    assert fallbacks == [
+        "try_files $uri $uri/ /index.php$is_args$args;",
+        "try_files $uri $uri/ =404;",
+        "try_files $uri $uri/ =404;",
+    ]
+
+
+def test_nginx_default_server(render: TemplateRenderer) -> None:
+    """Unknown names reach no tenant: 444 on port 80, TLS handshake rejected on 443."""
+    default = only(NginxVhosts().plan(snap(ALICE), render), File)[0]
+    assert (default.path, default.mode, default.owner, default.group) == (
+        "/etc/nginx/sites-enabled/ccm-default.conf",
+        0o644,
+        "root",
+        "root",
+    )
+    lines = [line.strip() for line in default.content.splitlines()]
+    for expected in [
+        "listen 80 default_server;",
+        "listen [::]:80 default_server;",
+        "return 444;",
+        "listen 443 ssl default_server;",
+        "listen [::]:443 ssl default_server;",
+        "ssl_reject_handshake on;",
+    ]:
+        assert expected in lines
+    assert "root" not in default.content and "fastcgi" not in default.content
+
+
 def test_nginx_check_and_reload_without_vhosts(render: TemplateRenderer) -> None:
-    # the last vhost was deleted: the executor removes its file and must reload nginx
-    assert list(NginxVhosts().plan(snap(ALICE), render)) == [
+    # the last vhost was deleted: the executor removes its file and must reload nginx;
+    # the default server stays
+    assert list(NginxVhosts().plan(snap(ALICE), render))[1:] == [
         Check("nginx_check", ("/etc/nginx/sites-enabled/",)),
         UnitAction("nginx", "reload", ("/etc/nginx/sites-enabled/",)),
     ]

@@ -121,6 +121,14 @@ def vhost_objects() -> list[CcmObject]:
             document_root="/home/bob/app/public",
             fpm_pool_id=2,
         ),
+        VirtualHost(
+            id=4,
+            domain="legacy.bob.example.net",
+            unix_user_id=2,
+            document_root="/home/bob/legacy",
+            fpm_pool_id=2,
+            front_controller=False,
+        ),
     ]
 
 
@@ -128,19 +136,38 @@ def test_nginx_accepts_rendered_vhosts(tmp_path: Path, render: TemplateRenderer)
     changes = NginxVhosts().plan(Snapshot.of(1, vhost_objects()), render)
     written = write_files(tmp_path, changes)
     assert [path.name for path in written] == [
+        "ccm-default.conf",
         "alice.example.com.conf",
         "static.alice.example.com.conf",
         "bob.example.net.conf",
+        "legacy.bob.example.net.conf",
     ]
     result = nginx_test(tmp_path)
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
 
 
-def test_nginx_accepts_no_vhosts(tmp_path: Path) -> None:
-    (tmp_path / "etc/nginx/sites-enabled").mkdir(parents=True)
+def test_nginx_accepts_no_vhosts(tmp_path: Path, render: TemplateRenderer) -> None:
+    written = write_files(tmp_path, NginxVhosts().plan(Snapshot.of(1, []), render))
+    assert [path.name for path in written] == ["ccm-default.conf"]
     result = nginx_test(tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def test_nginx_refuses_debians_default_site_next_to_ccms(
+    tmp_path: Path, render: TemplateRenderer
+) -> None:
+    """Debian's ``default`` site also claims ``default_server``: a node must not keep it
+    enabled, and the check says which file is in the way (the run halts, nothing reloads)."""
+    debian_default = Path("/etc/nginx/sites-available/default")
+    if not debian_default.is_file():
+        pytest.fail(f"{debian_default} is missing (Debian's nginx package ships it)")
+    write_files(tmp_path, NginxVhosts().plan(Snapshot.of(1, []), render))
+    enabled = tmp_path / "etc/nginx/sites-enabled/default.conf"
+    enabled.write_text(debian_default.read_text())
+    result = nginx_test(tmp_path)
+    assert result.returncode != 0
+    assert "duplicate default server" in result.stderr
 
 
 def test_nginx_refuses_a_broken_vhost(tmp_path: Path, render: TemplateRenderer) -> None:

@@ -91,7 +91,10 @@ class Directory:
     def compare(self, ops: ConfigurationOperations, node: NodeView) -> None:
         before = read_path(node.under(self.path), with_content=False)
         if before.exists and not before.is_dir:
-            raise TenantConflict(ops.configuration, f"{self.path} exists and is not a directory")
+            what = (
+                "a symlink (ccm never writes through one)" if before.is_link else "not a directory"
+            )
+            raise TenantConflict(ops.configuration, f"{self.path} exists and is {what}")
         self._refuse_foreign_owner(ops.configuration, before, node)
         reasons = (
             ["new"]

@@ -96,6 +96,7 @@ class PathState:
 
     exists: bool
     is_dir: bool = False
+    is_link: bool = False
     content: bytes | None = None
     mode: int | None = None
     uid: int | None = None
@@ -115,6 +116,7 @@ def read_path(path: str | Path, *, with_content: bool = True) -> PathState:
     return PathState(
         exists=True,
         is_dir=is_dir,
+        is_link=stat.S_ISLNK(info.st_mode),
         content=content,
         mode=stat.S_IMODE(info.st_mode),
         uid=info.st_uid,

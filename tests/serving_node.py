@@ -1,0 +1,352 @@
+"""Real servers running one node root's rendered files, in a private namespace.
+
+``ServedNode(root)`` starts one helper process inside fresh mount, network and PID
+namespaces (``unshare -m -n -p``, loopback only). The helper (this file, run as a
+script) bind-mounts the root's ``etc/passwd``, ``group``, ``shadow``, ``gshadow``,
+``home``, ``etc/php/<v>/fpm/pool.d``, ``etc/nginx/sites-enabled``, ``etc/dovecot`` and
+``var/spool/cron/crontabs`` over the real paths and scratch directories over ``/run``,
+``/var/log`` and ``/var/lib/nginx``; then it starts Debian's nginx and php-fpm from their
+stock main configurations (``/etc/nginx/nginx.conf``, ``/etc/php/<v>/fpm/php-fpm.conf``)
+and, when asked, Dovecot with a small configuration of the caller's. It polls until each
+answers (bounded), says so on stdout, and waits for its stdin to close.
+
+The machine's own files are never written: the mounts exist only in the private mount
+namespace and vanish with it. The rendered files are used unchanged.
+
+Everything started dies with the helper: it is PID 1 of its PID namespace (the kernel
+kills the whole namespace when it exits), ``unshare --kill-child`` kills it when
+``unshare`` dies, and ``setpriv --pdeathsig`` kills ``unshare`` when the test process
+dies. ``run()`` executes a command inside the namespace's mounts and network
+(``nsenter``), e.g. ``curl`` or ``crontab -l``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+START_TIMEOUT = 30.0
+STOP_GRACE = 2.0
+SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow")
+
+
+class ServingError(RuntimeError):
+    """The servers could not be started (the message carries their log tails)."""
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name, path=SEARCH_PATH)
+    if found is None:
+        raise ServingError(f"{name} is not installed (scripts/install-system-packages)")
+    return found
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    """One curl request: ``status`` 0 when no HTTP response came (see ``curl_exit``)."""
+
+    status: int
+    body: str
+    curl_exit: int
+    error: str
+
+    def __str__(self) -> str:
+        if self.status == 0:
+            return f"no HTTP response (curl exit {self.curl_exit}: {self.error.strip()})"
+        return f"HTTP {self.status}: {self.body[:500]!r}"
+
+
+class ServedNode:
+    """nginx + php-fpm (+ Dovecot) serving ``root``'s rendered files; ``start()``, then
+    always ``close()`` (or use ``with``)."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        php_version: str = "8.2",
+        dovecot_config: Path | None = None,
+        timeout: float = START_TIMEOUT,
+    ) -> None:
+        self.root = root
+        self.php_version = php_version
+        self.dovecot_config = dovecot_config
+        self.timeout = timeout
+        self.scratch = Path(tempfile.mkdtemp(prefix="ccm-served-"))
+        self._process: subprocess.Popen[str] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        spec = {
+            "root": str(self.root),
+            "scratch": str(self.scratch),
+            "php_version": self.php_version,
+            "dovecot_config": str(self.dovecot_config) if self.dovecot_config else None,
+            "timeout": self.timeout,
+        }
+        argv = [
+            _tool("setpriv"), "--pdeathsig", "KILL", "--",
+            _tool("unshare"), "--mount", "--net", "--pid", "--fork", "--kill-child",
+            "--propagation", "private", "--",
+            sys.executable, str(Path(__file__).resolve()), json.dumps(spec),
+        ]  # fmt: skip
+        with open(self.scratch / "helper.log", "w") as helper_log:
+            self._process = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=helper_log, text=True
+            )
+        line = self._read_line(self.timeout + 10)
+        try:
+            message = json.loads(line) if line else {}
+        except ValueError:
+            message = {"error": f"unexpected output from the helper: {line!r}"}
+        if not message.get("ready"):
+            error = message.get("error") or "the helper exited without a word"
+            logs = self.log_tails()
+            self.close()
+            raise ServingError(f"{error}\n{logs}")
+
+    def _read_line(self, timeout: float) -> str:
+        assert self._process is not None and self._process.stdout is not None
+        ready, _, _ = select.select([self._process.stdout], [], [], timeout)
+        if not ready:
+            return json.dumps({"error": f"the servers were not ready after {timeout} s"})
+        return self._process.stdout.readline()
+
+    @property
+    def pid(self) -> int:
+        """The ``unshare`` process: it lives in the private mount and network namespaces."""
+        assert self._process is not None, "not started"
+        return self._process.pid
+
+    def close(self) -> None:
+        """Stop every server (the helper's stdin closes: it stops them, then exits; PID 1
+        of the namespace gone, the kernel kills what is left), remove the scratch dirs."""
+        process, self._process = self._process, None
+        if process is not None:
+            try:
+                if process.stdin is not None:
+                    process.stdin.close()
+                process.wait(timeout=15)
+            except (subprocess.TimeoutExpired, OSError):
+                process.kill()
+                process.wait()
+            finally:
+                if process.stdout is not None:
+                    process.stdout.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def __enter__(self) -> ServedNode:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- inside the namespace ----------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` with the namespace's mounts and loopback network."""
+        return subprocess.run(
+            [_tool("nsenter"), "-t", str(self.pid), "-m", "-n", "--", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def get(self, host: str, path: str = "/", *, https: bool = False) -> HttpResult:
+        """GET ``path`` from ``host`` at 127.0.0.1 (port 80, or 443 with ``https``)."""
+        scheme, port = ("https", 443) if https else ("http", 80)
+        done = self.run(
+            [
+                _tool("curl"),
+                "--silent",
+                "--show-error",
+                "--insecure",
+                "--max-time",
+                "20",
+                "--resolve",
+                f"{host}:{port}:127.0.0.1",
+                "--output",
+                "-",
+                "--write-out",
+                "\n%{http_code}",
+                f"{scheme}://{host}{path}",
+            ]  # fmt: skip
+        )
+        body, _, code = done.stdout.rpartition("\n")
+        return HttpResult(int(code or 0), body, done.returncode, done.stderr)
+
+    def log_tails(self, lines: int = 20) -> str:
+        parts = []
+        for path in sorted(self.scratch.rglob("*.log")):
+            try:
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                continue
+            if text:
+                name = path.relative_to(self.scratch)
+                parts.append(f"--- {name}\n" + "\n".join(text))
+        return "\n".join(parts) or "(no logs)"
+
+
+# -- the helper, inside the namespaces ------------------------------------------------------
+
+
+def _mount_bind(source: Path, target: str) -> None:
+    subprocess.run(["mount", "--bind", str(source), target], check=True, capture_output=True)
+
+
+def _connectable(family: int, address: str | tuple[str, int]) -> bool:
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        try:
+            sock.connect(address)
+        except OSError:
+            return False
+        return True
+
+
+def _pool_sockets(pool_dir: Path) -> list[str]:
+    sockets = []
+    for config in sorted(pool_dir.glob("*.conf")):
+        for line in config.read_text().splitlines():
+            if line.startswith("listen = "):
+                sockets.append(line.removeprefix("listen = ").strip())
+    return sockets
+
+
+class _Helper:
+    def __init__(self, spec: dict[str, object]) -> None:
+        self.root = Path(str(spec["root"]))
+        self.scratch = Path(str(spec["scratch"]))
+        self.version = str(spec["php_version"])
+        dovecot = spec.get("dovecot_config")
+        self.dovecot_config = Path(str(dovecot)) if dovecot else None
+        self.timeout = float(str(spec["timeout"]))
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def mount(self) -> None:
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True, capture_output=True)
+        etc = self.root / "etc"
+        for name in ACCOUNT_FILES:
+            if (etc / name).exists():
+                _mount_bind(etc / name, f"/etc/{name}")
+        pool_dir = f"/etc/php/{self.version}/fpm/pool.d"
+        binds = {
+            "home": "/home",
+            pool_dir.lstrip("/"): pool_dir,
+            "etc/nginx/sites-enabled": "/etc/nginx/sites-enabled",
+            "etc/dovecot": "/etc/dovecot",
+            "var/spool/cron/crontabs": "/var/spool/cron/crontabs",
+        }
+        for source, target in binds.items():
+            if not os.path.isdir(target):
+                raise ServingError(f"{target} is missing (scripts/install-system-packages)")
+            path = self.root / source
+            path.mkdir(parents=True, exist_ok=True)
+            _mount_bind(path, target)
+        for name, target in (("run", "/run"), ("log", "/var/log"), ("lib-nginx", "/var/lib/nginx")):
+            (self.scratch / name).mkdir(exist_ok=True)
+            _mount_bind(self.scratch / name, target)
+        Path("/run/php").mkdir()
+        Path("/var/log/nginx").mkdir()
+
+    def spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.scratch / f"{name}.log", "ab")  # noqa: SIM115
+        self.children[name] = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def wait_until(self, what: str, probe: list[tuple[int, str | tuple[str, int]]]) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            for name, child in self.children.items():
+                if child.poll() is not None:
+                    raise ServingError(f"{name} exited (code {child.returncode}) before {what}")
+            if all(_connectable(family, address) for family, address in probe):
+                return
+            if time.monotonic() > deadline:
+                raise ServingError(f"{what}: not after {self.timeout} s")
+            time.sleep(0.02)
+
+    def start(self) -> None:
+        pool_dir = Path(f"/etc/php/{self.version}/fpm/pool.d")
+        self.spawn(f"php{self.version}-fpm", [f"/usr/sbin/php-fpm{self.version}", "--nodaemonize"])
+        self.wait_until(
+            "php-fpm listens on every pool's socket",
+            [(socket.AF_UNIX, path) for path in _pool_sockets(pool_dir)],
+        )
+        self.spawn("nginx", ["/usr/sbin/nginx", "-g", "daemon off;"])
+        self.wait_until("nginx listens on 127.0.0.1:80", [(socket.AF_INET, ("127.0.0.1", 80))])
+        if self.dovecot_config is not None:
+            self.spawn("dovecot", ["/usr/sbin/dovecot", "-F", "-c", str(self.dovecot_config)])
+            base_dir = self._doveconf("base_dir")
+            self.wait_until(
+                "dovecot's auth service listens",
+                [(socket.AF_UNIX, f"{base_dir}/auth-client")],
+            )
+
+    def _doveconf(self, name: str) -> str:
+        assert self.dovecot_config is not None
+        done = subprocess.run(
+            ["/usr/bin/doveconf", "-c", str(self.dovecot_config), "-h", name],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    def stop(self) -> None:
+        """SIGTERM, a short grace, then SIGKILL: nothing here keeps state worth a clean
+        shutdown (Dovecot's master may take seconds to stop gracefully)."""
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for child in self.children.values():
+            try:
+                child.wait(max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def _helper_main(spec_json: str) -> int:
+    helper = _Helper(json.loads(spec_json))
+    try:
+        helper.mount()
+        helper.start()
+    except (ServingError, OSError, subprocess.CalledProcessError) as error:
+        detail = getattr(error, "stderr", None)
+        text = f"{error}" + (f": {detail.decode(errors='replace')}" if detail else "")
+        print(json.dumps({"error": text}), flush=True)
+        helper.stop()
+        return 1
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.read()  # until the test closes it (or dies: then the kernel ends us all)
+    helper.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_helper_main(sys.argv[1]))

@@ -1,0 +1,360 @@
+"""Sites really serve: real nginx, php-fpm, Dovecot and crontab(1) on ccm's rendered files.
+
+ccm's own planning and executor render a node root under a temporary directory (real
+``useradd --prefix``); the tenants' site files are put in their homes as the tenants
+would. Then Debian's nginx and php-fpm 8.2 (stock main configurations) and a Dovecot
+(a small configuration of ours, pointing at the root's passwd-file) run those files
+unchanged, inside a private mount + network + PID namespace (``serving_node.py``): the
+root's accounts, homes, pool and site directories and cron spool are bind-mounted over
+the real paths there, and the machine's own ``/etc``, ``/home`` and ``/var`` are never
+written. The servers start once for this module; real HTTP requests over loopback (curl)
+check what a visitor and a tenant get. Missing programs fail the tests (never skipped).
+"""
+
+from __future__ import annotations
+
+import grp
+import itertools
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from noderoot import node_settings, seed_root
+from serving_node import ServedNode, ServingError
+
+from ccm.engine.registry import Registry
+from ccm.engine.run import Engine
+from ccm.models import CcmObject, Cron, FpmPool, MailAccount, Snapshot, UnixUser, VirtualHost
+from configurations import CONFIGURATIONS
+
+UID_BASE = 20000
+ALICE_UID, BOB_UID = UID_BASE + 1, UID_BASE + 2
+PASSWORD = "correct horse battery staple"
+SECRET = "bob's secret: 7f3a9c"
+
+
+def objects(password_hash: str) -> list[CcmObject]:
+    return [
+        UnixUser(id=1, username="alice"),
+        UnixUser(id=2, username="bob"),
+        FpmPool(id=1, name="alice-web", unix_user_id=1, php_version="8.2", max_children=2),
+        FpmPool(id=2, name="bob-web", unix_user_id=2, php_version="8.2", max_children=2),
+        VirtualHost(
+            id=1,
+            domain="alice.example.com",
+            server_aliases=["www.alice.example.com"],
+            unix_user_id=1,
+            document_root="/home/alice/www",
+            fpm_pool_id=1,
+        ),
+        VirtualHost(
+            id=2,
+            domain="static.alice.example.com",
+            unix_user_id=1,
+            document_root="/home/alice/static",
+        ),
+        VirtualHost(
+            id=3,
+            domain="plain.alice.example.com",
+            unix_user_id=1,
+            document_root="/home/alice/www",
+            fpm_pool_id=1,
+            front_controller=False,
+        ),
+        VirtualHost(
+            id=4,
+            domain="bob.example.net",
+            unix_user_id=2,
+            document_root="/home/bob/www",
+            fpm_pool_id=2,
+        ),
+        Cron(
+            id=1,
+            unix_user_id=1,
+            name="backup",
+            schedule="30 3 * * *",
+            command="/home/alice/bin/backup --quiet",
+            email_address="ops@example.com",
+        ),
+        MailAccount(id=1, local_part="info", domain="example.com", password_hash=password_hash),
+    ]
+
+
+# What the tenants put in their homes (owned by them, as their uploads would be).
+FRONT_CONTROLLER = (
+    "<?php\n"
+    '$user = posix_getpwuid(posix_geteuid())["name"];\n'
+    "echo \"front controller of {$user}: {$_SERVER['REQUEST_URI']}"
+    " query={$_SERVER['QUERY_STRING']}\";\n"
+)
+WHOAMI = '<?php echo posix_getpwuid(posix_geteuid())["name"];\n'
+PEEK = (
+    "<?php\n"
+    "$content = @file_get_contents($_GET['path']);\n"
+    'echo $content === false ? "DENIED" : $content;\n'
+)
+SITE_FILES: dict[str, tuple[int, str]] = {
+    "alice/www/index.php": (ALICE_UID, FRONT_CONTROLLER),
+    "alice/www/whoami.php": (ALICE_UID, WHOAMI),
+    "alice/www/peek.php": (ALICE_UID, PEEK),
+    "alice/www/hello.txt": (ALICE_UID, "hello from alice\n"),
+    "alice/www/.env": (ALICE_UID, "DB_PASSWORD=alice-dotfile-secret\n"),
+    "alice/www/.well-known/acme-challenge/token": (ALICE_UID, "acme-token\n"),
+    "alice/static/hello.txt": (ALICE_UID, "static hello\n"),
+    "alice/static/info.php": (ALICE_UID, '<?php echo "EXECUTED"; // PHP-SOURCE-MARKER\n'),
+    "bob/www/index.php": (BOB_UID, FRONT_CONTROLLER),
+    "bob/www/whoami.php": (BOB_UID, WHOAMI),
+    "bob/www/peek.php": (BOB_UID, PEEK),
+    "bob/www/secret.txt": (BOB_UID, SECRET + "\n"),
+}
+
+
+def put_site_files(root: Path) -> None:
+    home = root / "home"
+    for relative, (uid, content) in SITE_FILES.items():
+        path = home / relative
+        for parent in reversed(path.relative_to(home).parents[:-1]):
+            directory = home / parent
+            if not directory.exists():
+                directory.mkdir(mode=0o755)
+                os.chown(directory, uid, uid)
+        path.write_text(content)
+        os.chown(path, uid, uid)
+        path.chmod(0o644)
+    # alice links bob's file into her document root: nginx can read it, she must not get it
+    link = home / "alice/www/bobs-secret.txt"
+    link.symlink_to("/home/bob/www/secret.txt")  # the path as seen on the node
+    os.lchown(link, ALICE_UID, ALICE_UID)
+
+
+def dovecot_config(base: Path) -> Path:
+    """A minimal Dovecot: no protocols, only auth, against the rendered passwd-file (the
+    root's ``etc/dovecot`` is mounted on ``/etc/dovecot``: its auth process, running as
+    ``dovecot``, reads it where a node has it)."""
+    (base / "dovecot-state").mkdir()
+    config = base / "dovecot.conf"
+    config.write_text(
+        f"""\
+protocols =
+base_dir = {base}/dovecot-run
+state_dir = {base}/dovecot-state
+log_path = /var/log/dovecot.log
+ssl = no
+auth_failure_delay = 0
+passdb {{
+  driver = passwd-file
+  args = /etc/dovecot/users
+}}
+userdb {{
+  driver = static
+  args = uid=65534 gid=65534 home=/nonexistent
+}}
+"""
+    )
+    return config
+
+
+@dataclass
+class Served:
+    root: Path
+    base: Path
+    node: ServedNode
+    engine: Engine
+    snapshot: Snapshot
+
+
+def password_hash(password: str) -> str:
+    done = subprocess.run(
+        ["doveadm", "pw", "-s", "SHA512-CRYPT", "-p", password],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"doveadm pw failed (is dovecot-core installed?): {done.stderr}")
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    base = tmp_path_factory.mktemp("served")
+    root = seed_root(base / "root")
+    settings = node_settings(root)
+    assert settings.accounts.uid_base == UID_BASE
+    engine = Engine(Registry(CONFIGURATIONS), settings)
+    snapshot = Snapshot.of(1, objects(password_hash(PASSWORD)))
+    engine.apply(snapshot)
+    put_site_files(root)
+    node = ServedNode(root, dovecot_config=dovecot_config(base))
+    try:
+        node.start()
+    except ServingError as error:
+        pytest.fail(f"cannot serve the rendered root: {error}", pytrace=False)
+    try:
+        yield Served(root, base, node, engine, snapshot)
+    finally:
+        node.close()
+
+
+# --- the web -------------------------------------------------------------------------
+
+
+def test_static_file_is_served(served: Served) -> None:
+    for host, path, content in [
+        ("static.alice.example.com", "/hello.txt", "static hello\n"),
+        ("alice.example.com", "/hello.txt", "hello from alice\n"),
+        ("www.alice.example.com", "/hello.txt", "hello from alice\n"),
+    ]:
+        result = served.node.get(host, path)
+        assert (result.status, result.body) == (200, content), (host, str(result))
+
+
+def test_php_runs_as_the_pools_user(served: Served) -> None:
+    for host, user in [("alice.example.com", "alice"), ("bob.example.net", "bob")]:
+        result = served.node.get(host, "/whoami.php")
+        assert (result.status, result.body) == (200, user), (host, str(result))
+
+
+def test_dotfiles_are_refused_but_well_known_is_served(served: Served) -> None:
+    result = served.node.get("alice.example.com", "/.env")
+    assert result.status == 403, str(result)
+    assert "alice-dotfile-secret" not in result.body
+    result = served.node.get("alice.example.com", "/.well-known/acme-challenge/token")
+    assert (result.status, result.body) == (200, "acme-token\n"), str(result)
+
+
+def test_php_on_a_static_vhost_is_not_served(served: Served) -> None:
+    result = served.node.get("static.alice.example.com", "/info.php")
+    assert result.status == 403, str(result)
+    assert "EXECUTED" not in result.body and "PHP-SOURCE-MARKER" not in result.body
+
+
+@pytest.mark.parametrize("host", ["unknown.example.org", "127.0.0.1", "alice.example.com.evil"])
+def test_an_unknown_host_reaches_no_tenant(served: Served, host: str) -> None:
+    """Port 80: ccm's default server closes the connection (444): no HTTP response."""
+    result = served.node.get(host, "/")
+    assert result.status == 0, str(result)
+    assert result.curl_exit == 52, str(result)  # curl: "Empty reply from server"
+    result = served.node.get(host, "/whoami.php")
+    assert result.status == 0 and "alice" not in result.body, str(result)
+
+
+def test_https_to_an_unknown_host_is_refused_in_the_handshake(served: Served) -> None:
+    """Port 443: ccm's default server rejects the TLS handshake (no certificate needed)."""
+    result = served.node.get("unknown.example.org", "/", https=True)
+    assert result.status == 0, str(result)
+    assert result.curl_exit == 35, str(result)  # SSL connect error
+    assert "unrecognized name" in result.error, str(result)
+
+
+def test_a_pretty_url_reaches_the_front_controller(served: Served) -> None:
+    result = served.node.get("alice.example.com", "/blog/hello-world?page=2&s=x")
+    assert result.status == 200, str(result)
+    assert result.body == "front controller of alice: /blog/hello-world?page=2&s=x query=page=2&s=x"
+    result = served.node.get("bob.example.net", "/products/42")
+    assert (result.status, result.body) == (200, "front controller of bob: /products/42 query=")
+
+
+def test_front_controller_off_gives_plain_404s(served: Served) -> None:
+    result = served.node.get("plain.alice.example.com", "/blog/hello-world")
+    assert result.status == 404, str(result)
+    assert "front controller" not in result.body
+    result = served.node.get("plain.alice.example.com", "/whoami.php")
+    assert (result.status, result.body) == (200, "alice"), str(result)
+
+
+def test_a_tenants_php_cannot_read_another_tenants_files(served: Served) -> None:
+    secret = "/home/bob/www/secret.txt"
+    result = served.node.get("bob.example.net", f"/peek.php?path={secret}")
+    assert (result.status, result.body) == (200, SECRET + "\n"), str(result)  # bob can
+    result = served.node.get("alice.example.com", f"/peek.php?path={secret}")
+    assert (result.status, result.body) == (200, "DENIED"), str(result)  # alice cannot
+    result = served.node.get("bob.example.net", "/peek.php?path=/home/alice/www/.env")
+    assert (result.status, result.body) == (200, "DENIED"), str(result)  # nor bob alice's
+
+
+def test_a_tenants_symlink_to_another_tenants_file_is_not_served(served: Served) -> None:
+    """nginx may read every home; ``disable_symlinks if_not_owner`` stops alice from
+    publishing bob's file through a link in her document root."""
+    result = served.node.get("plain.alice.example.com", "/bobs-secret.txt")
+    assert result.status == 404, str(result)  # try_files: a refused link is no file
+    assert SECRET not in result.body
+    # with the front controller, index.php answers instead
+    result = served.node.get("alice.example.com", "/bobs-secret.txt")
+    assert (result.status, result.body) == (
+        200,
+        "front controller of alice: /bobs-secret.txt query=",
+    ), str(result)
+
+
+# --- mail and cron -------------------------------------------------------------------
+
+
+_client_ips = itertools.count(1)
+
+
+def doveadm_auth(served: Served, user: str, password: str) -> subprocess.CompletedProcess[str]:
+    """``doveadm auth test``, each from another client address: Dovecot delays a client
+    more after each failure (its auth penalty), which is not what is tested here."""
+    config = served.base / "dovecot.conf"
+    client = f"rip=192.0.2.{next(_client_ips)}"
+    argv = ["doveadm", "-c", str(config), "auth", "test", "-x", client, user, password]
+    return served.node.run(argv)
+
+
+def test_dovecot_accepts_the_right_password_and_refuses_a_wrong_one(served: Served) -> None:
+    done = doveadm_auth(served, "info@example.com", PASSWORD)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "auth succeeded" in done.stdout
+    done = doveadm_auth(served, "info@example.com", "wrong password")
+    assert done.returncode == 77, done.stdout + done.stderr
+    assert "auth failed" in done.stdout
+    done = doveadm_auth(served, "nobody@example.com", PASSWORD)
+    assert done.returncode == 77, done.stdout + done.stderr
+
+
+def test_crontab_l_reads_ccms_crontab_back_with_its_header(served: Served) -> None:
+    done = served.node.run(["crontab", "-l", "-u", "alice"])
+    assert done.returncode == 0, done.stderr
+    shown = done.stdout.splitlines()
+    assert shown[0].startswith("# Managed by ccm - do not edit"), done.stdout
+    assert "30 3 * * * /home/alice/bin/backup --quiet" in shown
+    assert "MAILTO=ops@example.com" in shown
+    done = served.node.run(["crontab", "-l", "-u", "bob"])
+    assert done.returncode != 0 and "no crontab for bob" in done.stderr
+
+
+# --- what the executor keeps: homes and the cron spool ----------------------------------
+
+
+def test_cron_spool_has_debians_owner_and_mode(served: Served) -> None:
+    spool = (served.root / "var/spool/cron/crontabs").stat()
+    assert stat.S_IMODE(spool.st_mode) == 0o1730
+    assert (spool.st_uid, spool.st_gid) == (0, grp.getgrnam("crontab").gr_gid)
+
+
+def test_homes_are_the_web_servers_group_and_the_next_run_keeps_them_so(served: Served) -> None:
+    www_data = grp.getgrnam("www-data").gr_gid
+    homes = [(served.root / "home/alice", ALICE_UID), (served.root / "home/bob", BOB_UID)]
+    for home, uid in homes:
+        info = home.stat()
+        assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o750, uid, www_data)
+    # drift by hand: the user's own group back, world-readable
+    alice = served.root / "home/alice"
+    os.chown(alice, ALICE_UID, ALICE_UID)
+    alice.chmod(0o755)
+    try:
+        assert served.engine.plan(served.snapshot).has_changes
+        served.engine.apply(served.snapshot)
+    finally:
+        info = alice.stat()
+        if (info.st_gid, stat.S_IMODE(info.st_mode)) != (www_data, 0o750):
+            os.chown(alice, ALICE_UID, www_data)  # leave the served root as it was
+            alice.chmod(0o750)
+    info = alice.stat()
+    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o750, ALICE_UID, www_data)
+    assert not served.engine.plan(served.snapshot).has_changes
