@@ -40,6 +40,7 @@ import itertools
 import os
 import re
 import shutil
+import subprocess
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -122,7 +123,8 @@ PHP_FPM_CHECK = [
 
 def nginx_main_config(root: Path) -> None:
     """Debian's nginx.conf as far as ``nginx -t`` goes (defaults kept, e.g. the server
-    names hash), with every path under ``root``; includes ``sites-enabled/*`` as Debian."""
+    names hash bucket size), with every path under ``root``; includes ``conf.d/*.conf``
+    and ``sites-enabled/*`` as Debian's does."""
     temp = root / "var/lib/nginx"
     for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (temp / name).mkdir(parents=True, exist_ok=True)
@@ -141,6 +143,7 @@ http {{
     fastcgi_temp_path {temp}/fastcgi;
     uwsgi_temp_path {temp}/uwsgi;
     scgi_temp_path {temp}/scgi;
+    include {root}/etc/nginx/conf.d/*.conf;
     include {root}/etc/nginx/sites-enabled/*;
 }}
 """
@@ -320,6 +323,24 @@ def ini_lines(text: str) -> list[str]:
     return [line for line in lines if line.strip() and not line.lstrip().startswith(";")]
 
 
+_CRONTAB_SCRIPT = r"""
+set -e
+mkdir -p "$1/crontab-check"
+mount --bind "$1/crontab-check" /var/spool/cron/crontabs
+exec crontab -u root - < "$2"
+"""
+
+
+def cron_accepts(root: Path, crontab: Path) -> None:
+    """Debian's own ``crontab`` parses the file as cron will (it installs nothing: its
+    spool directory is a scratch directory bind-mounted in a private mount namespace)."""
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _CRONTAB_SCRIPT]
+    result = subprocess.run(
+        [*argv, "sh", str(root), str(crontab)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"cron refuses {crontab.name}: {result.stderr.strip()}"
+
+
 def check_node(root: Path, snapshot: Snapshot) -> None:
     """The rendered files mean exactly what the snapshot holds."""
     users = {u.id: u for u in snapshot.all(UnixUser)}
@@ -340,6 +361,7 @@ def check_node(root: Path, snapshot: Snapshot) -> None:
     assert present == sorted(users[i].username for i in by_user)
     for user_id, crons in by_user.items():
         text = (crontabs / users[user_id].username).read_text()
+        cron_accepts(root, crontabs / users[user_id].username)
         wanted = [(c.email_address or "", c.schedule, c.command) for c in crons]
         assert parse_crontab(text) == wanted, f"crontab of {users[user_id].username!r}"
 
@@ -465,3 +487,103 @@ def test_every_accepted_batch_applies_and_means_what_was_accepted(
     batch: Batch,
 ) -> None:
     run_property(etcd_client, etcd_settings.prefix, node_template, workdir, batch)
+
+
+# --- the distinct failures the property found (issue 7), each as its smallest batch --------
+#
+# Each case FAILS on the code of 4c732e0 (the writer accepts it and then the node fails or
+# renders something else): they stay failing until main is fixed. Once the writer refuses
+# a case, the case passes (a refusal stores nothing and names the object).
+
+HASH = "{SHA512-CRYPT}$6$saltsalt$" + "h" * 86
+
+
+def _batch(*objects: tuple[str, dict[str, Any]], together: bool = False) -> Batch:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for type_name, raw in objects:
+        grouped.setdefault(type_name, []).append(raw)
+    return Batch([(t, grouped[t]) for t in write_order() if t in grouped], together)
+
+
+def _user(i: int, name: str, **extra: Any) -> tuple[str, dict[str, Any]]:
+    return ("unix-users", {"id": i, "username": name, **extra})
+
+
+def _vhost(i: int, domain: str, user: int, root: str, **extra: Any) -> tuple[str, dict[str, Any]]:
+    return (
+        "virtual-hosts",
+        {"id": i, "domain": domain, "unix_user_id": user, "document_root": root, **extra},
+    )
+
+
+def _cron(i: int, user: int, **extra: Any) -> tuple[str, dict[str, Any]]:
+    raw = {"id": i, "unix_user_id": user, "name": "job", "schedule": "* * * * *"}
+    return ("crons", {**raw, "command": "echo hi", **extra})
+
+
+def _pool(i: int, user: int, **extra: Any) -> tuple[str, dict[str, Any]]:
+    raw = {"id": i, "name": "web", "unix_user_id": user, "php_version": "8.2"}
+    return ("fpm-pools", {**raw, **extra})
+
+
+def _mail(i: int, domain: str, **extra: Any) -> tuple[str, dict[str, Any]]:
+    raw = {"id": i, "local_part": "info", "domain": domain, "password_hash": HASH}
+    return ("mail-accounts", {**raw, **extra})
+
+
+ALICE = _user(1, "ualice")
+MALLORY = _user(2, "umallory")
+KNOWN_FAILURES: dict[str, Batch] = {
+    "domain-trailing-newline-takes-over-another-tenants-domain": _batch(
+        ALICE,
+        MALLORY,
+        _vhost(1, "shop.example.com", 1, "/home/ualice/www"),
+        _vhost(2, "shop.example.com\n", 2, "/home/umallory/www"),
+    ),
+    "alias-trailing-newline-takes-over-another-tenants-domain": _batch(
+        ALICE,
+        MALLORY,
+        _vhost(1, "shop.example.com", 1, "/home/ualice/www"),
+        _vhost(
+            2, "evil.example.net", 2, "/home/umallory/www", server_aliases=["shop.example.com\n"]
+        ),
+    ),
+    "mail-domain-trailing-newline-splits-the-passwd-file-line": _batch(
+        ALICE, _mail(1, "example.com\n")
+    ),
+    "cron-schedule-trailing-newline-adds-a-crontab-line": _batch(
+        ALICE, _cron(1, 1, schedule="* * * * *\n")
+    ),
+    "cron-command-over-1000-bytes-cron-refuses": _batch(ALICE, _cron(1, 1, command="x" * 1001)),
+    "shell-trailing-newline": _batch(_user(1, "ualice", shell="/bin/bash\n")),
+    "php-setting-name-trailing-newline-php-fpm-refuses": _batch(
+        ALICE, _pool(1, 1, php_settings={"memory_limit\n": "256M"})
+    ),
+    "id-2**32-uid-out-of-range": _batch(_user(2**32, "ualice")),
+    "id-45534-uid-65534-is-nobody": _batch(_user(45534, "ualice")),
+    "username-is-a-group-of-the-node": _batch(_user(1, "staff")),
+    "username-is-an-account-of-the-node": _batch(_user(1, "etcd")),
+    "document-root-over-4k-nginx-refuses": _batch(
+        ALICE, _vhost(1, "a.example.com", 1, "/home/ualice/" + "r" * 4100)
+    ),
+    "domain-of-50-characters-overflows-nginx-server-names-hash": _batch(
+        ALICE,
+        _vhost(1, "a" * 50 + ".com", 1, "/home/ualice/www"),
+        _vhost(2, "b.example.com", 1, "/home/ualice/www"),
+    ),
+    "domain-of-253-bytes-file-name-too-long": _batch(
+        ALICE,
+        _vhost(1, ".".join(["d" * 63, "e" * 63, "f" * 63, "g" * 57, "com"]), 1, "/home/ualice/w"),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_FAILURES))
+def test_known_failure(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    node_template: Path,
+    workdir: Path,
+    name: str,
+) -> None:
+    run_property(etcd_client, etcd_settings.prefix, node_template, workdir, KNOWN_FAILURES[name])
