@@ -49,6 +49,7 @@ def signature(error: BaseException) -> str:
             text += " | " + telling[0].strip()
             break
     text = re.sub(r"/tmp/\S*?/ex\d+", "ROOT", text)
+    text = re.sub(r"refuses \S+:|group \S+ exists|invalid shell .*", "<…>", text)
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
     text = re.sub(r"\d+", "N", text)
     return f"{type(error).__name__}: {text[:300]}"

@@ -350,7 +350,7 @@ def check_node(root: Path, snapshot: Snapshot) -> None:
         assert entry is not None, f"no account {user.username!r}"
         assert (entry.uid, entry.home, entry.shell) == (UID_BASE + user.id, user.home, user.shell)
         home = root / user.home.lstrip("/")
-        assert home.is_dir() and home.stat().st_uid == UID_BASE + user.id
+        assert home.is_dir() and home.stat().st_uid == UID_BASE + user.id, user.home
 
     # crontabs
     crontabs = root / "var/spool/cron/crontabs"
@@ -358,7 +358,7 @@ def check_node(root: Path, snapshot: Snapshot) -> None:
     for cron in snapshot.all(Cron):
         by_user.setdefault(cron.unix_user_id, []).append(cron)
     present = sorted(p.name for p in crontabs.iterdir()) if crontabs.is_dir() else []
-    assert present == sorted(users[i].username for i in by_user)
+    assert present == sorted(users[i].username for i in by_user), f"crontabs {present!r}"
     for user_id, crons in by_user.items():
         text = (crontabs / users[user_id].username).read_text()
         cron_accepts(root, crontabs / users[user_id].username)
@@ -383,7 +383,7 @@ def check_node(root: Path, snapshot: Snapshot) -> None:
     sites = root / "etc/nginx/sites-enabled"
     vhosts = snapshot.all(VirtualHost)
     present = sorted(p.name for p in sites.iterdir()) if sites.is_dir() else []
-    assert present == sorted(f"{v.domain}.conf" for v in vhosts)
+    assert present == sorted(f"{v.domain}.conf" for v in vhosts), f"sites {present!r}"
     served: dict[str, str] = {}
     for vhost in vhosts:
         text = (sites / f"{vhost.domain}.conf").read_text()
@@ -396,7 +396,7 @@ def check_node(root: Path, snapshot: Snapshot) -> None:
             assert key not in served, f"{name!r} of {vhost.describe()} is also {served[key]}"
             served[key] = f"{vhost.describe()} ({name!r})"
         roots = re.findall(r"^    root (.*);$", text, flags=re.MULTILINE)
-        assert roots == [vhost.document_root]
+        assert roots == [vhost.document_root], f"{vhost.describe()} root lines {roots!r}"
 
     # php-fpm pools
     pools = snapshot.all(FpmPool)
@@ -435,7 +435,8 @@ def run_property(
     expected = write_batch(client, store, batch, outcome)
     snapshot = store.snapshot()
     for type_name in OBJECT_TYPES:
-        assert dict(snapshot.of_type(type_name)) == expected[type_name], type_name
+        stored = dict(snapshot.of_type(type_name))
+        assert stored == expected[type_name], f"stored {type_name} differ from those accepted"
     root = workdir / f"ex{n}"
     shutil.copytree(template, root, symlinks=True)
     try:
@@ -555,6 +556,10 @@ KNOWN_FAILURES: dict[str, Batch] = {
         ALICE, _cron(1, 1, schedule="* * * * *\n")
     ),
     "cron-command-over-1000-bytes-cron-refuses": _batch(ALICE, _cron(1, 1, command="x" * 1001)),
+    "cron-command-starting-with-star-cron-refuses": _batch(ALICE, _cron(1, 1, command="*foo")),
+    "document-root-trailing-newline": _batch(
+        ALICE, _vhost(1, "a.example.com", 1, "/home/ualice/w\n")
+    ),
     "shell-trailing-newline": _batch(_user(1, "ualice", shell="/bin/bash\n")),
     "php-setting-name-trailing-newline-php-fpm-refuses": _batch(
         ALICE, _pool(1, 1, php_settings={"memory_limit\n": "256M"})
