@@ -1,0 +1,523 @@
+"""Hypothesis strategies for every object type: plausible values and an attacker's ones.
+
+One strategy per type in ``STRATEGIES`` (keyed by the type name of
+``ccm.models.OBJECT_TYPES``): a new type must add its strategy here, and
+``test_accepted_applies.test_every_object_type_has_a_strategy`` fails until it does.
+
+Each per-type strategy takes a ``Context`` (the raw objects of the batch drawn so far) so
+references point at objects of the same batch most of the time, and draws a *raw* JSON
+value, as a Cluster API would send it: a dict that may be invalid in any field (wrong
+type, boundary id, control characters, trailing newline, homoglyphs, several KB long).
+``batches()`` draws a whole batch: a few objects of every type, in write order.
+
+Most drawn values are plausible (so most objects are accepted and the node side is
+exercised); a share is mutated from a plausible value (one attacker's edit: a trailing
+``\\n``, an inserted U+2028, upper case, a homoglyph, a trailing dot, repetition up to
+several KB), and a small share is wild (any JSON value).
+"""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypothesis import strategies as st
+
+from ccm.models import OBJECT_TYPES
+
+Raw = dict[str, Any]
+
+#: characters and fragments an attacker tries in any string that reaches a config file
+ADVERSARIAL_FRAGMENTS: tuple[str, ...] = (
+    "\n",
+    "\r",
+    "\r\n",
+    "\x85",  # NEL: str.splitlines() breaks on it, cron and nginx do not
+    "\u2028",
+    "\u2029",
+    "\x00",
+    "\t",
+    "\x0b",
+    "\x0c",
+    " ",
+    ";",
+    "{",
+    "}",
+    "#",
+    '"',
+    "'",
+    "\\",
+    "$",
+    "${HOME}",
+    "$uri",
+    "%",
+    ":",
+    "=",
+    "/",
+    "/..",
+    "*",
+    "[",
+    "]",
+    "é",
+    "ß",
+    "İ",  # lower() gives two code points
+    "\u212a",  # KELVIN SIGN: NFKC and lower() give "k"
+    "\ufeff",
+    "\u200b",
+    "ｅ",  # FULLWIDTH e: NFKC gives "e"
+)
+#: look-alike letters (Cyrillic, Greek) for the Latin ones
+HOMOGLYPHS: dict[str, str] = {
+    "a": "а",
+    "e": "е",
+    "o": "о",
+    "c": "с",
+    "p": "р",
+    "x": "х",
+    "i": "і",
+    "y": "у",
+    "k": "κ",
+    "n": "п",
+}
+
+#: ids at the edges: uid_base (20000) + id landing on 65534 (nobody), on 2**31 and
+#: 2**32 - 1 (the invalid uid -1), JSON's 2**53, int64, bigger, and not ints at all
+BOUNDARY_IDS: tuple[Any, ...] = (
+    1,
+    2,
+    45534,
+    2**31 - 1 - 20000,
+    2**31 - 20000,
+    2**32 - 1 - 20000,
+    2**31 - 1,
+    2**31,
+    2**32,
+    2**53 + 1,
+    2**63 - 1,
+    2**63,
+    2**64,
+    10**30,
+    0,
+    -1,
+    True,
+    False,
+    1.0,
+    1.5,
+    "1",
+    "01",
+    None,
+)
+
+
+def _names(path: str) -> tuple[str, ...]:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return ()
+    return tuple(line.split(":", 1)[0] for line in lines if line and not line.startswith("#"))
+
+
+#: account and group names the machine (a Debian node) already has
+HOST_NAMES: tuple[str, ...] = tuple(
+    sorted(set(_names("/etc/passwd")) | set(_names("/etc/group")) | {"crontab", "www-data"})
+)
+
+
+@dataclass
+class Context:
+    """The raw objects drawn so far in one batch, by type (for references)."""
+
+    drawn: dict[str, list[Raw]] = field(default_factory=dict)
+    #: percent of values that are not plausible (a fifth of them wild)
+    hostility: int = 10
+
+    def ids(self, type_name: str) -> list[Any]:
+        return [raw.get("id") for raw in self.drawn.get(type_name, []) if isinstance(raw, dict)]
+
+    def values(self, type_name: str, key: str) -> list[Any]:
+        return [
+            raw[key]
+            for raw in self.drawn.get(type_name, [])
+            if isinstance(raw, dict) and key in raw
+        ]
+
+
+# --- building blocks ----------------------------------------------------------------
+
+
+@st.composite
+def mutated(draw: st.DrawFn, base: st.SearchStrategy[str]) -> str:
+    """One attacker's edit of a plausible value."""
+    value = draw(base)
+    fragment = draw(st.sampled_from(ADVERSARIAL_FRAGMENTS))
+    how = draw(st.integers(0, 9))
+    if how == 0:
+        return value + "\n"
+    if how == 1:
+        return value + fragment
+    if how == 2:
+        return fragment + value
+    if how == 3:
+        at = draw(st.integers(0, len(value)))
+        return value[:at] + fragment + value[at:]
+    if how == 4:
+        return value.upper() if draw(st.booleans()) else value.title()
+    if how == 5:
+        return value + "."
+    if how == 6:
+        letters = [i for i, ch in enumerate(value) if ch in HOMOGLYPHS]
+        if not letters:
+            return value + "\u2028"
+        at = draw(st.sampled_from(letters))
+        return value[:at] + HOMOGLYPHS[value[at]] + value[at + 1 :]
+    if how == 7:  # long: up to several KB
+        times = draw(st.sampled_from([2, 8, 64, 300, 1200]))
+        joiner = draw(st.sampled_from(["", "-", ".", "/", " "]))
+        return joiner.join([value] * times)[: draw(st.integers(64, 6000))]
+    if how == 8:
+        return value + "\r\n"
+    return value + draw(st.sampled_from(["\x85", "\u2028", "\u2029", "\x00", " "]))
+
+
+def wild() -> st.SearchStrategy[Any]:
+    """Any JSON value, or a string of adversarial characters."""
+    return st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=False),
+        st.text(st.sampled_from("".join(ADVERSARIAL_FRAGMENTS) + "az09.-_"), max_size=40),
+        st.text(max_size=20),
+        st.lists(st.text(max_size=5), max_size=2),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=1),
+    )
+
+
+def field_value(
+    context: Context, plausible: st.SearchStrategy[Any], *, mutate: bool = True
+) -> st.SearchStrategy[Any]:
+    """Mostly ``plausible``; at the batch's hostility, an attacker's edit of it or, more
+    rarely, any JSON value."""
+
+    @st.composite
+    def choose(draw: st.DrawFn) -> Any:
+        roll = draw(st.integers(0, 99))
+        if roll >= context.hostility:
+            return draw(plausible)
+        if roll >= context.hostility // 5 and mutate:
+            value = draw(plausible)
+            if isinstance(value, str):
+                return draw(mutated(st.just(value)))
+            return value
+        return draw(wild())
+
+    return choose()
+
+
+def _rarely(context: Context, usual: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``usual``, or a boundary id at the batch's hostility."""
+    return st.integers(0, 99).flatmap(
+        lambda roll: usual if roll >= context.hostility else st.sampled_from(BOUNDARY_IDS)
+    )
+
+
+def object_id(context: Context, index: int) -> st.SearchStrategy[Any]:
+    """The object's own id: mostly ``index``, sometimes a boundary value."""
+    return _rarely(context, st.just(index))
+
+
+def reference(context: Context, type_name: str) -> st.SearchStrategy[Any]:
+    """An id of a drawn object of ``type_name`` (mostly), or a boundary value."""
+    ids = [i for i in context.ids(type_name) if i is not None]
+    if not ids:
+        return st.sampled_from(BOUNDARY_IDS)
+    return _rarely(context, st.sampled_from(ids))
+
+
+def maybe(raw: Raw, key: str, value: Any, *, absent: bool) -> None:
+    if not absent:
+        raw[key] = value
+
+
+label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
+long_label = st.integers(40, 63).map(lambda n: "l" * n)
+tld = st.sampled_from(["com", "net", "org", "nl", "example", "io"])
+
+
+@st.composite
+def plausible_domain(draw: st.DrawFn) -> str:
+    labels = draw(st.lists(st.one_of(*[label] * 6, long_label), min_size=1, max_size=3))
+    if draw(st.integers(0, 19)) == 0:  # near 253 characters
+        labels = ["d" * 63, "e" * 63, "f" * 63, "g" * draw(st.integers(1, 56))]
+    return ".".join([*labels, draw(tld)])
+
+
+@st.composite
+def plausible_username(draw: st.DrawFn) -> str:
+    roll = draw(st.integers(0, 19))
+    if roll == 0:
+        return draw(st.sampled_from(HOST_NAMES))  # an account or group the node has
+    if roll == 1:
+        return "u" + "x" * draw(st.integers(25, 31))  # the 32-character limit
+    return draw(st.from_regex(r"u[a-z0-9_-]{1,6}", fullmatch=True))
+
+
+email = st.one_of(
+    st.from_regex(r"[a-z0-9._+-]{1,12}@[a-z0-9]{1,10}\.(com|nl|org)", fullmatch=True),
+    st.just("a@example.com"),
+)
+
+
+# --- one strategy per type ------------------------------------------------------------
+
+
+@st.composite
+def unix_user(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    raw: Raw = {"id": draw(object_id(context, index))}
+    raw["username"] = draw(field_value(context, plausible_username()))
+    maybe(raw, "email", draw(field_value(context, email)), absent=draw(st.booleans()))
+    shells = st.sampled_from(["/bin/bash", "/bin/sh", "/usr/sbin/nologin", "/bin/false"])
+    maybe(raw, "shell", draw(field_value(context, shells)), absent=draw(st.booleans()))
+    return raw
+
+
+@st.composite
+def cron(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    schedule = st.one_of(
+        st.sampled_from(["* * * * *", "*/5 * * * *", "0 3 * * 1-5", "15,45 2 1 1 *"]),
+        st.sampled_from(["@hourly", "@daily", "@reboot", "@weekly", "@yearly", "@midnight"]),
+        st.just("0 0 * * sun"),
+    )
+    command = st.one_of(
+        *[st.sampled_from(["php artisan schedule:run", "echo hi", "/usr/bin/true", "wp cron"])] * 4,
+        st.text(st.sampled_from("abc xyz;|&<>'\"$`\\{}#!*?éß\x85\u2028/"), min_size=1, max_size=30),
+        st.text(min_size=1, max_size=30),
+        st.just("x" * 4096),
+        st.just("echo " + "y" * 5000),
+    )
+    raw: Raw = {
+        "id": draw(object_id(context, index)),
+        "unix_user_id": draw(reference(context, "unix-users")),
+        "name": draw(field_value(context, st.from_regex(r"[a-z0-9-]{1,12}", fullmatch=True))),
+        "schedule": draw(field_value(context, schedule)),
+        "command": draw(field_value(context, command)),
+    }
+    maybe(raw, "email_address", draw(field_value(context, email)), absent=draw(st.booleans()))
+    return raw
+
+
+setting_name = st.one_of(
+    st.sampled_from(["memory_limit", "display_errors", "session.gc_probability", "error_log"]),
+    st.from_regex(r"[a-z][a-z0-9_.]{0,15}", fullmatch=True),
+)
+setting_value = st.one_of(
+    st.sampled_from(["256M", "On", "Off", "Europe/Berlin", ".:/usr/share/php", ""]),
+    st.text(st.sampled_from("ab ;#$\\{}[]='é\x85\u2028"), max_size=20),
+    st.text(max_size=20),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(),
+    st.booleans(),
+    st.just("v" * 5000),
+)
+
+
+@st.composite
+def fpm_pool(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    versions = st.sampled_from(["8.2", "8.2", "8.3", "7.4"])
+    settings = st.dictionaries(
+        st.one_of(*[setting_name] * 4, mutated(setting_name), st.text(max_size=8)),
+        field_value(context, setting_value, mutate=False),
+        max_size=3,
+    )
+    raw: Raw = {
+        "id": draw(object_id(context, index)),
+        "name": draw(
+            field_value(
+                context,
+                st.one_of(
+                    st.from_regex(r"[a-z0-9][a-z0-9_-]{0,10}", fullmatch=True),
+                    st.just("p" * 64),
+                    st.sampled_from(["www", "global", "ccm"]),
+                ),
+            )
+        ),
+        "unix_user_id": draw(reference(context, "unix-users")),
+        "php_version": draw(field_value(context, versions)),
+    }
+    maybe(
+        raw,
+        "max_children",
+        draw(field_value(context, st.sampled_from([1, 2, 5, 50, 1000]))),
+        absent=draw(st.booleans()),
+    )
+    maybe(raw, "php_settings", draw(settings), absent=draw(st.booleans()))
+    return raw
+
+
+@st.composite
+def document_root(draw: st.DrawFn, username: Any) -> str:
+    base = f"/home/{username}" if isinstance(username, str) else "/home/x"
+    segment = st.from_regex(r"[A-Za-z0-9._+@-]{1,12}", fullmatch=True).filter(
+        lambda s: s not in {".", ".."}
+    )
+    parts = draw(st.lists(segment, min_size=1, max_size=3))
+    if draw(st.integers(0, 14)) == 0:  # long: nginx refuses parameters of about 4 KB
+        parts = ["r" * 200] * draw(st.integers(5, 25))
+    return "/".join([base, *parts]) + ("/" if draw(st.integers(0, 9)) == 0 else "")
+
+
+@st.composite
+def virtual_host(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    users = [r for r in context.drawn.get("unix-users", []) if isinstance(r, dict)]
+    user_id = draw(reference(context, "unix-users"))
+    owner = next((u for u in users if u.get("id") == user_id), {})
+    taken = [d for d in context.values("virtual-hosts", "domain") if isinstance(d, str)]
+    taken += [
+        a
+        for aliases in context.values("virtual-hosts", "server_aliases")
+        if isinstance(aliases, list)
+        for a in aliases
+        if isinstance(a, str)
+    ]
+    # another tenant's name, as is or as an attacker spells it
+    stolen = (
+        st.sampled_from(taken).flatmap(lambda d: st.one_of(st.just(d), mutated(st.just(d))))
+        if taken
+        else plausible_domain()
+    )
+    name = st.one_of(*[plausible_domain()] * 5, stolen)
+    aliases = st.lists(
+        st.one_of(
+            field_value(context, name),
+            field_value(context, plausible_domain().map(lambda d: "*." + d)),
+        ),
+        max_size=3,
+    )
+    pool_ids = [
+        r.get("id")
+        for r in context.drawn.get("fpm-pools", [])
+        if isinstance(r, dict) and r.get("unix_user_id") == user_id
+    ]
+    raw: Raw = {
+        "id": draw(object_id(context, index)),
+        "domain": draw(field_value(context, name)),
+        "unix_user_id": user_id,
+        "document_root": draw(field_value(context, document_root(owner.get("username")))),
+    }
+    maybe(raw, "server_aliases", draw(aliases), absent=draw(st.booleans()))
+    pool = st.sampled_from(pool_ids) if pool_ids else reference(context, "fpm-pools")
+    maybe(raw, "fpm_pool_id", draw(st.one_of(pool, st.none())), absent=draw(st.booleans()))
+    maybe(
+        raw,
+        "front_controller",
+        draw(field_value(context, st.booleans())),
+        absent=draw(st.booleans()),
+    )
+    return raw
+
+
+@st.composite
+def mail_account(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    hashes = st.one_of(
+        st.from_regex(r"\{SHA512-CRYPT\}\$6\$[a-zA-Z0-9./]{8}\$[a-zA-Z0-9./]{86}", fullmatch=True),
+        st.from_regex(r"\$2y\$10\$[a-zA-Z0-9./]{53}", fullmatch=True),
+        st.just("$6$rounds=5000$salt$" + "h" * 86),
+        st.just("{PLAIN}$1$x$y"),
+    )
+    domains = [d for d in context.values("virtual-hosts", "domain") if isinstance(d, str)]
+    domain = st.one_of(plausible_domain(), *([st.sampled_from(domains)] if domains else []))
+    raw: Raw = {
+        "id": draw(object_id(context, index)),
+        "local_part": draw(
+            field_value(
+                context,
+                st.one_of(
+                    st.from_regex(r"[a-z0-9]([a-z0-9._+-]{0,10}[a-z0-9])?", fullmatch=True),
+                    st.just("m" * 64),
+                ),
+            )
+        ),
+        "domain": draw(field_value(context, domain)),
+        "password_hash": draw(field_value(context, hashes)),
+    }
+    maybe(
+        raw,
+        "quota_mib",
+        draw(field_value(context, st.sampled_from([1, 1024, 2**31, 2**63, 10**20]))),
+        absent=draw(st.booleans()),
+    )
+    return raw
+
+
+@st.composite
+def cluster(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    used = [v for v in context.values("fpm-pools", "php_version") if isinstance(v, str)]
+    versions = st.lists(
+        field_value(context, st.sampled_from(["8.2", "8.3", "7.4", *used])), max_size=3
+    )
+    raw: Raw = {"id": draw(object_id(context, index))}
+    maybe(raw, "php_versions", draw(versions), absent=draw(st.integers(0, 9)) == 0)
+    return raw
+
+
+#: type name → (context, index) → a raw object of that type. A new type adds its own.
+Strategy = Callable[[Context, int], st.SearchStrategy[Raw]]
+STRATEGIES: dict[str, Strategy] = {
+    "unix-users": unix_user,
+    "crons": cron,
+    "fpm-pools": fpm_pool,
+    "virtual-hosts": virtual_host,
+    "mail-accounts": mail_account,
+    "clusters": cluster,
+}
+#: how many objects of a type one batch holds (at most)
+MAX_PER_TYPE: dict[str, int] = {"clusters": 1, "unix-users": 3}
+
+
+def write_order() -> list[str]:
+    """Every type after the types it references; ``clusters`` (which pools are checked
+    against) first, so pools have versions to be listed in."""
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for name, model in sorted(OBJECT_TYPES.items()):
+        sorter.add(name, *model.REFERENCES.values())
+    order = list(sorter.static_order())
+    return sorted(order, key=lambda name: (name != "clusters", order.index(name)))
+
+
+@dataclass
+class Batch:
+    """Raw objects per type, in write order; ``together``: one put per type, else one
+    put per object."""
+
+    objects: list[tuple[str, list[Raw]]]
+    together: bool
+
+    def __repr__(self) -> str:  # hypothesis prints this for a failing example
+        lines = [f"Batch(together={self.together})"]
+        for type_name, raws in self.objects:
+            for raw in raws:
+                lines.append(f"  {type_name}: {raw!r}")
+        return "\n".join(lines)
+
+
+@st.composite
+def batches(draw: st.DrawFn, types: tuple[str, ...] | None = None) -> Batch:
+    """A few objects of every type (or of ``types``), referring to each other."""
+    context = Context(hostility=draw(st.sampled_from([0, 3, 10, 25, 50])))
+    objects: list[tuple[str, list[Raw]]] = []
+    for type_name in write_order():
+        if types is not None and type_name not in types:
+            continue
+        strategy = STRATEGIES[type_name]  # KeyError: a new type without a strategy
+        count = draw(st.integers(0, MAX_PER_TYPE.get(type_name, 3)))
+        if type_name == "unix-users":
+            count = max(count, 1)
+        raws: list[Raw] = []
+        context.drawn[type_name] = raws
+        for index in range(1, count + 1):
+            raws.append(draw(strategy(context, index)))
+        objects.append((type_name, raws))
+    return Batch(objects, together=draw(st.integers(0, 5)) == 0)

@@ -1,0 +1,594 @@
+"""Accepted means it applies: the adversarial property test of issue 7.
+
+Hypothesis draws batches of raw objects of every type (``strategies.batches``): plausible
+values, an attacker's edits (trailing newline, U+0085, U+2028, NUL, ``;{}#"'\\$``,
+homoglyphs, several KB) and boundary ids. Then, for each batch:
+
+1. every object is written through the real writer (``ObjectStore.put``, real etcd),
+   type by type in dependency order. A refusal is a ``CcmError`` whose message names
+   the type, the id and a field, and it stores nothing (every key under the prefix is
+   the same, byte for byte and revision for revision);
+2. the snapshot holds exactly what was accepted, and the real engine applies all of it
+   on a fresh node root: real ``useradd --prefix``, real ``nginx -t`` and real
+   ``php-fpm8.2 -t`` (see ``NGINX_CHECK`` / ``PHP_FPM_CHECK``), reloads logged. A second
+   plan has nothing to do;
+3. the rendered files mean exactly what was accepted: accounts (uid, shell, home), each
+   crontab parses back (as cron reads it: lines end at ``\\n`` only) to the entries
+   written with their ``MAILTO``, the Dovecot passwd-file has one line of exactly 8
+   fields per account, every ``server_name`` token in ``sites-enabled`` is a name of that
+   vhost and no name (after normalisation: case, trailing dot, surrounding blanks, NFKC)
+   is served twice, each pool file holds exactly its own section and settings.
+
+Playbooks: ``clusters`` plans the ``php-versions`` playbook. ``PlaceholderPlaybooks`` is
+a real executor doing, under the temporary root, exactly what the playbook does there
+(``ccm_root`` is not ``/``, so it manages no packages): each listed version's
+``pool.d/`` and its ``ccm.placeholder.conf`` rendered from the playbook's own template.
+Ansible itself takes seconds per run (MACHINE-NOTES), too slow for hundreds of examples;
+``tests/test_playbook_runs.py`` covers the real Ansible path.
+
+php-fpm resolves the pool's ``user``, ``group`` and ``listen.owner`` through NSS and
+requires ``chdir`` to exist: the node's accounts are those in the root's ``etc/passwd``,
+so the check runs in a private mount namespace where the root's ``etc/passwd``,
+``etc/group`` and ``home`` are bind-mounted over the host's (nothing of the host changes).
+
+Run more examples with ``benchmarks/property_soak.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+import subprocess
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+from hypothesis import HealthCheck, given, settings
+from noderoot import node_settings, seed_root
+from strategies import STRATEGIES, Batch, batches, write_order
+
+from ccm.cluster.etcd import EtcdClient
+from ccm.cluster.store import ObjectStore
+from ccm.engine.registry import Registry
+from ccm.engine.run import Engine
+from ccm.errors import CcmError
+from ccm.models import (
+    OBJECT_TYPES,
+    CcmObject,
+    Cron,
+    FpmPool,
+    MailAccount,
+    Snapshot,
+    UnixUser,
+    VirtualHost,
+    parse_object,
+)
+from ccm.plan.ansible import PlaybookPreview, default_playbooks_dir, fingerprint
+from ccm.plan.changes import Playbook
+from ccm.plan.node import Accounts
+from ccm.settings import EtcdSettings, Settings
+
+UID_BASE = 20000
+EXAMPLES = int(os.environ.get("CCM_PROPERTY_EXAMPLES", "200"))
+
+#: real nginx -t, everything under the root (main config from ``nginx_main_config``)
+NGINX_CHECK = [
+    "nginx",
+    "-t",
+    "-q",
+    "-p",
+    "{root}/",
+    "-c",
+    "{root}/etc/nginx/nginx.conf",
+    "-e",
+    "{root}/var/log/nginx-error.log",
+]
+
+_PHP_FPM_SCRIPT = r"""
+set -e
+root=$1 version=$2
+conf="$root/php-fpm-$version.conf"
+printf '[global]\npid = %s\nerror_log = %s\ninclude = %s\n' \
+  "$root/php-fpm-$version.pid" "$root/php-fpm-$version.log" \
+  "$root/etc/php/$version/fpm/pool.d/*.conf" > "$conf"
+mkdir -p "$root/home"
+mount --bind "$root/etc/passwd" /etc/passwd
+mount --bind "$root/etc/group" /etc/group
+mount --bind "$root/home" /home
+if ! php-fpm8.2 -t -y "$conf" 2>&1; then
+  cat "$root/php-fpm-$version.log" 2>/dev/null
+  exit 1
+fi
+"""
+#: real php-fpm8.2 -t with the root's accounts and homes (a private mount namespace)
+PHP_FPM_CHECK = [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    _PHP_FPM_SCRIPT,
+    "sh",
+    "{root}",
+    "{version}",
+]
+
+
+def nginx_main_config(root: Path) -> None:
+    """Debian's nginx.conf as far as ``nginx -t`` goes (defaults kept, e.g. the server
+    names hash bucket size), with every path under ``root``; includes ``conf.d/*.conf``
+    and ``sites-enabled/*`` as Debian's does."""
+    temp = root / "var/lib/nginx"
+    for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (temp / name).mkdir(parents=True, exist_ok=True)
+    (root / "var/log").mkdir(parents=True, exist_ok=True)
+    config = root / "etc/nginx/nginx.conf"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        f"""\
+pid {root}/nginx.pid;
+error_log {root}/var/log/nginx-error.log;
+events {{}}
+http {{
+    access_log {root}/var/log/nginx-access.log;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    include {root}/etc/nginx/conf.d/*.conf;
+    include {root}/etc/nginx/sites-enabled/*;
+}}
+"""
+    )
+
+
+class PlaceholderPlaybooks:
+    """The ``php-versions`` playbook's effect under a temporary root, without Ansible."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.root = settings.root
+        self.playbooks_dir = default_playbooks_dir()
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(self.playbooks_dir / "templates"))
+        self.template = env.get_template("php-fpm-placeholder.conf.j2")
+        self.runs = 0
+
+    def __call__(self, configuration: str, playbook: Playbook) -> None:
+        assert playbook.playbook == "php-versions.yml", playbook
+        self.runs += 1
+        for version in playbook.extra_vars["php_versions"]:
+            pool_d = self.root / f"etc/php/{version}/fpm/pool.d"
+            pool_d.mkdir(parents=True, exist_ok=True)
+            (pool_d / "ccm.placeholder.conf").write_text(self.template.render(item=version))
+
+    def check(self, configuration: str, playbook: Playbook) -> PlaybookPreview:
+        return PlaybookPreview(configuration, playbook.playbook)
+
+    def fingerprint(self, playbook: Playbook) -> str:
+        extra = {**playbook.extra_vars, "ccm_root": str(self.root)}
+        return fingerprint(Playbook(playbook.playbook, extra), self.playbooks_dir)
+
+
+# --- writing -----------------------------------------------------------------------------
+
+
+def _state(client: EtcdClient, prefix: str) -> list[tuple[str, bytes, int]]:
+    kvs, _ = client.get_prefix(prefix + "/")
+    return [(kv.key, kv.value, kv.mod_revision) for kv in kvs]
+
+
+def assert_names_the_object(error: CcmError, type_name: str, raws: list[Any]) -> None:
+    """A refusal's message names the type, one of the objects (type/id) and a field."""
+    text = str(error)
+    ids = [str(raw["id"]) if isinstance(raw, dict) and "id" in raw else "?" for raw in raws]
+    assert any(f"{type_name}/{i}" in text for i in ids), f"no {type_name}/<id> in: {text}"
+    fields = [*OBJECT_TYPES[type_name].model_fields, "(object)"]
+    assert any(name in text for name in fields), f"no field of {type_name} in: {text}"
+
+
+@dataclass
+class Outcome:
+    """What one batch did: counts for the soak script."""
+
+    objects: int = 0
+    accepted: int = 0
+    refused: int = 0
+    applied: int = 0
+    refusals: list[str] = field(default_factory=list)
+
+
+def write_batch(
+    client: EtcdClient, store: ObjectStore, batch: Batch, outcome: Outcome
+) -> dict[str, dict[int, CcmObject]]:
+    """Put every object of the batch; what the store must now hold (type → id → object)."""
+    expected: dict[str, dict[int, CcmObject]] = {name: {} for name in OBJECT_TYPES}
+    for type_name, raws in batch.objects:
+        outcome.objects += len(raws)
+        groups = [raws] if batch.together else [[raw] for raw in raws]
+        for group in groups:
+            if not group:
+                continue
+            before = _state(client, store.prefix)
+            try:
+                store.put(type_name, group)
+            except CcmError as error:
+                outcome.refused += len(group)
+                outcome.refusals.append(str(error))
+                assert _state(client, store.prefix) == before, f"a refused put stored: {error}"
+                assert_names_the_object(error, type_name, group)
+                continue
+            outcome.accepted += len(group)
+            for raw in group:
+                obj = parse_object(type_name, raw)
+                expected[type_name][obj.id] = obj
+    return expected
+
+
+# --- applying and reading back --------------------------------------------------------------
+
+
+def apply_on_node(root: Path, snapshot: Snapshot) -> Engine:
+    settings = node_settings(
+        root, commands={"nginx_check": NGINX_CHECK, "php_fpm_check": PHP_FPM_CHECK}
+    )
+    engine = Engine(
+        Registry.from_entry_points(), settings, playbooks=PlaceholderPlaybooks(settings)
+    )
+    engine.apply(snapshot)
+    return engine
+
+
+def cron_lines(text: str) -> list[str]:
+    """Lines as cron reads them: ended by ``\\n`` only; blank and ``#`` lines skipped."""
+    return [line for line in text.split("\n") if line.strip(" \t") and not line.startswith("#")]
+
+
+_ENV_LINE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*[ \t]*=")
+
+
+def parse_crontab(text: str) -> list[tuple[str, str, str]]:
+    """(MAILTO in effect, schedule, command) per job line, in order."""
+    mailto = ""
+    jobs = []
+    for line in cron_lines(text):
+        if _ENV_LINE.match(line):
+            name, _, value = line.partition("=")
+            value = value.strip(" \t")
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            if name.strip() == "MAILTO":
+                mailto = value
+            continue
+        tokens = re.split(r"[ \t]+", line, maxsplit=1 if line.startswith("@") else 5)
+        fields = 1 if line.startswith("@") else 5
+        schedule = " ".join(tokens[:fields])
+        command = tokens[fields] if len(tokens) > fields else ""
+        jobs.append((mailto, schedule, command))
+    return jobs
+
+
+def server_name_tokens(text: str) -> list[list[str]]:
+    """The arguments of every ``server_name`` directive, tokenised as nginx does."""
+    tokens = re.split(r"[ \t\r\n]+", text)
+    found: list[list[str]] = []
+    for index, token in enumerate(tokens):
+        if token == "server_name":
+            names: list[str] = []
+            for arg in tokens[index + 1 :]:
+                names.append(arg.removesuffix(";"))
+                if arg.endswith(";"):
+                    break
+            found.append([name for name in names if name])
+    return found
+
+
+def normalised(name: str) -> str:
+    return unicodedata.normalize("NFKC", name).strip().rstrip(".").lower()
+
+
+def ini_value(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "On" if value else "Off"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+POOL_KEYS = {
+    "user",
+    "group",
+    "chdir",
+    "listen",
+    "listen.owner",
+    "listen.group",
+    "listen.mode",
+    "pm",
+    "pm.max_children",
+    "pm.start_servers",
+    "pm.min_spare_servers",
+    "pm.max_spare_servers",
+}
+
+
+def ini_lines(text: str) -> list[str]:
+    """Lines as PHP's INI scanner reads them (``\\r``, ``\\n``, ``\\r\\n`` end a line)."""
+    lines = re.split(r"\r\n|\r|\n", text)
+    return [line for line in lines if line.strip() and not line.lstrip().startswith(";")]
+
+
+_CRONTAB_SCRIPT = r"""
+set -e
+mkdir -p "$1/crontab-check"
+mount --bind "$1/crontab-check" /var/spool/cron/crontabs
+exec crontab -u root - < "$2"
+"""
+
+
+def cron_accepts(root: Path, crontab: Path) -> None:
+    """Debian's own ``crontab`` parses the file as cron will (it installs nothing: its
+    spool directory is a scratch directory bind-mounted in a private mount namespace)."""
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _CRONTAB_SCRIPT]
+    result = subprocess.run(
+        [*argv, "sh", str(root), str(crontab)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"cron refuses {crontab.name}: {result.stderr.strip()}"
+
+
+def check_node(root: Path, snapshot: Snapshot) -> None:
+    """The rendered files mean exactly what the snapshot holds."""
+    users = {u.id: u for u in snapshot.all(UnixUser)}
+    accounts = Accounts(root)
+    for user in users.values():
+        entry = accounts.users.get(user.username)
+        assert entry is not None, f"no account {user.username!r}"
+        assert (entry.uid, entry.home, entry.shell) == (UID_BASE + user.id, user.home, user.shell)
+        home = root / user.home.lstrip("/")
+        assert home.is_dir() and home.stat().st_uid == UID_BASE + user.id, user.home
+
+    # crontabs
+    crontabs = root / "var/spool/cron/crontabs"
+    by_user: dict[int, list[Cron]] = {}
+    for cron in snapshot.all(Cron):
+        by_user.setdefault(cron.unix_user_id, []).append(cron)
+    present = sorted(p.name for p in crontabs.iterdir()) if crontabs.is_dir() else []
+    assert present == sorted(users[i].username for i in by_user), f"crontabs {present!r}"
+    for user_id, crons in by_user.items():
+        text = (crontabs / users[user_id].username).read_text()
+        cron_accepts(root, crontabs / users[user_id].username)
+        wanted = [(c.email_address or "", c.schedule, c.command) for c in crons]
+        assert parse_crontab(text) == wanted, f"crontab of {users[user_id].username!r}"
+
+    # dovecot passwd-file
+    accounts_by_address = sorted(snapshot.all(MailAccount), key=lambda a: a.address)
+    users_file = root / "etc/dovecot/users"
+    lines = [
+        line
+        for line in users_file.read_text().split("\n")
+        if line.strip() and not line.startswith("#")
+    ]
+    assert len(lines) == len(accounts_by_address), f"passwd-file lines: {lines!r}"
+    for line, account in zip(lines, accounts_by_address, strict=True):
+        extra = f"userdb_quota_rule=*:storage={account.quota_mib}M" if account.quota_mib else ""
+        wanted_fields = [account.address, account.password_hash, "", "", "", "", "", extra]
+        assert line.split(":", 7) == wanted_fields, f"passwd-file line {line!r}"
+
+    # nginx
+    sites = root / "etc/nginx/sites-enabled"
+    vhosts = snapshot.all(VirtualHost)
+    present = sorted(p.name for p in sites.iterdir()) if sites.is_dir() else []
+    assert present == sorted(f"{v.domain}.conf" for v in vhosts), f"sites {present!r}"
+    served: dict[str, str] = {}
+    for vhost in vhosts:
+        text = (sites / f"{vhost.domain}.conf").read_text()
+        directives = server_name_tokens(text)
+        assert directives == [[vhost.domain, *vhost.server_aliases]], (
+            f"{vhost.describe()} serves {directives!r}"
+        )
+        for name in directives[0]:
+            key = normalised(name)
+            assert key not in served, f"{name!r} of {vhost.describe()} is also {served[key]}"
+            served[key] = f"{vhost.describe()} ({name!r})"
+        roots = re.findall(r"^    root (.*);$", text, flags=re.MULTILINE)
+        assert roots == [vhost.document_root], f"{vhost.describe()} root lines {roots!r}"
+
+    # php-fpm pools
+    pools = snapshot.all(FpmPool)
+    for pool in pools:
+        user = users[pool.unix_user_id]
+        path = root / f"etc/php/{pool.php_version}/fpm/pool.d/{pool.name}.conf"
+        lines = ini_lines(path.read_text())
+        sections = [line for line in lines if line.lstrip().startswith("[")]
+        assert sections == [f"[{pool.name}]"], f"{pool.describe()} sections {sections!r}"
+        settings_read: dict[str, str] = {}
+        keys = set()
+        for line in lines[1:]:
+            key, sep, value = line.partition(" = ")
+            assert sep, f"{pool.describe()}: not a directive: {line!r}"
+            found = re.fullmatch(r"php_admin_value\[([^\]]*)\]", key)
+            if found:
+                assert value.startswith('"') and value.endswith('"'), line
+                settings_read[found.group(1)] = re.sub(r"\\(.)", r"\1", value[1:-1])
+            else:
+                keys.add(key)
+        assert keys == POOL_KEYS, f"{pool.describe()} directives {sorted(keys)}"
+        assert settings_read == {k: ini_value(v) for k, v in pool.php_settings.items()}
+        assert f"user = {user.username}" in lines and f"chdir = {user.home}" in lines
+
+
+_examples = itertools.count(1)
+
+
+def run_property(
+    client: EtcdClient, prefix: str, template: Path, workdir: Path, batch: Batch
+) -> Outcome:
+    """The whole property for one batch; raises AssertionError / CcmError on a failure."""
+    n = next(_examples)
+    store = ObjectStore(client, f"{prefix}/ex{n}", writer="property")
+    outcome = Outcome()
+    expected = write_batch(client, store, batch, outcome)
+    snapshot = store.snapshot()
+    for type_name in OBJECT_TYPES:
+        stored = dict(snapshot.of_type(type_name))
+        assert stored == expected[type_name], f"stored {type_name} differ from those accepted"
+    root = workdir / f"ex{n}"
+    shutil.copytree(template, root, symlinks=True)
+    try:
+        nginx_main_config(root)
+        engine = apply_on_node(root, snapshot)
+        outcome.applied = outcome.accepted
+        check_node(root, snapshot)
+        assert not engine.plan(snapshot).has_changes, "a second run would change something"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return outcome
+
+
+@pytest.fixture
+def node_template(tmp_path: Path) -> Path:
+    return seed_root(tmp_path / "template")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "roots"
+    path.mkdir()
+    yield path
+
+
+def test_every_object_type_has_a_strategy() -> None:
+    missing = sorted(set(OBJECT_TYPES) - set(STRATEGIES))
+    assert not missing, f"add a strategy to tests/strategies.py for: {', '.join(missing)}"
+    assert sorted(write_order()) == sorted(OBJECT_TYPES)
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+    derandomize=os.environ.get("CI") == "true",
+)
+@given(batch=batches())
+def test_every_accepted_batch_applies_and_means_what_was_accepted(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    node_template: Path,
+    workdir: Path,
+    batch: Batch,
+) -> None:
+    run_property(etcd_client, etcd_settings.prefix, node_template, workdir, batch)
+
+
+# --- the distinct failures the property found (issue 7), each as its smallest batch --------
+#
+# Each case FAILS on the code of 4c732e0 (the writer accepts it and then the node fails or
+# renders something else): they stay failing until main is fixed. Once the writer refuses
+# a case, the case passes (a refusal stores nothing and names the object).
+
+HASH = "{SHA512-CRYPT}$6$saltsalt$" + "h" * 86
+
+
+def _batch(*objects: tuple[str, dict[str, Any]], together: bool = False) -> Batch:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for type_name, raw in objects:
+        grouped.setdefault(type_name, []).append(raw)
+    return Batch([(t, grouped[t]) for t in write_order() if t in grouped], together)
+
+
+def _user(i: int, name: str, **extra: Any) -> tuple[str, dict[str, Any]]:
+    return ("unix-users", {"id": i, "username": name, **extra})
+
+
+def _vhost(i: int, domain: str, user: int, root: str, **extra: Any) -> tuple[str, dict[str, Any]]:
+    return (
+        "virtual-hosts",
+        {"id": i, "domain": domain, "unix_user_id": user, "document_root": root, **extra},
+    )
+
+
+def _cron(i: int, user: int, **extra: Any) -> tuple[str, dict[str, Any]]:
+    raw = {"id": i, "unix_user_id": user, "name": "job", "schedule": "* * * * *"}
+    return ("crons", {**raw, "command": "echo hi", **extra})
+
+
+def _pool(i: int, user: int, **extra: Any) -> tuple[str, dict[str, Any]]:
+    raw = {"id": i, "name": "web", "unix_user_id": user, "php_version": "8.2"}
+    return ("fpm-pools", {**raw, **extra})
+
+
+def _mail(i: int, domain: str, **extra: Any) -> tuple[str, dict[str, Any]]:
+    raw = {"id": i, "local_part": "info", "domain": domain, "password_hash": HASH}
+    return ("mail-accounts", {**raw, **extra})
+
+
+ALICE = _user(1, "ualice")
+MALLORY = _user(2, "umallory")
+KNOWN_FAILURES: dict[str, Batch] = {
+    "domain-trailing-newline-takes-over-another-tenants-domain": _batch(
+        ALICE,
+        MALLORY,
+        _vhost(1, "shop.example.com", 1, "/home/ualice/www"),
+        _vhost(2, "shop.example.com\n", 2, "/home/umallory/www"),
+    ),
+    "alias-trailing-newline-takes-over-another-tenants-domain": _batch(
+        ALICE,
+        MALLORY,
+        _vhost(1, "shop.example.com", 1, "/home/ualice/www"),
+        _vhost(
+            2, "evil.example.net", 2, "/home/umallory/www", server_aliases=["shop.example.com\n"]
+        ),
+    ),
+    "mail-domain-trailing-newline-splits-the-passwd-file-line": _batch(
+        ALICE, _mail(1, "example.com\n")
+    ),
+    "cron-schedule-trailing-newline-adds-a-crontab-line": _batch(
+        ALICE, _cron(1, 1, schedule="* * * * *\n")
+    ),
+    "cron-command-over-1000-bytes-cron-refuses": _batch(ALICE, _cron(1, 1, command="x" * 1001)),
+    "cron-command-starting-with-star-cron-refuses": _batch(ALICE, _cron(1, 1, command="*foo")),
+    "document-root-trailing-newline": _batch(
+        ALICE, _vhost(1, "a.example.com", 1, "/home/ualice/w\n")
+    ),
+    "shell-trailing-newline": _batch(_user(1, "ualice", shell="/bin/bash\n")),
+    "php-setting-name-trailing-newline-php-fpm-refuses": _batch(
+        ALICE, _pool(1, 1, php_settings={"memory_limit\n": "256M"})
+    ),
+    "id-2**32-uid-out-of-range": _batch(_user(2**32, "ualice")),
+    "id-45534-uid-65534-is-nobody": _batch(_user(45534, "ualice")),
+    "username-is-a-group-of-the-node": _batch(_user(1, "staff")),
+    "username-is-an-account-of-the-node": _batch(_user(1, "etcd")),
+    "document-root-over-4k-nginx-refuses": _batch(
+        ALICE, _vhost(1, "a.example.com", 1, "/home/ualice/" + "r" * 4100)
+    ),
+    "domain-of-50-characters-overflows-nginx-server-names-hash": _batch(
+        ALICE,
+        _vhost(1, "a" * 50 + ".com", 1, "/home/ualice/www"),
+        _vhost(2, "b.example.com", 1, "/home/ualice/www"),
+    ),
+    "domain-of-253-bytes-file-name-too-long": _batch(
+        ALICE,
+        _vhost(1, ".".join(["d" * 63, "e" * 63, "f" * 63, "g" * 57, "com"]), 1, "/home/ualice/w"),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_FAILURES))
+def test_known_failure(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    node_template: Path,
+    workdir: Path,
+    name: str,
+) -> None:
+    run_property(etcd_client, etcd_settings.prefix, node_template, workdir, KNOWN_FAILURES[name])
