@@ -113,14 +113,20 @@ BOUNDARY_IDS: tuple[Any, ...] = (
 
 
 def _names(path: str) -> tuple[str, ...]:
+    """System account or group names in ``path`` (ids below 1000 or from 60000): a
+    person's login (1000-59999) is this machine's, not every node's, so a write cannot
+    know it; a node refuses a tenant of that name (tests/test_node_refusals.py)."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError:
         return ()
-    return tuple(line.split(":", 1)[0] for line in lines if line and not line.startswith("#"))
+    fields = [line.split(":") for line in lines if line and not line.startswith("#")]
+    return tuple(
+        f[0] for f in fields if len(f) > 2 and not (f[2].isdigit() and 1000 <= int(f[2]) < 60000)
+    )
 
 
-#: account and group names the machine (a Debian node) already has
+#: system account and group names the machine (a Debian node) already has
 HOST_NAMES: tuple[str, ...] = tuple(
     sorted(set(_names("/etc/passwd")) | set(_names("/etc/group")) | {"crontab", "www-data"})
 )
@@ -463,6 +469,26 @@ def cluster(draw: st.DrawFn, context: Context, index: int) -> Raw:
     return raw
 
 
+@st.composite
+def node(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    """Other nodes of the cluster (never the node the property applies as, which
+    therefore runs everything): their groups and primaries are still validated."""
+    groups = st.lists(
+        field_value(context, st.sampled_from(["nginx", "php", "cron", "dovecot", "daemons"])),
+        max_size=4,
+    )
+    hostname = st.sampled_from(["web1", "web2", "mail1", "db1"])
+    raw: Raw = {
+        "id": draw(object_id(context, index)),
+        "hostname": draw(field_value(context, hostname)),
+    }
+    maybe(raw, "groups", draw(groups), absent=draw(st.booleans()))
+    chosen = raw.get("groups") if isinstance(raw.get("groups"), list) else []
+    primary = st.lists(st.sampled_from(chosen), max_size=1) if chosen else st.just([])
+    maybe(raw, "primary_for", draw(field_value(context, primary)), absent=draw(st.booleans()))
+    return raw
+
+
 #: type name → (context, index) → a raw object of that type. A new type adds its own.
 Strategy = Callable[[Context, int], st.SearchStrategy[Raw]]
 STRATEGIES: dict[str, Strategy] = {
@@ -472,6 +498,7 @@ STRATEGIES: dict[str, Strategy] = {
     "virtual-hosts": virtual_host,
     "mail-accounts": mail_account,
     "clusters": cluster,
+    "nodes": node,
 }
 #: how many objects of a type one batch holds (at most)
 MAX_PER_TYPE: dict[str, int] = {"clusters": 1, "unix-users": 3}

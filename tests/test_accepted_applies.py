@@ -72,6 +72,7 @@ from ccm.models import (
 from ccm.plan.ansible import PlaybookPreview, default_playbooks_dir, fingerprint
 from ccm.plan.changes import Playbook
 from ccm.plan.node import Accounts
+from ccm.plan.paths import file_name
 from ccm.settings import EtcdSettings, Settings
 
 UID_BASE = 20000
@@ -241,7 +242,10 @@ def apply_on_node(root: Path, snapshot: Snapshot) -> Engine:
     engine = Engine(
         Registry.from_entry_points(), settings, playbooks=PlaceholderPlaybooks(settings)
     )
-    engine.apply(snapshot)
+    report = engine.apply(snapshot)
+    # accepted means it applies: the node refuses nothing (the strategies never draw a
+    # person's login on this machine, which a write cannot know: test_node_refusals)
+    assert report.refused == {}, f"accepted, but the node refused: {report.refused}"
     return engine
 
 
@@ -383,10 +387,11 @@ def check_node(root: Path, snapshot: Snapshot) -> None:
     sites = root / "etc/nginx/sites-enabled"
     vhosts = snapshot.all(VirtualHost)
     present = sorted(p.name for p in sites.iterdir()) if sites.is_dir() else []
-    assert present == sorted(f"{v.domain}.conf" for v in vhosts), f"sites {present!r}"
+    expected = ["ccm-default.conf", *(file_name(v.domain, ".conf") for v in vhosts)]
+    assert present == sorted(expected), f"sites {present!r}"
     served: dict[str, str] = {}
     for vhost in vhosts:
-        text = (sites / f"{vhost.domain}.conf").read_text()
+        text = (sites / file_name(vhost.domain, ".conf")).read_text()
         directives = server_name_tokens(text)
         assert directives == [[vhost.domain, *vhost.server_aliases]], (
             f"{vhost.describe()} serves {directives!r}"

@@ -264,3 +264,10 @@ def test_file_names_from_long_names_fit_and_stay_distinct() -> None:
     assert len(names) == 2
     assert all(len(name.encode()) <= 255 and name.endswith(".conf") for name in names)
     assert file_name("shop.example.com", ".conf") == "shop.example.com.conf"
+
+
+@pytest.mark.parametrize("command", ["*foo", "-q /usr/bin/backup"])
+def test_a_cron_command_cron_would_read_otherwise_is_refused(
+    tenants: ObjectStore, command: str
+) -> None:
+    refused(tenants, "crons", cron(1, 1, command=command), "command", "start with")

@@ -298,6 +298,10 @@ class Cron(CcmObject):
         if "%" in value:
             # cron turns an unescaped % into a newline: refuse rather than guess.
             raise ValueError("must not contain '%' (cron treats it as a newline)")
+        if value[0] in "*-":
+            # Debian's cron reads a leading * as a sixth time field ("bad command") and a
+            # leading - as "do not log": either changes what the entry means
+            raise ValueError(f"must not start with {value[0]!r}")
         size = len(value.encode())
         if size > MAX_CRON_COMMAND_BYTES:
             raise ValueError(
