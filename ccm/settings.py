@@ -130,6 +130,27 @@ class AccountSettings(BaseModel):
     uid_base: int = Field(default=DEFAULT_UID_BASE, ge=1000, le=2_000_000_000, strict=True)
 
 
+class HistorySettings(BaseModel):
+    model_config = _Strict
+    #: runs kept per node under {prefix}/history/<node>/ (the oldest are pruned)
+    keep: int = Field(default=100, ge=1, le=100_000, strict=True)
+
+
+class MetricsSettings(BaseModel):
+    model_config = _Strict
+    #: "host:port" of the Prometheus endpoint (/metrics); empty: no endpoint
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{value!r} is not host:port")
+        return value
+
+
 class AnsibleSettings(BaseModel):
     model_config = _Strict
     playbooks_dir: str = ""  # empty: the playbooks/ folder of this checkout
@@ -155,6 +176,8 @@ class Settings(BaseModel):
     commands: CommandSettings = CommandSettings()
     accounts: AccountSettings = AccountSettings()
     ansible: AnsibleSettings = AnsibleSettings()
+    history: HistorySettings = HistorySettings()
+    metrics: MetricsSettings = MetricsSettings()
     #: argv overrides of the checks the configurations declare, by name; an unknown
     #: name is refused when ccm starts (``ccm.engine.run.resolve_checks``)
     checks: dict[str, tuple[str, ...]] = Field(default_factory=dict)

@@ -351,14 +351,123 @@ def _read_json(source: str) -> list[Any]:
 @click.argument("type_name", metavar="TYPE", type=TYPE_CHOICE)
 @click.argument("source", metavar="[FILE|-]", default="-")
 @click.option("--writer", default="ccm-cli", show_default=True, help="Recorded in the event.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Then wait until every live node applied it: exit 0 done, 1 halted, 3 timeout.",
+)
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="With --wait.")
 @pass_context
-def objects_put(context: Context, type_name: str, source: str, writer: str) -> None:
-    """Validate and store one JSON object or a list of them (all or nothing)."""
+def objects_put(
+    context: Context, type_name: str, source: str, writer: str, wait: bool, timeout: float
+) -> None:
+    """Validate and store one JSON object or a list of them (all or nothing).
+
+    With --wait it follows the rollout of what it stored, as `ccm rollout --wait` does:
+    a Cluster API's Pending / Failed / Succeeded.
+    """
     with _errors():
         raws = _read_json(source)
         with context.store(writer) as store:
             revision = store.put(type_name, raws)
         click.echo(f"stored {len(raws)} {type_name} at revision {revision}")
+        if wait:
+            sys.exit(_follow_rollout(context, revision, timeout))
+
+
+def _follow_rollout(context: Context, revision: int | None, timeout: float) -> int:
+    """Show the rollout of ``revision`` (latest) until done (0), halted (1), timeout (3)."""
+    import time
+
+    from ccm.cluster.rollout import latest_revision, wait_for
+
+    live = sys.stdout.isatty()
+
+    def show(current: Any) -> None:
+        if live:  # redraw the picture in place
+            click.echo("\033[H\033[J" + "\n".join(current.lines()))
+        else:
+            click.echo(current.summary())
+
+    with EtcdClient.from_settings(context.settings.etcd) as client:
+        prefix = context.settings.etcd.prefix
+        wanted = revision if revision is not None else latest_revision(client, prefix)
+        outcome, final = wait_for(
+            client,
+            prefix,
+            wanted,
+            timeout=timeout,
+            clock=SystemClock(),
+            sleep=time.sleep,
+            report=show,
+        )
+    if outcome == "halted" and final.halt is not None:
+        click.echo(
+            f"halted by {final.halt.node} ({final.halt.configuration}): {final.halt.error}",
+            err=True,
+        )
+        return 1
+    if outcome == "timeout":
+        click.echo(f"timeout after {timeout:g} s; not applied yet: {', '.join(final.remaining)}")
+        return 3
+    click.echo(f"revision {wanted} applied on every live node")
+    return 0
+
+
+@cli.command()
+@click.option("--revision", type=int, default=None, help="Default: the latest revision.")
+@click.option("--wait", is_flag=True, help="Show progress until every live node applied it.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="With --wait.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (no --wait).")
+@pass_context
+def rollout(
+    context: Context, revision: int | None, wait: bool, timeout: float, as_json: bool
+) -> None:
+    """How far the fleet is with a revision: per node applied, applying, waiting,
+    behind, halted or dead. With --wait: exit 0 done, 1 halted, 3 timeout."""
+    from ccm.cluster.rollout import latest_revision
+    from ccm.cluster.rollout import rollout as read_rollout
+
+    with _errors():
+        if wait:
+            sys.exit(_follow_rollout(context, revision, timeout))
+        with EtcdClient.from_settings(context.settings.etcd) as client:
+            prefix = context.settings.etcd.prefix
+            wanted = revision if revision is not None else latest_revision(client, prefix)
+            current = read_rollout(client, prefix, wanted)
+        if as_json:
+            click.echo(json.dumps(current.as_json(), indent=2))
+        else:
+            click.echo("\n".join(current.lines()))
+
+
+@cli.command()
+@click.option("--node", "node_name", metavar="NODE", help="Only this node's runs.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+def history(context: Context, node_name: str | None, limit: int, as_json: bool) -> None:
+    """The last runs, newest first: node, revision, times, result, changes, error."""
+    from ccm.cluster.history import RunHistory
+
+    with _errors(), EtcdClient.from_settings(context.settings.etcd) as client:
+        runs = RunHistory(client, context.settings.etcd.prefix).read(node_name, limit)
+    if as_json:
+        click.echo(json.dumps([run.__dict__ for run in runs], indent=2))
+        return
+    for run in runs:
+        click.echo(
+            f"{run.finished}  {run.node:<16} revision {run.revision:<8} {run.result:<8} "
+            f"{len(run.changed)} change(s)"
+        )
+        for path in run.changed:
+            click.echo(f"    {path}")
+        for action in run.actions:
+            click.echo(f"    ! {action}")
+        for name, reason in run.refused.items():
+            click.echo(f"    refused {name}: {reason}")
+        if run.error:
+            click.echo("    error: " + run.error.splitlines()[0])
 
 
 @objects.command("get")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -30,6 +30,7 @@ from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.halt import HaltFlag
 from ccm.cluster.nodes import Presence
 from ccm.cluster.watcher import EventWatcher
+from ccm.daemon.metrics import Metrics
 from ccm.daemon.node_run import NodeRun, RunOutcome
 from ccm.daemon.notify import Notifier
 from ccm.engine.registry import Registry
@@ -80,6 +81,9 @@ class Daemon:
         self.catching_up = True
         #: the revision of the last successful run: events at or below it are applied
         self.applied_revision = 0
+        #: when the oldest event the debouncer holds arrived (for the debounce delay)
+        self.pending_since: float | None = None
+        self.metrics = Metrics()
         self.log = get_logger(node=settings.node)
 
     def _default_engine(self, settings: Settings) -> Engine:
@@ -122,6 +126,9 @@ class Daemon:
         with EtcdClient.from_settings(settings.etcd) as client:
             presence = Presence(client, settings.etcd.prefix, settings.node)
             watcher: EventWatcher | None = None
+            if settings.metrics.listen:
+                host, port = self.metrics.serve(settings.metrics.listen)
+                self.log.info("metrics served", url=f"http://{host}:{port}/metrics")
             try:
                 start_revision = self._current_revision(client)
                 if start_revision is None:  # stopped while etcd was unreachable
@@ -144,6 +151,7 @@ class Daemon:
                 if watcher is not None:
                     watcher.stop()
                 presence.stop()
+                self.metrics.close()
         self.log.info("daemon stopped")
         return 0
 
@@ -205,18 +213,26 @@ class Daemon:
 
     def _handle(self, wake: _Wake, node_run: NodeRun) -> None:
         if wake.kind == "types":
+            self.metrics.seen(wake.revision)
             # an event that arrived while a run was waiting for the lock was applied by
             # that run (it read a later snapshot): no second lock round for it
             if wake.revision > self.applied_revision:
-                self.debouncer.add(wake.types)
+                self._pend(wake.types)
         elif wake.kind == "full":
-            self.debouncer.add([ALL])
+            self._pend([ALL])
         elif wake.kind == "resumed":
             self.log.info("halt flag cleared: continuing with the pending work")
             self.halted = False
+            self.metrics.halted.set(0)
             self.retry_at = None
         elif wake.kind == "reload":
             self._reload(node_run)
+
+    def _pend(self, types: Iterable[str]) -> None:
+        if self.pending_since is None:
+            self.pending_since = self.clock.monotonic()
+        self.debouncer.add(types)
+        self.metrics.pending_types.set(len(self.debouncer.pending))
 
     def _run_in_worker(self, node_run: NodeRun, types: frozenset[str]) -> RunOutcome:
         """Run on a worker thread while this thread keeps pinging the watchdog.
@@ -246,6 +262,11 @@ class Daemon:
 
     def _run_once(self, client: EtcdClient, node_run: NodeRun) -> None:
         types = self.debouncer.take()
+        started = self.clock.monotonic()
+        if self.pending_since is not None:
+            self.metrics.debounce_delay.observe(started - self.pending_since)
+            self.pending_since = None
+        self.metrics.pending_types.set(0)
         try:
             outcome = self._run_in_worker(node_run, types)
         except Exception as error:  # etcd away, lock lost, stopping, a bug: keep the work
@@ -262,6 +283,15 @@ class Daemon:
             return
         self.failures = 0
         self.retry_at = None
+        self.metrics.lock_wait.observe(outcome.lock_wait)
+        self.metrics.run_finished(
+            outcome.result,
+            self.clock.monotonic() - started - outcome.lock_wait,
+            outcome.revision,
+            len(outcome.report.changed_paths),
+            outcome.report.actions,
+            self.clock.wall().timestamp(),
+        )
         if outcome.result == "success":
             self.catching_up = False
             self.applied_revision = max(self.applied_revision, outcome.revision)

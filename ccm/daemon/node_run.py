@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from ccm.cluster.clock import Clock, SystemClock
@@ -28,6 +29,7 @@ from ccm.cluster.debounce import ALL
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.failures import ObjectFailures
 from ccm.cluster.halt import HaltFlag, HaltRecord
+from ccm.cluster.history import RunHistory, RunRecord
 from ccm.cluster.lock import ClusterLock, LockHold
 from ccm.cluster.nodes import LastRun, NodeRecord, NodeRecords
 from ccm.cluster.store import ObjectStore
@@ -54,6 +56,8 @@ class RunOutcome:
     report: RunReport = field(default_factory=RunReport)
     error: RunError | None = None
     halt: HaltRecord | None = None
+    #: seconds spent waiting for the cluster lock
+    lock_wait: float = 0.0
 
 
 def missed_types(event_revisions: dict[str, int], applied_revision: int) -> set[str]:
@@ -80,6 +84,7 @@ class NodeRun:
         self.halt = HaltFlag(client, self.prefix)
         self.nodes = NodeRecords(client, self.prefix)
         self.failures = ObjectFailures(client, self.prefix)
+        self.history = RunHistory(client, self.prefix, settings.history.keep)
         self.lock = ClusterLock(client, self.prefix, self.node, settings.lock.ttl, self.clock)
         self.log = get_logger(node=self.node)
 
@@ -92,72 +97,98 @@ class NodeRun:
         lock_timeout: float | None = None,
     ) -> RunOutcome:
         """One locked run; raises ``ClusterError`` (etcd, lock) — the caller retries."""
+        asked = self.clock.monotonic()
         hold = self.lock.acquire(timeout=lock_timeout, cancel=cancel)
+        waited = self.clock.monotonic() - asked
         try:
-            halted = self.halt.get()
-            if halted is not None:
-                self.log.warning(
-                    "halt flag is set: not applying", halt=halted.error, halted_by=halted.node
-                )
-                return RunOutcome("halted", halt=halted)
-            record = self.nodes.read(self.node)
-            started = self.clock.wall().isoformat()
-            # objects are parsed when a configuration reads them: one that no longer
-            # validates fails that configuration's plan (a PlanError, which halts)
-            snapshot = self.store.snapshot()
-            revision = snapshot.revision
-            requested = set(types)
-            # applied_revision 0: a first run that failed — still owes a full run
-            if full or record is None or record.applied_revision == 0 or ALL in requested:
-                selection: set[str] | None = None
-            else:
-                revisions = self.store.event_revisions(revision)
-                selection = requested | missed_types(revisions, record.applied_revision)
-            selected = self.engine.select(selection)
-            log = self.log.bind(revision=revision)
-            log.info("run starts", configurations=selected)
-
-            def guard() -> None:
-                hold.check()
-                if cancel is not None and cancel.is_set():
-                    raise RunCancelled(f"{self.node}: stopping; the run was rolled back")
-
-            guard()
-            try:
-                report = (
-                    self.engine.apply(snapshot, selection, guard=guard, full=selection is None)
-                    if selected
-                    else RunReport()
-                )
-            except RunError as error:
-                if cancel is not None and cancel.is_set():  # stopped (SIGTERM), not failed
-                    raise RunCancelled(f"{self.node}: stopping; the run was rolled back") from error
-                return self._fail(hold, record, revision, selected, started, error, cancel)
-            finished = self.clock.wall()
-            refused = {name: f"{r.configuration}: {r.reason}" for name, r in report.refused.items()}
-            last = LastRun(
-                started, finished.isoformat(), "success", report.changed_paths, refused=refused
-            )
-            failures = self.failures.sync_ops(
-                self.node, report.refused, selected, revision, finished
-            )
-            committed = self.client.txn(
-                [hold.fence()],
-                [self.nodes.put_op(self.node, NodeRecord(revision, last)), *failures],
-            )
-            if not committed.succeeded:
-                raise LockLost(
-                    f"{self.node}: the cluster lock changed hands before the run "
-                    "was recorded; it will run again"
-                )
-            for name, reason in refused.items():
-                log.error(
-                    "object refused on this node; the rest was applied", object=name, error=reason
-                )
-            log.info("run succeeded", changed=len(report.changed_paths), actions=report.actions)
-            return RunOutcome("success", revision, selected, report)
+            outcome = self._run_locked(hold, types, full, cancel)
+            outcome.lock_wait = waited
+            return outcome
         finally:
             hold.release()
+
+    def _run_locked(
+        self,
+        hold: LockHold,
+        types: Iterable[str],
+        full: bool,
+        cancel: threading.Event | None,
+    ) -> RunOutcome:
+        """The run itself, under the lock ``hold`` (released by the caller)."""
+        halted = self.halt.get()
+        if halted is not None:
+            self.log.warning(
+                "halt flag is set: not applying", halt=halted.error, halted_by=halted.node
+            )
+            return RunOutcome("halted", halt=halted)
+        record = self.nodes.read(self.node)
+        started_at = self.clock.wall()
+        started = started_at.isoformat()
+        # objects are parsed when a configuration reads them: one that no longer
+        # validates fails that configuration's plan (a PlanError, which halts)
+        snapshot = self.store.snapshot()
+        revision = snapshot.revision
+        requested = set(types)
+        # applied_revision 0: a first run that failed — still owes a full run
+        if full or record is None or record.applied_revision == 0 or ALL in requested:
+            selection: set[str] | None = None
+        else:
+            revisions = self.store.event_revisions(revision)
+            selection = requested | missed_types(revisions, record.applied_revision)
+        selected = self.engine.select(selection)
+        log = self.log.bind(revision=revision)
+        log.info("run starts", configurations=selected)
+
+        def guard() -> None:
+            hold.check()
+            if cancel is not None and cancel.is_set():
+                raise RunCancelled(f"{self.node}: stopping; the run was rolled back")
+
+        guard()
+        try:
+            report = (
+                self.engine.apply(snapshot, selection, guard=guard, full=selection is None)
+                if selected
+                else RunReport()
+            )
+        except RunError as error:
+            if cancel is not None and cancel.is_set():  # stopped (SIGTERM), not failed
+                raise RunCancelled(f"{self.node}: stopping; the run was rolled back") from error
+            return self._fail(hold, record, revision, selected, started_at, error, cancel)
+        finished = self.clock.wall()
+        refused = {name: f"{r.configuration}: {r.reason}" for name, r in report.refused.items()}
+        last = LastRun(
+            started, finished.isoformat(), "success", report.changed_paths, refused=refused
+        )
+        failures = self.failures.sync_ops(self.node, report.refused, selected, revision, finished)
+        history = self.history.record_ops(
+            RunRecord(
+                self.node,
+                revision,
+                started,
+                last.finished,
+                "success",
+                report.changed_paths,
+                report.actions,
+                refused=refused,
+            ),
+            started_at,
+        )
+        committed = self.client.txn(
+            [hold.fence()],
+            [self.nodes.put_op(self.node, NodeRecord(revision, last)), *failures, *history],
+        )
+        if not committed.succeeded:
+            raise LockLost(
+                f"{self.node}: the cluster lock changed hands before the run "
+                "was recorded; it will run again"
+            )
+        for name, reason in refused.items():
+            log.error(
+                "object refused on this node; the rest was applied", object=name, error=reason
+            )
+        log.info("run succeeded", changed=len(report.changed_paths), actions=report.actions)
+        return RunOutcome("success", revision, selected, report)
 
     def _fail(
         self,
@@ -165,16 +196,26 @@ class NodeRun:
         record: NodeRecord | None,
         revision: int,
         selected: list[str],
-        started: str,
+        started_at: datetime,
         error: RunError,
         cancel: threading.Event | None,
     ) -> RunOutcome:
+        started = started_at.isoformat()
         halt = HaltRecord.now(
             self.node, error.configuration, str(error), revision, self.clock.wall()
         )
         last = LastRun(started, self.clock.wall().isoformat(), "failed", [], str(error))
         applied = record.applied_revision if record else 0
-        writes = [self.halt.set_op(halt), self.nodes.put_op(self.node, NodeRecord(applied, last))]
+        run = RunRecord(self.node, revision, started, last.finished, "failed", error=str(error))
+        try:
+            history = self.history.record_ops(run, started_at)
+        except ClusterError:  # the halt matters, the history entry does not
+            history = []
+        writes = [
+            self.halt.set_op(halt),
+            self.nodes.put_op(self.node, NodeRecord(applied, last)),
+            *history,
+        ]
         # The halt must reach etcd before anyone else applies: retry through an outage
         # (etcd keeps leases alive across its restart, so the fence usually still holds).
         delay = 0.5

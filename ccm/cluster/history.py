@@ -1,0 +1,83 @@
+"""Run history: ``{prefix}/history/<node>/<run>``, one record per run, the oldest pruned.
+
+Every run a node finishes (success or failure) leaves a record: node, revision,
+started, finished, result, error, what changed (paths and ``account:<name>``, never file
+contents), the actions it ran and the objects it refused. Records are written in the
+same fenced transaction as the node's own record, and the oldest beyond ``keep`` are
+deleted in it too, so the history stays bounded without a separate cleaner. The run id
+sorts in time: ``<started, UTC, to the microsecond>-<revision>``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ccm.cluster.etcd import Delete, EtcdClient, Op, Put
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    node: str
+    revision: int
+    started: str
+    finished: str
+    result: str  # "success" | "failed"
+    changed: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    error: str = ""
+    refused: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> RunRecord:
+        data: dict[str, Any] = json.loads(raw)
+        return cls(
+            node=str(data["node"]),
+            revision=int(data["revision"]),
+            started=str(data["started"]),
+            finished=str(data["finished"]),
+            result=str(data["result"]),
+            changed=[str(item) for item in data.get("changed", [])],
+            actions=[str(item) for item in data.get("actions", [])],
+            error=str(data.get("error", "")),
+            refused={str(k): str(v) for k, v in dict(data.get("refused", {})).items()},
+        )
+
+
+class RunHistory:
+    def __init__(self, client: EtcdClient, prefix: str, keep: int = 100) -> None:
+        self.client = client
+        self.history_prefix = f"{prefix}/history/"
+        self.keep = keep
+
+    def run_id(self, started: datetime, revision: int) -> str:
+        return f"{started.strftime('%Y%m%dT%H%M%S.%f')}-{revision:012d}"
+
+    def record_ops(self, record: RunRecord, started: datetime) -> list[Op]:
+        """Put ``record`` and delete the node's oldest records beyond ``keep``."""
+        node_prefix = f"{self.history_prefix}{record.node}/"
+        kvs, _ = self.client.get_prefix(node_prefix)
+        existing = sorted(kv.key for kv in kvs)
+        surplus = len(existing) + 1 - self.keep
+        ops: list[Op] = [Delete(key) for key in existing[: max(surplus, 0)]]
+        ops.append(Put(node_prefix + self.run_id(started, record.revision), record.to_json()))
+        return ops
+
+    def read(self, node: str | None = None, limit: int | None = None) -> list[RunRecord]:
+        """The newest runs first (of one node, or of all), at most ``limit``."""
+        prefix = self.history_prefix + (f"{node}/" if node else "")
+        kvs, _ = self.client.get_prefix(prefix)
+        records = []
+        for kv in kvs:
+            try:
+                records.append((kv.key.rpartition("/")[2], RunRecord.from_json(kv.value)))
+            except (ValueError, KeyError, TypeError):
+                continue  # a damaged record is skipped, never fatal
+        records.sort(key=lambda item: item[0], reverse=True)
+        found = [record for _, record in records]
+        return found if limit is None else found[:limit]

@@ -1,0 +1,113 @@
+"""Prometheus metrics of one daemon (``prometheus-client``), served on ``[metrics] listen``.
+
+Names follow Prometheus conventions: prefix ``ccm_``, base units (seconds), ``_total``
+for counters. Each daemon has its own registry (no global state), filled by the daemon
+loop and the node run through the small methods below.
+
+counters:   ccm_runs_total{result}, ccm_files_changed_total,
+            ccm_actions_total{kind}, ccm_watch_reconnects_total
+histograms: ccm_run_duration_seconds, ccm_lock_wait_seconds, ccm_debounce_delay_seconds
+gauges:     ccm_applied_revision, ccm_revisions_behind, ccm_halted,
+            ccm_last_success_timestamp_seconds, ccm_pending_types
+
+``contrib/prometheus-alerts.yml`` holds example alert rules over these.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.runs = Counter("ccm_runs", "Runs by result.", ["result"], registry=r)
+        self.run_duration = Histogram(
+            "ccm_run_duration_seconds", "One run under the lock.", buckets=_SECONDS, registry=r
+        )
+        self.lock_wait = Histogram(
+            "ccm_lock_wait_seconds", "Waiting for the cluster lock.", buckets=_SECONDS, registry=r
+        )
+        self.debounce_delay = Histogram(
+            "ccm_debounce_delay_seconds",
+            "From the first pending event to the run that takes it.",
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.files = Counter("ccm_files_changed", "Files and accounts changed.", registry=r)
+        self.actions = Counter(
+            "ccm_actions", "Actions run, by kind (check, reload, run…).", ["kind"], registry=r
+        )
+        self.reconnects = Counter("ccm_watch_reconnects", "Event watch re-established.", registry=r)
+        self.applied_revision = Gauge(
+            "ccm_applied_revision", "The revision this node applied last.", registry=r
+        )
+        self.behind = Gauge(
+            "ccm_revisions_behind", "Newest event revision seen minus applied.", registry=r
+        )
+        self.halted = Gauge(
+            "ccm_halted", "1 while the cluster's halt flag stops this node.", registry=r
+        )
+        self.last_success = Gauge(
+            "ccm_last_success_timestamp_seconds", "When the last run succeeded.", registry=r
+        )
+        self.pending_types = Gauge(
+            "ccm_pending_types", "Object types waiting for the next run.", registry=r
+        )
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._seen_revision = 0
+
+    # -- what the daemon reports ----------------------------------------------------
+
+    def run_finished(
+        self,
+        result: str,
+        duration: float,
+        revision: int,
+        changed: int,
+        actions: Sequence[str],
+        finished_at: float,
+    ) -> None:
+        self.runs.labels(result).inc()
+        self.run_duration.observe(duration)
+        self.files.inc(changed)
+        for action in actions:
+            self.actions.labels(action.split(" ", 1)[0]).inc()
+        if result == "success":
+            self.applied_revision.set(revision)
+            self.last_success.set(finished_at)
+            self.seen(revision)
+        self.halted.set(1 if result in ("failed", "halted") else 0)
+
+    def seen(self, revision: int) -> None:
+        """An event revision the watcher delivered (or a run applied)."""
+        self._seen_revision = max(self._seen_revision, revision)
+        applied = self.applied_revision._value.get()  # noqa: SLF001 - our own gauge
+        self.behind.set(max(0.0, self._seen_revision - applied))
+
+    # -- the endpoint ---------------------------------------------------------------
+
+    def serve(self, listen: str) -> tuple[str, int]:
+        """Serve ``/metrics`` on ``host:port`` (port 0: any); the address bound."""
+        host, _, port = listen.rpartition(":")
+        server, thread = start_http_server(int(port), addr=host, registry=self.registry)
+        self._server, self._thread = server, thread
+        bound_host, bound_port = server.server_address[:2]
+        return str(bound_host), int(bound_port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
