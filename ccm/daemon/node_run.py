@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from ccm import faults
 from ccm.cluster.clock import Clock, SystemClock
 from ccm.cluster.debounce import ALL
 from ccm.cluster.etcd import EtcdClient
@@ -178,6 +179,7 @@ class NodeRun:
             [hold.fence()],
             [self.nodes.put_op(self.node, NodeRecord(revision, last)), *failures, *history],
         )
+        faults.reached("recorded")
         if not committed.succeeded:
             raise LockLost(
                 f"{self.node}: the cluster lock changed hands before the run "

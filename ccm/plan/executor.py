@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ccm import faults
 from ccm.errors import ActionFailed, CcmError, CheckFailed, CommandFailed, RunError
 from ccm.log import get_logger
 from ccm.plan.accounts import Account
@@ -184,6 +185,7 @@ class Executor:
             self.guard()
             log.info("change", change=step.changed, operation=type(step).__name__)
             step.apply(self, ops.configuration)
+            faults.reached("written")
         changed = ops.changed_paths
         created = [step.changed for step in account_steps]
         if changed or created:
@@ -201,6 +203,7 @@ class Executor:
             report.actions.append("check " + " ".join(argv))
             if result.returncode != 0:
                 raise CheckFailed(ops.configuration, argv, result.returncode, result.output)
+            faults.reached("checked")
         for playbook in ops.playbooks:
             self.guard()
             if self.playbooks is None:
@@ -247,6 +250,7 @@ class Executor:
                 self.manifest.unverified[configuration] = before
 
         self.journal.record(f"{kind}s of {configuration}", undo)
+        faults.reached("claimed")
 
     # -- after everything is in place --------------------------------------------------
 
@@ -286,5 +290,6 @@ class Executor:
             if result.returncode != 0:
                 raise ActionFailed(action.configuration, argv, result.returncode, result.output)
             report.actions.append(action.label(argv))
+            faults.reached("acted")
             self.manifest.pending_actions.pop(0)
             self.manifest.save()
