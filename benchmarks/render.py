@@ -92,6 +92,7 @@ def write_config(path: Path, root: Path, endpoint: str) -> None:
         f"restart_unit = {json.dumps(record + ['restart {unit}'])}\n"
         f"nginx_check = {json.dumps(record + ['check nginx'])}\n"
         f"php_fpm_check = {json.dumps(record + ['check php{version}'])}\n"
+        f'[probes]\nnginx_probe = ["true"]\nphp_fpm_probe = ["true"]\n'
     )
 
 

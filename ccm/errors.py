@@ -22,6 +22,7 @@ CcmError
     │   └── TenantConflict   the node refuses one tenant's change (a hand-made account):
     │                        that change's objects are refused, the run goes on
     ├── CheckFailed          a check command refused the rendered files (carries output)
+    ├── ProbeFailed          a health probe kept failing after the reloads (carries output)
     ├── CommandFailed        an action command exited non-zero (carries argv and output)
     │   └── ActionFailed     a reload/command after the files were in place (kept pending)
     └── PlaybookFailed       an Ansible playbook failed (carries the failing task)
@@ -120,6 +121,18 @@ class CheckFailed(RunError):
             configuration,
             f"check {' '.join(argv)!r} failed (exit {returncode}); every file of the run was "
             f"restored:\n{output.strip()}",
+        )
+        self.argv = argv
+        self.returncode = returncode
+        self.output = output
+
+
+class ProbeFailed(RunError):
+    def __init__(self, configuration: str, argv: list[str], returncode: int, output: str) -> None:
+        super().__init__(
+            configuration,
+            f"probe {' '.join(argv)!r} kept failing (exit {returncode}) after the reloads; "
+            f"every file of the run was restored and reloaded again:\n{output.strip()}",
         )
         self.argv = argv
         self.returncode = returncode

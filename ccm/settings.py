@@ -151,6 +151,17 @@ class MetricsSettings(BaseModel):
         return value
 
 
+class RolloutSettings(BaseModel):
+    model_config = _Strict
+    #: the first N nodes to take a revision apply it; the others wait for the soak
+    canary: int = Field(default=0, ge=0, strict=True)
+    #: seconds the others wait after the canaries, while the canaries' probes must pass
+    soak: float = Field(default=0.0, ge=0, strict=True)
+    #: how long a failing probe is retried after the reloads before the run fails
+    probe_timeout: float = Field(default=15.0, ge=0, strict=True)
+    probe_interval: float = Field(default=0.5, gt=0, strict=True)
+
+
 class AnsibleSettings(BaseModel):
     model_config = _Strict
     playbooks_dir: str = ""  # empty: the playbooks/ folder of this checkout
@@ -177,10 +188,13 @@ class Settings(BaseModel):
     accounts: AccountSettings = AccountSettings()
     ansible: AnsibleSettings = AnsibleSettings()
     history: HistorySettings = HistorySettings()
+    rollout: RolloutSettings = RolloutSettings()
     metrics: MetricsSettings = MetricsSettings()
     #: argv overrides of the checks the configurations declare, by name; an unknown
     #: name is refused when ccm starts (``ccm.engine.run.resolve_checks``)
     checks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    #: argv overrides of the health probes the configurations declare, by name
+    probes: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -196,7 +210,7 @@ class Settings(BaseModel):
         explicit: dict[str, Any] = checks if isinstance(checks, dict) else {}
         return {**data, "commands": commands, "checks": {**moved, **explicit}}
 
-    @field_validator("checks")
+    @field_validator("checks", "probes")
     @classmethod
     def _check_argv(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
         for name, argv in value.items():

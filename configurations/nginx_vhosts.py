@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ccm.models import FpmPool, Snapshot, UnixUser, VirtualHost
-from ccm.plan.changes import Change, Check, File, UnitAction
+from ccm.plan.changes import Change, Check, File, Probe, UnitAction
 from ccm.plan.configuration import Configuration, Render
 from ccm.plan.paths import file_name
 from configurations._common import referenced
@@ -62,6 +62,8 @@ class NginxVhosts(Configuration):
     summary = "nginx server blocks and a default server in sites-enabled; check, reload nginx"
     groups = ("nginx",)
     checks = {"nginx_check": ("nginx", "-t")}
+    #: nginx accepts connections on port 80 after the reload (bash's /dev/tcp: no tool)
+    probes = {"nginx_probe": ("bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/80")}
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         changes: list[Change] = [File(DEFAULT_SERVER, render("nginx-default-server.conf.j2"))]
@@ -101,4 +103,5 @@ class NginxVhosts(Configuration):
             )
         changes.append(Check("nginx_check", triggers=(SITES_DIR,)))
         changes.append(UnitAction("nginx", "reload", triggers=(SITES_DIR,)))
+        changes.append(Probe("nginx_probe", triggers=(SITES_DIR,)))
         return changes

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ccm.errors import PlanError
 from ccm.models import Cluster, FpmPool, Snapshot, UnixUser
-from ccm.plan.changes import Change, Check, File, UnitAction
+from ccm.plan.changes import Change, Check, File, Probe, UnitAction
 from ccm.plan.configuration import Configuration, Render
 from configurations._common import referenced
 
@@ -111,9 +111,22 @@ class PhpFpmPools(Configuration):
     summary = "PHP-FPM pools per PHP version; check, then reload php<v>-fpm"
     groups = ("php",)
     checks = {"php_fpm_check": ("php-fpm{version}", "-t")}
+    #: the pool answers FastCGI on its socket: its ping path replies "pong" (cgi-fcgi is
+    #: Debian's libfcgi-bin)
+    probes = {
+        "php_fpm_probe": (
+            "sh",
+            "-c",
+            "SCRIPT_NAME=/ccm-ping SCRIPT_FILENAME=/ccm-ping REQUEST_METHOD=GET "
+            'cgi-fcgi -bind -connect "$1" | grep -q pong',
+            "sh",
+            "{socket}",
+        )
+    }
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         changes: list[Change] = []
+        probes: list[Change] = []  # after the reloads: each pool answers on its socket
         versions: set[str] = set()
         for pool in snapshot.all(FpmPool):
             if pool.name in RESERVED_POOL_NAMES:
@@ -150,6 +163,13 @@ class PhpFpmPools(Configuration):
                     origin=(pool.describe(),),
                 )
             )
+            probes.append(
+                Probe(
+                    "php_fpm_probe",
+                    triggers=(f"{pool_dir(pool.php_version)}{pool.name}.conf",),
+                    variables={"socket": pool.socket},
+                )
+            )
             versions.add(pool.php_version)
         for cluster in snapshot.all(Cluster):
             versions.update(cluster.php_versions)
@@ -162,6 +182,7 @@ class PhpFpmPools(Configuration):
             )
         for version in ordered:
             changes.append(UnitAction(f"php{version}-fpm", "reload", triggers=(pool_dir(version),)))
+        changes.extend(probes)
         return changes
 
 

@@ -116,6 +116,9 @@ def write_settings(base: Path, node: str, endpoint: str) -> Path:
         f"restart_unit = {record('restart {unit}')}\n"
         f"nginx_check = {json.dumps(nginx_check)}\n"
         f"php_fpm_check = {record('php-fpm{version} -t (skipped in the demo)')}\n"
+        f"[probes]\n"
+        f"nginx_probe = {record('probe nginx (no nginx runs in the demo roots)')}\n"
+        f"php_fpm_probe = {record('probe php-fpm {{socket}}')}\n"
     )
     return config
 

@@ -438,6 +438,7 @@ class Cluster:
             "debounce": {"quiet": self.quiet, "max_wait": self.max_wait},
             "lock": {"ttl": self.ttl},
             "commands": node_commands(root),
+            "probes": {"nginx_probe": ["true"], "php_fpm_probe": ["true"]},
             **overrides,
         }
 

@@ -43,13 +43,20 @@ def logging_command(root: Path, what: str) -> list[str]:
 
 #: the checks the built-in configurations declare, as logging commands
 BUILTIN_CHECKS = ("nginx_check", "php_fpm_check")
+#: the probes they declare, passing (``true``): no test node runs nginx on port 80
+BUILTIN_PROBES = ("nginx_probe", "php_fpm_probe")
 
 
 def node_settings(
-    root: Path, *, checks: tuple[str, ...] = BUILTIN_CHECKS, **overrides: Any
+    root: Path,
+    *,
+    checks: tuple[str, ...] = BUILTIN_CHECKS,
+    passing_probes: tuple[str, ...] = BUILTIN_PROBES,
+    **overrides: Any,
 ) -> Settings:
     """Settings for a node rooted at ``root``: reloads and the ``checks`` (the names the
-    registry in use declares; ccm refuses others) log to ROOT/actions.log."""
+    registry in use declares; ccm refuses others) log to ROOT/actions.log, the
+    ``passing_probes`` pass."""
     logged = {
         "nginx_check": logging_command(root, "check nginx"),
         "php_fpm_check": logging_command(root, "check php{version}"),
@@ -60,6 +67,8 @@ def node_settings(
         **{name: logged[name] for name in checks},
     }
     commands |= overrides.pop("commands", {})
+    passing = {name: ["true"] for name in passing_probes}
+    overrides["probes"] = {**passing, **overrides.get("probes", {})}
     return Settings.model_validate(
         {"node": "test", "root": str(root), "commands": commands, **overrides}
     )

@@ -312,6 +312,8 @@ POOL_KEYS = {
     "listen",
     "listen.owner",
     "listen.group",
+    "ping.path",
+    "ping.response",
     "listen.mode",
     "pm",
     "pm.max_children",

@@ -43,6 +43,8 @@ def config(tmp_path: Path, etcd_settings: EtcdSettings) -> Path:
         + "".join(f"{k} = {json.dumps(v)}\n" for k, v in commands.items())
         + "[checks]\n"
         + "".join(f"{k} = {json.dumps(list(v))}\n" for k, v in settings.checks.items())
+        + "[probes]\n"
+        + "".join(f"{k} = {json.dumps(list(v))}\n" for k, v in settings.probes.items())
     )
     return path
 
@@ -76,7 +78,7 @@ def test_diff_exit_codes_follow_the_plan(config: Path) -> None:
         "/etc/nginx/sites-enabled/alice.example.com.conf",
         "/etc/nginx/sites-enabled/ccm-default.conf",
     }
-    assert as_json["actions"] == ["check nginx_check", "reload nginx"]
+    assert as_json["actions"] == ["check nginx_check", "reload nginx", "probe nginx_probe"]
 
     applied = ccm(config, "apply")
     assert applied.exit_code == 0, applied.output

@@ -43,7 +43,16 @@ from ccm.models import (
     cross_object_problems,
     parse_object,
 )
-from ccm.plan.changes import Account, Change, Check, Directory, File, Playbook, UnitAction
+from ccm.plan.changes import (
+    Account,
+    Change,
+    Check,
+    Directory,
+    File,
+    Playbook,
+    Probe,
+    UnitAction,
+)
 from ccm.plan.configuration import Configuration
 from ccm.plan.templates import TemplateRenderer, default_templates_dir
 from configurations import CONFIGURATIONS
@@ -470,9 +479,14 @@ def test_php_checks_and_reloads_cover_pools_and_cluster_versions(render: Templat
         UnitAction("php8.3-fpm", "reload", ("/etc/php/8.3/fpm/pool.d/",)),
         UnitAction("php8.4-fpm", "reload", ("/etc/php/8.4/fpm/pool.d/",)),
     ]
-    # files first, then checks, then reloads
+    assert only(changes, Probe) == [
+        Probe("php_fpm_probe", (f"/etc/php/{p.php_version}/fpm/pool.d/{p.name}.conf",),
+              {"socket": f"/run/php/{p.name}.sock"})
+        for p in pools
+    ]  # fmt: skip
+    # files first, then checks, then reloads, then the probes of the pools
     kinds = [type(change).__name__ for change in changes]
-    assert kinds == ["File"] * 3 + ["Check"] * 3 + ["UnitAction"] * 3
+    assert kinds == ["File"] * 3 + ["Check"] * 3 + ["UnitAction"] * 3 + ["Probe"] * 3
 
 
 def test_php_versions_without_cluster_object(render: TemplateRenderer) -> None:
@@ -592,6 +606,7 @@ def test_nginx_check_and_reload_without_vhosts(render: TemplateRenderer) -> None
     assert list(NginxVhosts().plan(snap(ALICE), render))[1:] == [
         Check("nginx_check", ("/etc/nginx/sites-enabled/",)),
         UnitAction("nginx", "reload", ("/etc/nginx/sites-enabled/",)),
+        Probe("nginx_probe", ("/etc/nginx/sites-enabled/",)),
     ]
 
 

@@ -29,12 +29,14 @@ class Planned:
 
 #: the checks the tests' configurations declare (settings override them by name)
 CHECKS = {"nginx_check": ("true",), "php_fpm_check": ("true",)}
+PROBES = {"nginx_probe": ("true",), "php_fpm_probe": ("true",)}
 
 
 class Alpha(Configuration):
     name = "alpha"
     subscribes = ("unix-users",)
     checks = CHECKS
+    probes = PROBES
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         return Planned.files.get("alpha", [])
@@ -44,6 +46,7 @@ class Beta(Configuration):
     name = "beta"
     depends_on = ("alpha",)
     checks = CHECKS
+    probes = PROBES
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         return Planned.files.get("beta", [])

@@ -61,6 +61,7 @@ def config(tmp_path: Path, etcd_settings: EtcdSettings) -> Path:
         f'prefix = "{etcd_settings.prefix}"\n'
         '[commands]\nreload_unit = ["true"]\nrestart_unit = ["true"]\n'
         '[checks]\nnginx_check = ["true"]\nphp_fpm_check = ["true"]\n'
+        '[probes]\nnginx_probe = ["true"]\nphp_fpm_probe = ["true"]\n'
     )
     return path
 

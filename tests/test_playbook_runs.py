@@ -78,7 +78,9 @@ def settings(tmp_path: Path) -> Settings:
     (playbooks / "test.yml").write_text(PLAYBOOK)
     root = seed_root(tmp_path / "root")
     Inputs.extra = {"marker": "one"}
-    return node_settings(root, checks=(), ansible={"playbooks_dir": str(playbooks)})
+    return node_settings(
+        root, checks=(), passing_probes=(), ansible={"playbooks_dir": str(playbooks)}
+    )
 
 
 def engine(settings: Settings) -> tuple[Engine, CountingPlaybooks]:

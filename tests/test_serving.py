@@ -29,7 +29,10 @@ from serving_node import ServedNode, ServingError
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.models import CcmObject, Cron, FpmPool, MailAccount, Snapshot, UnixUser, VirtualHost
+from ccm.plan.commands import fill
 from configurations import CONFIGURATIONS
+from configurations.nginx_vhosts import NginxVhosts
+from configurations.php_fpm_pools import PhpFpmPools
 
 UID_BASE = 20000
 ALICE_UID, BOB_UID = UID_BASE + 1, UID_BASE + 2
@@ -358,3 +361,17 @@ def test_homes_are_the_web_servers_group_and_the_next_run_keeps_them_so(served: 
     info = alice.stat()
     assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o750, ALICE_UID, www_data)
     assert not served.engine.plan(served.snapshot).has_changes
+
+
+# --- the health probes ccm runs after a reload, as shipped -------------------------------
+
+
+def test_the_shipped_probes_pass_against_the_real_servers(served: Served) -> None:
+    nginx = served.node.run(fill(NginxVhosts.probes["nginx_probe"], {}))
+    assert nginx.returncode == 0, nginx.stdout + nginx.stderr
+    for pool in ("alice-web", "bob-web"):
+        argv = fill(PhpFpmPools.probes["php_fpm_probe"], {"socket": f"/run/php/{pool}.sock"})
+        answered = served.node.run(argv)
+        assert answered.returncode == 0, (pool, answered.stdout + answered.stderr)
+    missing = fill(PhpFpmPools.probes["php_fpm_probe"], {"socket": "/run/php/none.sock"})
+    assert served.node.run(missing).returncode != 0

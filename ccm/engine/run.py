@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from ccm.engine.bus import ALL, EventBus
 from ccm.engine.graph import DependencyGraph
@@ -55,6 +56,7 @@ class Engine:
         self.registry = registry
         self.settings = settings
         self.checks = resolve_checks(registry, settings)
+        self.probes = resolve_commands(registry, settings, "probes")
         self.graph = DependencyGraph(registry)
         self.bus = EventBus(registry, self.graph)
         self.runner = runner
@@ -143,6 +145,7 @@ class Engine:
             revision=snapshot.revision,
             guard=guard,
             checks=self.checks,
+            probes=self.probes,
         )
         report = executor.apply(planned.operations)
         report.refused = dict(planned.refused)
@@ -150,19 +153,26 @@ class Engine:
 
 
 def resolve_checks(registry: Registry, settings: Settings) -> dict[str, tuple[str, ...]]:
-    """Every check the configurations declare, with the settings' overrides; a name in
-    ``[checks]`` that no configuration declares is refused (a typo would otherwise be
-    found in the middle of a run, or never)."""
+    return resolve_commands(registry, settings, "checks")
+
+
+def resolve_commands(
+    registry: Registry, settings: Settings, kind: Literal["checks", "probes"]
+) -> dict[str, tuple[str, ...]]:
+    """Every check (or probe) the configurations declare, with the settings' overrides;
+    a name in ``[checks]`` (``[probes]``) that no configuration declares is refused (a
+    typo would otherwise be found in the middle of a run, or never)."""
     declared: dict[str, tuple[str, ...]] = {}
     for configuration in registry:
-        declared.update(configuration.checks)
-    unknown = sorted(set(settings.checks) - set(declared))
+        declared.update(getattr(configuration, kind))
+    overrides: dict[str, tuple[str, ...]] = getattr(settings, kind)
+    unknown = sorted(set(overrides) - set(declared))
     if unknown:
         raise SettingsError(
-            f"checks.{unknown[0]}",
-            f"unknown check (known: {', '.join(sorted(declared)) or 'none'})",
+            f"{kind}.{unknown[0]}",
+            f"unknown {kind[:-1]} (known: {', '.join(sorted(declared)) or 'none'})",
         )
-    return {**declared, **settings.checks}
+    return {**declared, **overrides}
 
 
 def refuse_referrers(snapshot: Snapshot, refused: dict[str, Refusal], configuration: str) -> None:

@@ -40,6 +40,26 @@ class Check:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A health probe run after the reloads when its triggers saw a change: the gate
+    before the lock is released. ``command`` names a probe the configuration declares;
+    ``variables`` fill its placeholders (``{socket}``). It is retried for a bounded time
+    (``[rollout] probe_timeout``); a probe that keeps failing fails the run: the files
+    are restored, reloaded again, and the rollout halts with the probe's output."""
+
+    command: str
+    triggers: tuple[str, ...]
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+    def compare(self, ops: ConfigurationOperations, node: NodeView) -> None:
+        ops.probes.append(self)
+
+    def label(self) -> str:
+        variables = ", ".join(f"{k}={v}" for k, v in sorted(self.variables.items()))
+        return f"probe {self.command}" + (f" ({variables})" if variables else "")
+
+
+@dataclass(frozen=True)
 class UnitAction:
     """Reload or restart a systemd unit; de-duplicated across a run (restart wins)."""
 

@@ -20,9 +20,19 @@ no origin is the cluster's own (Dovecot's passwd-file): a conflict there fails t
 from __future__ import annotations
 
 from ccm.plan.accounts import Account
-from ccm.plan.actions import Check, Command, Playbook, UnitAction
+from ccm.plan.actions import Check, Command, Playbook, Probe, UnitAction
 from ccm.plan.files import Directory, File
 
-Change = File | Directory | Account | Check | UnitAction | Command | Playbook
+Change = File | Directory | Account | Check | Probe | UnitAction | Command | Playbook
 
-__all__ = ["Account", "Change", "Check", "Command", "Directory", "File", "Playbook", "UnitAction"]
+__all__ = [
+    "Account",
+    "Change",
+    "Check",
+    "Command",
+    "Directory",
+    "File",
+    "Playbook",
+    "Probe",
+    "UnitAction",
+]

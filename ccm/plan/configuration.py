@@ -38,6 +38,9 @@ class Configuration:
     #: the checks its ``Check`` changes name, with their default argv (``{root}`` and
     #: the change's variables filled in); settings override one by name in ``[checks]``
     checks: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    #: the health probes its ``Probe`` changes name, with their default argv; settings
+    #: override one by name in ``[probes]``
+    probes: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         raise NotImplementedError

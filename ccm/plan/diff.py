@@ -36,6 +36,8 @@ def actions_that_would_run(
         actions += [c.label() for c in ops.checks if triggered(c.triggers, ops.changed_paths)]
         actions += [f"playbook {playbook.playbook}" for playbook in ops.playbooks]
     actions += [action.label() for action in triggered_actions(operations, changed)]
+    for ops in operations:
+        actions += [p.label() for p in ops.probes if triggered(p.triggers, changed)]
     return actions
 
 

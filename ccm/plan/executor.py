@@ -21,13 +21,14 @@ and is run again by the next run — even though that run finds no file to chang
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ccm import faults
-from ccm.errors import ActionFailed, CcmError, CheckFailed, CommandFailed, RunError
+from ccm.errors import ActionFailed, CcmError, CheckFailed, CommandFailed, ProbeFailed, RunError
 from ccm.log import get_logger
 from ccm.plan.accounts import Account
 from ccm.plan.actions import Playbook, triggered_actions
@@ -94,6 +95,9 @@ class Executor:
         revision: int = 0,
         guard: Callable[[], None] = lambda: None,
         checks: Mapping[str, Sequence[str]] | None = None,
+        probes: Mapping[str, Sequence[str]] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self.root: Path = settings.root
@@ -107,6 +111,9 @@ class Executor:
         self.guard = guard
         #: check name → argv (the configurations' declarations with the settings' overrides)
         self.checks = dict(settings.checks if checks is None else checks)
+        self.probes = dict(settings.probes if probes is None else probes)
+        self.monotonic = monotonic
+        self.sleep = sleep
 
     # -- what steps use (ccm.plan.steps.Run) ------------------------------------------
 
@@ -131,6 +138,7 @@ class Executor:
 
     def apply(self, operations: Sequence[ConfigurationOperations]) -> RunReport:
         report = RunReport()
+        before = self.manifest.state()
         current = "(run)"
         try:
             for ops in operations:
@@ -163,11 +171,62 @@ class Executor:
             operations, report.changed_paths, self.manifest.pending_actions
         )
         self.manifest.save()
+        actions = list(self.manifest.pending_actions)
         # reloads first: the workers of a deleted pool exit, so its user can be deleted
         self._run_pending_actions(report)
+        failed = self._run_probes(operations, report)
+        if failed is not None:
+            self._restore_after_probe(before, actions)
+            raise failed
         for ops in operations:
             self._apply_deferred(ops, report)
         return report
+
+    # -- health probes: the gate before the lock is released ---------------------------
+
+    def _run_probes(
+        self, operations: Sequence[ConfigurationOperations], report: RunReport
+    ) -> ProbeFailed | None:
+        """Each probe of what this run touched, retried until it passes or
+        ``[rollout] probe_timeout`` runs out; the first that keeps failing is returned."""
+        changed = report.changed_paths
+        for ops in operations:
+            for probe in ops.probes:
+                if not triggered(probe.triggers, changed):
+                    continue
+                # no guard: the reloads ran, the gate belongs to them (a SIGTERM finishes
+                # the run; a lost lock is caught by the fenced success record)
+                declared = self.probes.get(probe.command)
+                if declared is None:
+                    return ProbeFailed(ops.configuration, [probe.command], 127, "not declared")
+                argv = fill(list(declared), {"root": str(self.root), **probe.variables})
+                deadline = self.monotonic() + self.settings.rollout.probe_timeout
+                while True:
+                    result = self.runner(argv, timeout=self.settings.commands.timeout)
+                    if result.returncode == 0:
+                        report.actions.append("probe " + " ".join(argv))
+                        break
+                    if self.monotonic() >= deadline:
+                        self.log.error("probe failed", argv=argv, output=result.output)
+                        return ProbeFailed(
+                            ops.configuration, argv, result.returncode, result.output
+                        )
+                    self.sleep(self.settings.rollout.probe_interval)
+        return None
+
+    def _restore_after_probe(self, before: Any, actions: Sequence[Any]) -> None:
+        """Put every file of the run back, then reload again, so the services run what
+        they ran before this run."""
+        self.log.error("probe failed: restoring every change of this run and reloading")
+        self.journal.unwind(self.log)
+        self.accounts.reload()
+        self.manifest.restore(before)
+        self.manifest.save()
+        for action in actions:
+            argv = action.argv(self.settings)
+            result = self.runner(argv, timeout=self.settings.commands.timeout)
+            if result.returncode != 0:
+                self.log.error("reload after the restore failed", argv=argv, output=result.output)
 
     def _apply_configuration(self, ops: ConfigurationOperations, report: RunReport) -> None:
         log = self.log.bind(configuration=ops.configuration)

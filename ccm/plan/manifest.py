@@ -41,6 +41,26 @@ class Manifest:
     #: the text last read or written, so saving an unchanged manifest writes nothing
     stored: str = ""
 
+    def state(self) -> tuple[dict[str, Owned], list[Pending], dict[str, list[str]]]:
+        """A copy of what the manifest holds, to put back with ``restore``."""
+        return (
+            {
+                name: Owned(set(o.files), set(o.accounts), dict(o.playbooks))
+                for name, o in self.configurations.items()
+            },
+            list(self.pending_actions),
+            {name: list(paths) for name, paths in self.unverified.items()},
+        )
+
+    def restore(self, state: tuple[dict[str, Owned], list[Pending], dict[str, list[str]]]) -> None:
+        configurations, pending, unverified = state
+        self.configurations = {
+            name: Owned(set(o.files), set(o.accounts), dict(o.playbooks))
+            for name, o in configurations.items()
+        }
+        self.pending_actions = list(pending)
+        self.unverified = {name: list(paths) for name, paths in unverified.items()}
+
     def owned(self, configuration: str) -> Owned:
         return self.configurations.setdefault(configuration, Owned())
 

@@ -20,7 +20,7 @@ from ccm.plan.manifest import Manifest
 from ccm.plan.node import Accounts
 
 if TYPE_CHECKING:
-    from ccm.plan.actions import Check, Command, Playbook, UnitAction
+    from ccm.plan.actions import Check, Command, Playbook, Probe, UnitAction
     from ccm.settings import Settings
 
 
@@ -110,6 +110,7 @@ class ConfigurationOperations:
     configuration: str
     steps: list[Step] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
+    probes: list[Probe] = field(default_factory=list)
     #: reloads and commands, run once everything is in place if their triggers changed
     actions: list[UnitAction | Command] = field(default_factory=list)
     playbooks: list[Playbook] = field(default_factory=list)
