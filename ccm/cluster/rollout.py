@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal
 
+from ccm.cluster.canary import Soak, SoakRecord
 from ccm.cluster.clock import Clock
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.halt import HaltFlag, HaltRecord
@@ -46,6 +48,10 @@ class Rollout:
     halt: HaltRecord | None = None
     #: live nodes that have not applied the revision
     remaining: list[str] = field(default_factory=list)
+    #: the canaries of the newest change set and the seconds of soak left (None:
+    #: canaries still to come); no soak record: None
+    soak: Soak | None = None
+    soak_left: float | None = None
 
     @property
     def done(self) -> bool:
@@ -57,6 +63,9 @@ class Rollout:
             "done": self.done,
             "halt": None if self.halt is None else self.halt.__dict__,
             "nodes": [progress.__dict__ for progress in self.nodes],
+            "soak": None
+            if self.soak is None
+            else {**self.soak.__dict__, "seconds_left": self.soak_left},
         }
 
     def summary(self) -> str:
@@ -71,6 +80,13 @@ class Rollout:
         for progress in self.nodes:
             applied = "-" if progress.applied_revision is None else str(progress.applied_revision)
             lines.append(f"  {progress.node:<20} {progress.state:<9} applied {applied}")
+        if self.soak is not None and self.soak.revision >= self.revision:
+            left = (
+                "canaries still applying"
+                if self.soak_left is None
+                else f"{self.soak_left:.0f} s left"
+            )
+            lines.append(f"soak: canaries {', '.join(self.soak.canaries)}; {left}")
         if self.halt is not None:
             lines.append(
                 f"HALTED by {self.halt.node} ({self.halt.configuration}): {self.halt.error}"
@@ -110,7 +126,9 @@ def rollout(client: EtcdClient, prefix: str, revision: int) -> Rollout:
             state = "behind"
         nodes.append(NodeProgress(name, state, applied, name in alive))
     remaining = [p.node for p in nodes if p.alive and p.state != "applied"]
-    return Rollout(revision, nodes, halt, remaining)
+    soak = SoakRecord(client, prefix).get()
+    left = soak.seconds_left(datetime.now(UTC)) if soak is not None else None
+    return Rollout(revision, nodes, halt, remaining, soak, left)
 
 
 def wait_for(

@@ -40,6 +40,10 @@ from ccm.log import get_logger
 from ccm.plan.ansible import AnsiblePlaybooks
 from ccm.settings import Settings, load_settings
 
+#: a canary's probes during its soak, and how often a waiting node looks again
+SOAK_PROBE_INTERVAL = 2.0
+SOAK_POLL = 0.5
+
 
 @dataclass(frozen=True)
 class _Wake:
@@ -84,6 +88,9 @@ class Daemon:
         #: when the oldest event the debouncer holds arrived (for the debounce delay)
         self.pending_since: float | None = None
         self.metrics = Metrics()
+        #: a canary during its soak: when the soak ends, and when to probe next
+        self.soak_until: float | None = None
+        self.next_health = 0.0
         self.log = get_logger(node=settings.node)
 
     def _default_engine(self, settings: Settings) -> Engine:
@@ -183,6 +190,8 @@ class Daemon:
                     candidates.append(due)
                 if self.next_reconcile is not None:
                     candidates.append(max(0.0, self.next_reconcile - now))
+        if self.soak_until is not None:
+            candidates.append(max(0.0, self.next_health - now))
         return min(candidates)
 
     def _loop(self, client: EtcdClient, node_run: NodeRun) -> None:
@@ -203,6 +212,8 @@ class Daemon:
             if self.stopping.is_set() or self.halted:
                 continue
             now = self.clock.monotonic()
+            if self.soak_until is not None:
+                self._soak_check(node_run, now)
             if self.next_reconcile is not None and now >= self.next_reconcile:
                 self.debouncer.restore([ALL])
                 self.next_reconcile = self._reconcile_after()
@@ -227,6 +238,22 @@ class Daemon:
             self.retry_at = None
         elif wake.kind == "reload":
             self._reload(node_run)
+
+    def _soak_check(self, node_run: NodeRun, now: float) -> None:
+        """A canary re-runs its probes while the others soak; a failure halts them."""
+        if self.soak_until is None or now >= self.soak_until:
+            self.soak_until = None
+            return
+        if now < self.next_health:
+            return
+        self.next_health = now + SOAK_PROBE_INTERVAL
+        try:
+            healthy = node_run.check_health()
+        except CcmError as error:
+            self.log.warning("soak probes not run; retrying", error=str(error))
+            return
+        if not healthy:
+            self.soak_until = None
 
     def _pend(self, types: Iterable[str]) -> None:
         if self.pending_since is None:
@@ -292,8 +319,16 @@ class Daemon:
             outcome.report.actions,
             self.clock.wall().timestamp(),
         )
-        if outcome.result == "success":
+        if outcome.result == "soaking":  # the canaries go first: keep the work, come back
+            self.debouncer.restore(types)
+            wait = outcome.soak_left if outcome.soak_left is not None else SOAK_POLL
+            self.retry_at = self.clock.monotonic() + max(wait, SOAK_POLL)
+            self.notifier.status(f"soaking behind the canaries ({wait:.0f} s)")
+        elif outcome.result == "success":
             self.catching_up = False
+            if outcome.soak_left:
+                self.soak_until = self.clock.monotonic() + outcome.soak_left
+                self.next_health = self.clock.monotonic() + SOAK_PROBE_INTERVAL
             self.applied_revision = max(self.applied_revision, outcome.revision)
             if ALL in types:
                 self.next_reconcile = self._reconcile_after()

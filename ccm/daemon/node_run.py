@@ -25,9 +25,10 @@ from datetime import datetime
 from typing import Literal
 
 from ccm import faults
+from ccm.cluster.canary import SoakRecord, after_canary, decide
 from ccm.cluster.clock import Clock, SystemClock
 from ccm.cluster.debounce import ALL
-from ccm.cluster.etcd import EtcdClient
+from ccm.cluster.etcd import EtcdClient, Op
 from ccm.cluster.failures import ObjectFailures
 from ccm.cluster.halt import HaltFlag, HaltRecord
 from ccm.cluster.history import RunHistory, RunRecord
@@ -46,7 +47,7 @@ from ccm.log import get_logger
 from ccm.plan.executor import RunReport
 from ccm.settings import Settings
 
-Result = Literal["success", "failed", "halted"]
+Result = Literal["success", "failed", "halted", "soaking"]
 
 
 @dataclass
@@ -59,6 +60,9 @@ class RunOutcome:
     halt: HaltRecord | None = None
     #: seconds spent waiting for the cluster lock
     lock_wait: float = 0.0
+    #: "soaking": try again in this many seconds (None: canaries still to come)
+    #: "success" of a canary: the soak it started or joined lasts this long
+    soak_left: float | None = None
 
 
 def missed_types(event_revisions: dict[str, int], applied_revision: int) -> set[str]:
@@ -86,6 +90,7 @@ class NodeRun:
         self.nodes = NodeRecords(client, self.prefix)
         self.failures = ObjectFailures(client, self.prefix)
         self.history = RunHistory(client, self.prefix, settings.history.keep)
+        self.soak = SoakRecord(client, self.prefix)
         self.lock = ClusterLock(client, self.prefix, self.node, settings.lock.ttl, self.clock)
         self.log = get_logger(node=self.node)
 
@@ -122,6 +127,14 @@ class NodeRun:
                 "halt flag is set: not applying", halt=halted.error, halted_by=halted.node
             )
             return RunOutcome("halted", halt=halted)
+        canary = self.settings.rollout.canary
+        soak = self.soak.get() if canary else None
+        change_set = max(self.store.event_revisions().values(), default=0) if canary else 0
+        decision = decide(soak, self.node, change_set, canary, self.clock.wall())
+        if decision == "wait" and soak is not None:
+            left = soak.seconds_left(self.clock.wall())
+            self.log.info("soaking: waiting for the canaries", canaries=soak.canaries, left=left)
+            return RunOutcome("soaking", soak.revision, soak_left=left)
         record = self.nodes.read(self.node)
         started_at = self.clock.wall()
         started = started_at.isoformat()
@@ -162,6 +175,14 @@ class NodeRun:
             started, finished.isoformat(), "success", report.changed_paths, refused=refused
         )
         failures = self.failures.sync_ops(self.node, report.refused, selected, revision, finished)
+        soaking: list[Op] = []
+        soak_left = None
+        if decision == "canary":
+            settings = self.settings.rollout
+            after = after_canary(soak, self.node, change_set, canary, settings.soak, finished)
+            soaking.append(self.soak.put_op(after))
+            soak_left = after.seconds_left(finished)
+            log.info("applied as a canary", canaries=after.canaries, soak_left=soak_left)
         history = self.history.record_ops(
             RunRecord(
                 self.node,
@@ -177,7 +198,12 @@ class NodeRun:
         )
         committed = self.client.txn(
             [hold.fence()],
-            [self.nodes.put_op(self.node, NodeRecord(revision, last)), *failures, *history],
+            [
+                self.nodes.put_op(self.node, NodeRecord(revision, last)),
+                *failures,
+                *history,
+                *soaking,
+            ],
         )
         faults.reached("recorded")
         if not committed.succeeded:
@@ -190,7 +216,25 @@ class NodeRun:
                 "object refused on this node; the rest was applied", object=name, error=reason
             )
         log.info("run succeeded", changed=len(report.changed_paths), actions=report.actions)
-        return RunOutcome("success", revision, selected, report)
+        return RunOutcome("success", revision, selected, report, soak_left=soak_left)
+
+    def check_health(self) -> bool:
+        """A canary during its soak: run every probe once; a failing one sets the halt
+        flag (with its output) so the rest of the fleet never applies the change."""
+        failures = self.engine.health(self.store.snapshot())
+        if not failures:
+            return True
+        configuration, argv, output = failures[0]
+        error = (
+            f"canary {self.node}: probe {' '.join(argv)!r} failed during the soak:\n"
+            f"{output.strip()}"
+        )
+        record = HaltRecord.now(
+            self.node, configuration, error, self.client.current_revision(), self.clock.wall()
+        )
+        self.halt.set(record)
+        self.log.error("canary unhealthy during the soak: halt flag set", error=error)
+        return False
 
     def _fail(
         self,

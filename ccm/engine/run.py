@@ -17,8 +17,9 @@ from ccm.engine.graph import DependencyGraph
 from ccm.engine.registry import Registry
 from ccm.errors import CcmError, PlanError, SettingsError, StoreError
 from ccm.models import Snapshot
+from ccm.plan.actions import Probe
 from ccm.plan.ansible import AnsiblePlaybooks
-from ccm.plan.commands import CommandRunner, run_command
+from ccm.plan.commands import CommandRunner, fill, run_command
 from ccm.plan.executor import Executor, PlaybookExecutor, RunReport
 from ccm.plan.manifest import Manifest
 from ccm.plan.node import Accounts
@@ -126,6 +127,25 @@ class Engine:
             except Exception as error:  # a bug, or the node's disk: say where
                 raise PlanError(name, f"{type(error).__name__}: {error}") from error
         return PlannedRun(snapshot.revision, operations, manifest, accounts, refused)
+
+    def health(self, snapshot: Snapshot) -> list[tuple[str, list[str], str]]:
+        """Every probe of the configurations running here, once (a canary's soak):
+        ``(configuration, argv, output)`` of each that fails."""
+        snapshot = snapshot.viewed_from(self.settings.node)
+        failures = []
+        for name in sorted(self.runs_here(snapshot)):
+            self.renderer.configuration = name
+            for change in self.registry[name].plan(snapshot, self.renderer):
+                if not isinstance(change, Probe):
+                    continue
+                argv = fill(
+                    list(self.probes[change.command]),
+                    {"root": str(self.settings.root), **change.variables},
+                )
+                result = self.runner(argv, timeout=self.settings.commands.timeout)
+                if result.returncode != 0:
+                    failures.append((name, argv, result.output))
+        return failures
 
     def apply(
         self,
