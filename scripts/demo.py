@@ -21,9 +21,16 @@ from noderoot import logging_command, seed_root  # noqa: E402
 from serving_node import ServedNode, ServingError  # noqa: E402
 
 CCM = str(Path(sys.executable).parent / "ccm")
-NODES = ("web01", "web02", "web03")
+NODES = ("web01", "web02", "mail01")
+WEB = ["nginx", "php", "cron"]
 
 SAMPLE: dict[str, list[dict[str, Any]]] = {
+    # the Cluster API registers its nodes: two web nodes, one mail node
+    "nodes": [
+        {"id": 1, "hostname": "web01", "groups": WEB},
+        {"id": 2, "hostname": "web02", "groups": WEB},
+        {"id": 3, "hostname": "mail01", "groups": ["dovecot"]},
+    ],
     "unix-users": [
         {"id": 1, "username": "alice", "email": "alice@example.com"},
         {"id": 2, "username": "bob"},
@@ -62,6 +69,14 @@ SAMPLE: dict[str, list[dict[str, Any]]] = {
             "schedule": "30 3 * * *",
             "command": "/home/alice/bin/backup --quiet",
             "email_address": "ops@example.com",
+            "node_id": 1,  # pinned: runs once, on web01
+        },
+        {
+            "id": 2,
+            "unix_user_id": 1,
+            "name": "cache-warm",
+            "schedule": "*/15 * * * *",
+            "command": "/home/alice/bin/warm-cache",
         },
     ],
     "mail-accounts": [
@@ -111,14 +126,15 @@ def write_settings(base: Path, node: str, endpoint: str) -> Path:
         f'node = "{node}"\nroot = "{root}"\nreconcile_interval = 0\nlog_format = "json"\n'
         f'[etcd]\nendpoints = ["{endpoint}"]\n'
         f"[debounce]\nquiet = 1\nmax_wait = 5\n[lock]\nttl = 5\n"
-        f"[commands]\n"
+        + (f'[metrics]\nlisten = "127.0.0.1:{METRICS_PORT}"\n' if node == NODES[0] else "")
+        + f"[commands]\n"
         f"reload_unit = {record('reload {unit}')}\n"
         f"restart_unit = {record('restart {unit}')}\n"
         f"nginx_check = {json.dumps(nginx_check)}\n"
         f"php_fpm_check = {record('php-fpm{version} -t (skipped in the demo)')}\n"
         f"[probes]\n"
         f"nginx_probe = {record('probe nginx (no nginx runs in the demo roots)')}\n"
-        f"php_fpm_probe = {record('probe php-fpm {{socket}}')}\n"
+        f"php_fpm_probe = {record('probe php-fpm {socket}')}\n"
     )
     return config
 
@@ -164,6 +180,27 @@ $user = posix_getpwuid(posix_geteuid())["name"];
 printf("Hello from %s's PHP %s (pool user: %s), you asked for %s\\n",
     $_SERVER["SERVER_NAME"], PHP_VERSION, $user, $_SERVER["REQUEST_URI"]);
 """
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+METRICS_PORT = free_port()
+
+
+def metrics_lines(port: int) -> list[str]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    wanted = ("ccm_runs_total", "ccm_applied_revision", "ccm_halted", "ccm_revisions_behind")
+    return [line for line in text.splitlines() if line.startswith(wanted)]
 
 
 def serve(root: Path) -> None:
@@ -232,17 +269,18 @@ def main() -> None:
                 .strip()
                 .replace("\n", "\n  ")
             )
-            say(f"ccm diff on {NODES[2]} (summary lines; the full diff has every file)")
-            preview = ccm(configs[NODES[2]], "diff")
-            print(
-                "\n".join(
-                    f"  {line}"
-                    for line in preview.splitlines()
-                    if line.startswith(
-                        ("# ", "~ ", "! ", "+ account", "+ file", "- account", "- file")
+            for node in (NODES[1], NODES[2]):
+                say(f"ccm diff --node {node}, from {NODES[0]}: its groups, its placement")
+                preview = ccm(first, "diff", "--node", node)
+                print(
+                    "\n".join(
+                        f"  {line}"
+                        for line in preview.splitlines()
+                        if line.startswith(
+                            ("# ", "~ ", "! ", "+ account", "+ file", "- account", "- file")
+                        )
                     )
                 )
-            )
             say("ccm resume: the rollout goes node by node under the cluster lock")
             print("  " + ccm(first, "resume").strip())
             status = wait_applied(first, time.monotonic() + 60)
@@ -253,13 +291,28 @@ def main() -> None:
             for started, finished, node in runs:
                 print(f"  {node}: applied {started[11:23]} .. {finished[11:23]}")
             print(ccm(first, "status"))
-            say(f"what {NODES[1]} wrote under its root")
+            say("each node got its part: web nodes the sites, pools and crons; mail01 the mail")
+            for node in NODES:
+                node_root = base / node / "root"
+                written = [
+                    f"/{path.relative_to(node_root)}"
+                    for path in sorted(node_root.rglob("*"))
+                    if path.is_file()
+                    and any(
+                        part in str(path)
+                        for part in ("sites-enabled", "pool.d", "crontabs", "dovecot/users")
+                    )
+                ]
+                print(f"  {node}: {', '.join(written) or 'nothing'}")
+                crontab = node_root / "var/spool/cron/crontabs/alice"
+                if crontab.exists():
+                    jobs = [
+                        line
+                        for line in crontab.read_text().splitlines()
+                        if line[:1] in "*@0123456789"
+                    ]
+                    print(f"    alice's crontab: {jobs}")
             root = base / NODES[1] / "root"
-            for path in sorted(root.rglob("*")):
-                if path.is_file() and any(
-                    part in str(path) for part in ("sites-enabled", "pool.d", "crontabs", "dovecot")
-                ):
-                    print(f"  /{path.relative_to(root)}")
             vhost = root / "etc/nginx/sites-enabled/alice.example.com.conf"
             print("\n" + "\n".join(vhost.read_text().splitlines()[:12]) + "\n  …")
             passwd = (root / "etc/passwd").read_text().splitlines()
@@ -267,15 +320,23 @@ def main() -> None:
             print(
                 f"  reloads on {NODES[1]}: {(root / 'actions.log').read_text().split(chr(10))[:-1]}"
             )
-            say(f"ccm diff on {NODES[2]}: nothing left to change")
-            print(ccm(configs[NODES[2]], "diff"))
+            say(f"ccm diff on {NODES[1]}: nothing left to change")
+            print(ccm(configs[NODES[1]], "diff"))
             say("one change: bob's vhost gets an alias; ccm diff shows it before the rollout")
             ccm(first, "halt", "--reason", "demo: preview before rollout")
             changed = dict(SAMPLE["virtual-hosts"][1], server_aliases=["www.bob.example.net"])
             ccm(first, "objects", "put", "virtual-hosts", "-", stdin=json.dumps(changed))
-            print(ccm(configs[NODES[2]], "diff"))
+            print(ccm(configs[NODES[1]], "diff"))
             ccm(first, "resume")
-            wait_applied(first, time.monotonic() + 60)
+            say("ccm rollout --wait: where the change is, until every live node has it")
+            print(
+                "  "
+                + ccm(first, "rollout", "--wait", "--timeout", "60").strip().replace("\n", "\n  ")
+            )
+            say("ccm history: what the last runs did")
+            print("  " + ccm(first, "history", "--limit", "3").strip().replace("\n", "\n  "))
+            say(f"Prometheus metrics of {NODES[0]} (ccm_* at /metrics)")
+            print("  " + "\n  ".join(metrics_lines(METRICS_PORT)))
             print(ccm(first, "status"))
             say(
                 f"{NODES[1]} serves: real nginx + php-fpm 8.2 from its rendered files "
