@@ -309,7 +309,7 @@ def main() -> None:
                     jobs = [
                         line
                         for line in crontab.read_text().splitlines()
-                        if line[:1] in "*@0123456789"
+                        if line and line[0] in "*@0123456789"
                     ]
                     print(f"    alice's crontab: {jobs}")
             root = base / NODES[1] / "root"
