@@ -130,6 +130,20 @@ class AccountSettings(BaseModel):
     uid_base: int = Field(default=DEFAULT_UID_BASE, ge=1000, le=2_000_000_000, strict=True)
 
 
+class BackoffSettings(BaseModel):
+    """The one retry policy (``ccm.cluster.backoff``): ``initial`` doubling up to ``max``."""
+
+    model_config = _Strict
+    initial: float = Field(default=0.5, gt=0, strict=True)
+    max: float = Field(default=10.0, gt=0, strict=True)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BackoffSettings:
+        if self.initial > self.max:
+            raise ValueError(f"initial ({self.initial}) must not exceed max ({self.max})")
+        return self
+
+
 class HistorySettings(BaseModel):
     model_config = _Strict
     #: runs kept per node under {prefix}/history/<node>/ (the oldest are pruned)
@@ -188,6 +202,7 @@ class Settings(BaseModel):
     accounts: AccountSettings = AccountSettings()
     ansible: AnsibleSettings = AnsibleSettings()
     history: HistorySettings = HistorySettings()
+    backoff: BackoffSettings = BackoffSettings()
     rollout: RolloutSettings = RolloutSettings()
     metrics: MetricsSettings = MetricsSettings()
     #: argv overrides of the checks the configurations declare, by name; an unknown

@@ -434,6 +434,18 @@ def test_sighup_rereads_the_settings_file(cluster: Cluster) -> None:
     revision = cluster.put("virtual-hosts", vhost(1, "hup.example.org"))
     cluster.wait_applied(revision, [node.name])
     assert "after-hup reload nginx" in node.actions()
+
+    # a new lock TTL takes effect without a restart: the next lock's lease has it
+    settings["lock"] = {"ttl": cluster.ttl + 40}
+    node.config.write_text(to_toml(settings))
+    node.signal(signal.SIGHUP)
+    wait_until(lambda: len(node.logged("settings reloaded")) == 2, 10, "the second reload")
+    node.set_slow(3)
+    cluster.put("virtual-hosts", vhost(2, "ttl.example.org"))
+    holder = wait_until(lambda: cluster.lock_queue()[:1], 15, "node1 to take the lock")[0]
+    assert cluster.client.lease_ttl(holder.lease_id) > cluster.ttl
+    node.set_slow(0)
+
     node.config.write_text("this is not toml = [\n")
     node.signal(signal.SIGHUP)
     wait_until(

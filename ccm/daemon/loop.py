@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ccm.cluster import backoff
 from ccm.cluster.clock import Clock, SystemClock
 from ccm.cluster.debounce import ALL, Debouncer
 from ccm.cluster.etcd import EtcdClient
@@ -149,6 +150,8 @@ class Daemon:
                     self._on_types,
                     self._on_full,
                     clock=self.clock,
+                    backoff_initial=settings.backoff.initial,
+                    backoff_max=settings.backoff.max,
                 )
                 watcher.start()
                 self.log.info("daemon started", revision=start_revision, root=str(settings.root))
@@ -163,15 +166,20 @@ class Daemon:
         return 0
 
     def _current_revision(self, client: EtcdClient) -> int | None:
-        delay = 0.5
-        while True:
-            try:
-                return client.current_revision()
-            except ClusterError as error:
-                self.log.warning("etcd not reachable yet", error=str(error), retry_in=delay)
-                if self.stopping.wait(delay):
-                    return None
-                delay = min(delay * 2, 10.0)
+        try:
+            return backoff.retry_until_done(
+                client.current_revision,
+                self.settings.backoff,
+                retry_on=ClusterError,
+                stop=self.stopping,
+                on_retry=lambda error, seconds: self.log.warning(
+                    "etcd not reachable yet", error=str(error), retry_in=seconds
+                ),
+            )
+        except ClusterError:
+            if self.stopping.is_set():
+                return None
+            raise
 
     def _timeout(self) -> float:
         now = self.clock.monotonic()
@@ -301,7 +309,7 @@ class Daemon:
             if self.stopping.is_set():
                 return
             self.failures += 1
-            delay = min(0.5 * 2 ** (self.failures - 1), 30.0)
+            delay = backoff.delay(self.settings.backoff, self.failures)
             self.retry_at = self.clock.monotonic() + delay
             if isinstance(error, CcmError):
                 self.log.warning("run not done, will retry", error=str(error), retry_in=delay)
@@ -371,8 +379,7 @@ class Daemon:
         interval_changed = settings.reconcile_interval != self.settings.reconcile_interval
         self.settings = settings
         self.engine = engine
-        node_run.engine = engine
-        node_run.settings = settings
+        node_run.reconfigure(settings, engine)
         if interval_changed:
             self.next_reconcile = self._reconcile_after()
         pending = self.debouncer.pending

@@ -18,13 +18,13 @@ next run finds the same events keys above the same applied revision.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 from ccm import faults
+from ccm.cluster import backoff
 from ccm.cluster.canary import SoakRecord, after_canary, decide
 from ccm.cluster.clock import Clock, SystemClock
 from ccm.cluster.debounce import ALL
@@ -93,6 +93,15 @@ class NodeRun:
         self.soak = SoakRecord(client, self.prefix)
         self.lock = ClusterLock(client, self.prefix, self.node, settings.lock.ttl, self.clock)
         self.log = get_logger(node=self.node)
+
+    def reconfigure(self, settings: Settings, engine: Engine) -> None:
+        """New settings (SIGHUP): everything built from them is rebuilt, so a new
+        ``lock.ttl`` or ``history.keep`` applies from the next run on (etcd and the node
+        name change only with a restart)."""
+        self.settings = settings
+        self.engine = engine
+        self.lock = ClusterLock(self.client, self.prefix, self.node, settings.lock.ttl, self.clock)
+        self.history = RunHistory(self.client, self.prefix, settings.history.keep)
 
     def run(
         self,
@@ -264,20 +273,21 @@ class NodeRun:
         ]
         # The halt must reach etcd before anyone else applies: retry through an outage
         # (etcd keeps leases alive across its restart, so the fence usually still holds).
-        delay = 0.5
-        while True:
-            try:
-                if not self.client.txn([hold.fence()], [*writes, *hold.release_ops()]).succeeded:
-                    # the lock was lost meanwhile; a halt is always safe, so set it anyway
-                    self.client.txn([], writes)
-                break
-            except ClusterError as outage:
-                self.log.error("cannot record the halt yet; retrying", error=str(outage))
-                if cancel is not None and cancel.wait(delay):
-                    raise
-                if cancel is None:
-                    time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+
+        def record_halt() -> None:
+            if not self.client.txn([hold.fence()], [*writes, *hold.release_ops()]).succeeded:
+                # the lock was lost meanwhile; a halt is always safe, so set it anyway
+                self.client.txn([], writes)
+
+        backoff.retry_until_done(
+            record_halt,
+            self.settings.backoff,
+            retry_on=ClusterError,
+            stop=cancel,
+            on_retry=lambda error, seconds: self.log.error(
+                "cannot record the halt yet; retrying", error=str(error), retry_in=seconds
+            ),
+        )
         what = (
             "the files of this run are in place (they passed their checks); the action "
             "stays pending and runs again after `ccm resume`"
