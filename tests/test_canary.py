@@ -28,7 +28,7 @@ def test_the_first_nodes_of_a_change_set_are_its_canaries() -> None:
     assert first == Soak(10, ["web1"], None)  # one more canary to come
     assert decide(first, "web2", 10, canaries=2, now=NOW) == "canary"
     both = after_canary(first, "web2", 10, 2, 30, NOW)
-    assert both == Soak(10, ["web1", "web2"], (NOW + timedelta(seconds=30)).isoformat())
+    assert both == Soak(10, ["web1", "web2"], "2026-11-30T12:00:30.000Z")
 
 
 def test_the_others_wait_for_the_soak_then_apply() -> None:

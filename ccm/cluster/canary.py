@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from ccm.cluster.clock import timestamp
 from ccm.cluster.etcd import EtcdClient, Put
+from ccm.cluster.keys import Keys
 
 Decision = Literal["apply", "canary", "wait"]
 
@@ -72,14 +74,15 @@ def after_canary(
     listed = list(soak.canaries) if soak is not None and soak.revision == revision else []
     if node not in listed:
         listed.append(node)
-    until = (now + timedelta(seconds=soak_seconds)).isoformat() if len(listed) >= canaries else None
+    ends = now + timedelta(seconds=soak_seconds)
+    until = timestamp(ends) if len(listed) >= canaries else None
     return Soak(revision, listed, until)
 
 
 class SoakRecord:
     def __init__(self, client: EtcdClient, prefix: str) -> None:
         self.client = client
-        self.key = f"{prefix}/soak"
+        self.key = Keys(prefix).soak
 
     def get(self) -> Soak | None:
         kv = self.client.get(self.key)

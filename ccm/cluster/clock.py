@@ -105,3 +105,9 @@ def _utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"wall time must be timezone-aware, not naive: {value.isoformat()}")
     return value.astimezone(UTC)
+
+
+def timestamp(moment: datetime) -> str:
+    """The one way ccm writes a time into etcd: ISO-8601, UTC, milliseconds, ``Z``
+    (``2026-11-30T12:00:00.000Z``); ``datetime.fromisoformat`` reads it back."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -21,7 +21,9 @@ from dataclasses import asdict, astuple, dataclass
 from datetime import datetime
 from typing import Any
 
+from ccm.cluster.clock import timestamp
 from ccm.cluster.etcd import Delete, EtcdClient, Op, Put
+from ccm.cluster.keys import Keys
 from ccm.plan.operations import Refusal
 
 
@@ -43,11 +45,12 @@ class ObjectFailure:
 class ObjectFailures:
     def __init__(self, client: EtcdClient, prefix: str) -> None:
         self.client = client
-        self.failures_prefix = f"{prefix}/failures/"
+        self.keys = Keys(prefix)
+        self.failures_prefix = self.keys.failures
 
     def key(self, name: str, node: str) -> str:
         """``{prefix}/failures/<type>/<id>/<node>`` for the object ``<type>/<id>``."""
-        return f"{self.failures_prefix}{name}/{node}"
+        return self.keys.failure(name, node)
 
     def all(self) -> list[ObjectFailure]:
         """Every record, ordered by object then node; unreadable ones are skipped."""
@@ -89,7 +92,7 @@ class ObjectFailures:
             if known and (known.configuration, known.error) == astuple(refusal):
                 continue  # the same refusal: keep the record of when it began
             failure = ObjectFailure(
-                name, node, refusal.configuration, refusal.reason, revision, at.isoformat()
+                name, node, refusal.configuration, refusal.reason, revision, timestamp(at)
             )
             ops.append(Put(self.key(name, node), failure.to_json()))
         ops += [

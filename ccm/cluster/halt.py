@@ -13,7 +13,9 @@ import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
+from ccm.cluster.clock import timestamp
 from ccm.cluster.etcd import EtcdClient, Put
+from ccm.cluster.keys import Keys
 from ccm.errors import ClusterError
 
 
@@ -29,7 +31,7 @@ class HaltRecord:
     def now(
         cls, node: str, configuration: str, error: str, revision: int, at: datetime
     ) -> HaltRecord:
-        return cls(node, configuration, error, revision, at.isoformat())
+        return cls(node, configuration, error, revision, timestamp(at))
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -38,7 +40,7 @@ class HaltRecord:
 class HaltFlag:
     def __init__(self, client: EtcdClient, prefix: str) -> None:
         self.client = client
-        self.key = f"{prefix}/halt"
+        self.key = Keys(prefix).halt
 
     def get(self) -> HaltRecord | None:
         kv = self.client.get(self.key)

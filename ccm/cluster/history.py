@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from ccm.cluster.etcd import Delete, EtcdClient, Op, Put
+from ccm.cluster.keys import Keys
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class RunRecord:
 class RunHistory:
     def __init__(self, client: EtcdClient, prefix: str, keep: int = 100) -> None:
         self.client = client
-        self.history_prefix = f"{prefix}/history/"
+        self.keys = Keys(prefix)
+        self.history_prefix = self.keys.history
         self.keep = keep
 
     def run_id(self, started: datetime, revision: int) -> str:
@@ -60,7 +62,7 @@ class RunHistory:
 
     def record_ops(self, record: RunRecord, started: datetime) -> list[Op]:
         """Put ``record`` and delete the node's oldest records beyond ``keep``."""
-        node_prefix = f"{self.history_prefix}{record.node}/"
+        node_prefix = self.keys.history_of(record.node)
         kvs, _ = self.client.get_prefix(node_prefix)
         existing = sorted(kv.key for kv in kvs)
         surplus = len(existing) + 1 - self.keep
@@ -70,7 +72,7 @@ class RunHistory:
 
     def read(self, node: str | None = None, limit: int | None = None) -> list[RunRecord]:
         """The newest runs first (of one node, or of all), at most ``limit``."""
-        prefix = self.history_prefix + (f"{node}/" if node else "")
+        prefix = self.keys.history_of(node) if node else self.history_prefix
         kvs, _ = self.client.get_prefix(prefix)
         records = []
         for kv in kvs:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ccm.cluster.etcd import EtcdClient, LeaseNotFound, Put
+from ccm.cluster.keys import Keys
 from ccm.errors import ClusterError
 from ccm.log import get_logger
 
@@ -66,11 +67,12 @@ def _parse(key: str, raw: bytes) -> NodeRecord | None:
 class NodeRecords:
     def __init__(self, client: EtcdClient, prefix: str) -> None:
         self.client = client
-        self.nodes_prefix = f"{prefix}/nodes/"
-        self.alive_prefix = f"{prefix}/alive/"
+        self.keys = Keys(prefix)
+        self.nodes_prefix = self.keys.nodes
+        self.alive_prefix = self.keys.alive
 
     def key(self, node: str) -> str:
-        return self.nodes_prefix + node
+        return self.keys.node(node)
 
     def read(self, node: str) -> NodeRecord | None:
         kv = self.client.get(self.key(node))
@@ -98,7 +100,7 @@ class Presence:
 
     def __init__(self, client: EtcdClient, prefix: str, node: str, ttl: int = 10) -> None:
         self.client = client
-        self.key = f"{prefix}/alive/{node}"
+        self.key = Keys(prefix).alive_of(node)
         self.node = node
         self.ttl = ttl
         self.lease = 0

@@ -39,8 +39,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ccm.cluster.clock import timestamp
 from ccm.cluster.etcd import Compare, EtcdClient, Get, KeyValue, Op, Put
 from ccm.cluster.etcd import Delete as DeleteOp
+from ccm.cluster.keys import Keys
 from ccm.errors import (
     DanglingReference,
     ObjectNotFound,
@@ -182,6 +184,7 @@ class ObjectStore:
     ) -> None:
         self.client = client
         self.prefix = prefix.rstrip("/")
+        self.keys = Keys(prefix)
         self.writer = writer
         self.max_attempts = max_attempts
         #: the write-time context of the models' rules: the nodes' ``accounts.uid_base``
@@ -196,24 +199,24 @@ class ObjectStore:
     @property
     def objects_prefix(self) -> str:
         """``{prefix}/objects/``: every object key starts with it."""
-        return f"{self.prefix}/objects/"
+        return self.keys.objects
 
     @property
     def events_prefix(self) -> str:
         """``{prefix}/events/``: every events key starts with it (what nodes watch)."""
-        return f"{self.prefix}/events/"
+        return self.keys.events
 
     def object_key(self, type_name: str, object_id: int) -> str:
         """``{prefix}/objects/{type}/{id}``: where one object's JSON is stored."""
-        return f"{self.objects_prefix}{type_name}/{object_id}"
+        return self.keys.object(type_name, object_id)
 
     def events_key(self, type_name: str) -> str:
         """``{prefix}/events/{type}``: bumped with every change of the type."""
-        return f"{self.events_prefix}{type_name}"
+        return self.keys.event(type_name)
 
     def tombstones_prefix(self, type_name: str) -> str:
         """``{prefix}/tombstones/{type}/``: the identities of deleted objects of a type."""
-        return f"{self.prefix}/tombstones/{type_name}/"
+        return self.keys.tombstones(type_name)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -346,7 +349,7 @@ class ObjectStore:
         event_types, full_types, single = sorted(set(events)), sorted(set(complete)), list(keys)
         tomb_types = sorted(set(tombstones))
         gets: builtins.list[Op] = [Get(self.events_key(t)) for t in event_types]
-        gets += [Get(f"{self.objects_prefix}{t}/", prefix=True) for t in full_types]
+        gets += [Get(self.keys.objects_of(t), prefix=True) for t in full_types]
         gets += [Get(key) for key in single]
         gets += [Get(self.tombstones_prefix(t), prefix=True) for t in tomb_types]
         result = self.client.txn([], gets)
@@ -383,7 +386,7 @@ class ObjectStore:
             state.objects.setdefault(obj.TYPE, {})[obj.id] = obj
 
     def _event(self, type_name: str) -> Put:
-        at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        at = timestamp(datetime.now(UTC))
         value = json.dumps({"at": at, "by": self.writer}, separators=(",", ":"))
         return Put(self.events_key(type_name), value.encode())
 
@@ -559,6 +562,6 @@ class ObjectStore:
     def list(self, type_name: str) -> builtins.list[CcmObject]:
         """Every stored object of a type, ordered by id."""
         model_for(type_name)
-        kvs, _ = self.client.get_prefix(f"{self.objects_prefix}{type_name}/")
+        kvs, _ = self.client.get_prefix(self.keys.objects_of(type_name))
         objects = [obj for obj in map(self._parse, kvs) if obj is not None]
         return sorted(objects, key=lambda obj: obj.id)

@@ -26,7 +26,7 @@ from typing import Literal
 from ccm import faults
 from ccm.cluster import backoff
 from ccm.cluster.canary import SoakRecord, after_canary, decide
-from ccm.cluster.clock import Clock, SystemClock
+from ccm.cluster.clock import Clock, SystemClock, timestamp
 from ccm.cluster.debounce import ALL
 from ccm.cluster.etcd import EtcdClient, Op
 from ccm.cluster.failures import ObjectFailures
@@ -146,7 +146,7 @@ class NodeRun:
             return RunOutcome("soaking", soak.revision, soak_left=left)
         record = self.nodes.read(self.node)
         started_at = self.clock.wall()
-        started = started_at.isoformat()
+        started = timestamp(started_at)
         # objects are parsed when a configuration reads them: one that no longer
         # validates fails that configuration's plan (a PlanError, which halts)
         snapshot = self.store.snapshot()
@@ -181,7 +181,7 @@ class NodeRun:
         finished = self.clock.wall()
         refused = {name: f"{r.configuration}: {r.reason}" for name, r in report.refused.items()}
         last = LastRun(
-            started, finished.isoformat(), "success", report.changed_paths, refused=refused
+            started, timestamp(finished), "success", report.changed_paths, refused=refused
         )
         failures = self.failures.sync_ops(self.node, report.refused, selected, revision, finished)
         soaking: list[Op] = []
@@ -255,11 +255,11 @@ class NodeRun:
         error: RunError,
         cancel: threading.Event | None,
     ) -> RunOutcome:
-        started = started_at.isoformat()
+        started = timestamp(started_at)
         halt = HaltRecord.now(
             self.node, error.configuration, str(error), revision, self.clock.wall()
         )
-        last = LastRun(started, self.clock.wall().isoformat(), "failed", [], str(error))
+        last = LastRun(started, timestamp(self.clock.wall()), "failed", [], str(error))
         applied = record.applied_revision if record else 0
         run = RunRecord(self.node, revision, started, last.finished, "failed", error=str(error))
         try:
