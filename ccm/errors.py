@@ -7,7 +7,7 @@ CcmError
 │   ├── DanglingReference    a write references an object that does not exist
 │   ├── ReferencedObject     a delete would leave referrers (names them)
 │   ├── ObjectNotFound       get/delete of an id that is not stored
-│   └── InvalidStoredObject  a stored value no longer validates (ccm.cluster.store)
+│   └── InvalidStoredObject  a stored value no longer validates
 ├── ClusterError             etcd unreachable, lock lost, fencing failed
 │   ├── LockLost             the lease behind the cluster lock expired
 │   ├── EtcdUnavailable      etcd down or unreachable: retry later (ccm.cluster.etcd)
@@ -74,6 +74,15 @@ class ObjectNotFound(StoreError):
     def __init__(self, target: str) -> None:
         super().__init__(f"{target} does not exist")
         self.target = target
+
+
+class InvalidStoredObject(StoreError):
+    """A stored value is not a valid object any more (``key`` names it)."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"stored object {key}: {reason}")
+        self.key = key
+        self.reason = reason
 
 
 class ClusterError(CcmError):
@@ -167,3 +176,11 @@ class ActionFailed(CommandFailed):
 
 class RunCancelled(ClusterError):
     """The run was stopped (SIGTERM) before its next change; everything was restored."""
+
+
+class UnsafePath(OSError):
+    """A directory on the way to a target is a symlink: ccm does not write through it.
+
+    An ``OSError`` (not a ``CcmError``) on purpose: the executor treats it as any failed
+    write, restores the run and names the configuration (``RunError``).
+    """

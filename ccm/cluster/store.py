@@ -45,6 +45,7 @@ from ccm.cluster.etcd import Delete as DeleteOp
 from ccm.cluster.keys import Keys
 from ccm.errors import (
     DanglingReference,
+    InvalidStoredObject,
     ObjectNotFound,
     ReferencedObject,
     StoreError,
@@ -71,15 +72,6 @@ DEFAULT_MAX_ATTEMPTS = 5
 #: (etcd allows 128 compares per transaction).
 MAX_REFERENCE_COMPARES = 64
 _ID = re.compile(r"^[1-9][0-9]*$")
-
-
-class InvalidStoredObject(StoreError):
-    """A stored value is not a valid object any more (``key`` names it)."""
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"stored object {key}: {reason}")
-        self.key = key
-        self.reason = reason
 
 
 class _Conflict(Exception):

@@ -24,11 +24,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ccm.errors import UnsafePath
+
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-
-
-class UnsafePath(OSError):
-    """A directory on the way to a target is a symlink (or not a directory)."""
 
 
 def fsync_directory(directory: Path) -> None:
