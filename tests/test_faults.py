@@ -39,6 +39,7 @@ from etcd_server import EtcdCluster, EtcdServer, EtcdServerError, die_with_paren
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.nodes import LastRun
 from ccm.cluster.store import ObjectStore
+from ccm.errors import ObjectNotFound
 
 SITES = "etc/nginx/sites-enabled"
 FOREIGN = f"{SITES}/handmade.conf"
@@ -46,7 +47,7 @@ FOREIGN_TEXT = "# written by hand: ccm never touches it\n"
 #: harness files in a node root that are not configuration
 NOT_CONFIG = ("actions.log", "slow")
 #: where the files a unit loads live (for "was what is on disk reloaded?")
-UNIT_DIRS = {"nginx": "etc/nginx", "php8.3-fpm": "etc/php/8.3"}
+UNIT_DIRS = {"nginx": "etc/nginx", "php8.3-fpm": "etc/php/8.3", "dovecot": "etc/dovecot"}
 
 
 def user(id: int, username: str) -> dict[str, Any]:
@@ -387,3 +388,168 @@ def test_the_writer_fails_over_to_a_healthy_member_while_one_is_frozen(
     finally:
         for client in long_lived:
             client.close()
+
+
+# -- 2. a daemon killed at every step of a run ----------------------------------------------
+
+#: (step, n): the n-th time a run reaches the step (the 2nd file: mid-way through them)
+CRASH_POINTS = [("claimed", 1), ("written", 2), ("checked", 1), ("acted", 1), ("recorded", 1)]
+
+
+@pytest.fixture
+def single(private_etcd_server: EtcdServer, tmp_path: Path) -> Iterator[Cluster]:
+    harness = Cluster(private_etcd_server, tmp_path / "cluster")
+    try:
+        yield harness
+    finally:
+        cleanup(harness)
+
+
+@pytest.mark.parametrize(("step", "count"), CRASH_POINTS, ids=[s for s, _ in CRASH_POINTS])
+def test_a_daemon_killed_at_each_step_converges_after_a_restart(
+    single: Cluster, step: str, count: int
+) -> None:
+    cluster = single
+    put_all(cluster, alice_objects())
+    reference = cluster.add("reference", start=False)
+    victim = cluster.add("victim", start=False)
+    for node in (reference, victim):
+        add_foreign(node)
+    reference.start().wait_ready()
+    revision = converged(cluster, [reference])
+
+    start_with_env(victim, {"CCM_CRASH_AT": f"{step}:{count}"})
+    assert victim.process is not None
+    code = victim.process.wait(timeout=60)
+    assert code == -signal.SIGKILL, f"the victim did not die at {step}:{count}: {code}"
+    victim.start().wait_ready()
+    cluster.wait_applied(revision, ["victim"], timeout=30)
+    wait_until(lambda: not cluster.lock_queue(), 20, "the lock to be free")
+
+    assert config_tree(victim) == config_tree(reference)
+    assert (victim.root / FOREIGN).read_text() == FOREIGN_TEXT
+    units = {unit for unit, _, _ in reloads(reference)}
+    assert {"nginx", "php8.3-fpm"} <= units
+    assert unreloaded(victim, units) == []  # every needed reload ran after the last write
+    assert cluster.halt() is None
+    assert_serial(cluster, [reference, victim])
+
+
+# -- 3. a write storm while daemons restart and etcd members die ----------------------------
+
+
+def storm(
+    cluster: Cluster,
+    writes: int,
+    writers: int,
+    faults: list[tuple[float, Any]],
+    pause: float = 0.02,
+) -> tuple[list[str], float]:
+    """``writes`` object writes from ``writers`` threads (each with its own client),
+    while ``faults`` (seconds after the start, callable) run; the failed writes."""
+    settings = cluster.etcd_settings()
+    failures: list[str] = []
+    per_writer = writes // writers
+
+    def write(index: int) -> None:
+        rng = random.Random(index)
+        with EtcdClient.from_settings(settings) as client:
+            store = ObjectStore(client, cluster.prefix, writer=f"w{index}")
+            uid = 100 + index
+            home = f"/home/storm{index}"
+            try:
+                store.put("unix-users", [user(uid, f"storm{index}")])
+            except Exception as error:
+                failures.append(f"w{index} user: {error}")
+            for n in range(per_writer - 1):
+                vid = 1000 * (index + 1) + rng.randrange(8)
+                try:
+                    if rng.random() < 0.15:
+                        store.delete("virtual-hosts", vid)
+                    else:
+                        store.put(
+                            "virtual-hosts",
+                            [
+                                vhost(
+                                    vid,
+                                    f"v{vid}.example.org",
+                                    uid,
+                                    home,
+                                    f"n{n}.v{vid}.example.org",
+                                )
+                            ],
+                        )
+                except ObjectNotFound:
+                    pass  # deleted already, or never written: a no-op for the storm
+                except Exception as error:
+                    failures.append(f"w{index} #{n}: {type(error).__name__}: {error}")
+                time.sleep(pause * rng.random() * 2)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for at, fault in sorted(faults, key=lambda item: item[0]):
+        time.sleep(max(0.0, started + at - time.monotonic()))
+        fault()
+    for thread in threads:
+        thread.join()
+    return failures, time.monotonic() - started
+
+
+def test_a_write_storm_while_daemons_restart_and_etcd_members_die(
+    etcd3: EtcdCluster, cluster3: Cluster
+) -> None:
+    cluster = cluster3
+    nodes = cluster.start_nodes(3)
+    killed: list[Any] = []
+
+    def kill_leader() -> None:
+        leader = etcd3.leader()
+        leader.kill()
+        killed.append(leader)
+
+    def restart_member() -> None:
+        killed.pop().start()
+
+    def restart_daemon(node: NodeProcess) -> Any:
+        def restart() -> None:
+            node.kill()
+            node.start()
+
+        return restart
+
+    failures, _ = storm(
+        cluster,
+        writes=STORM_WRITES,
+        writers=4,
+        pause=0.08,  # 75 writes per writer over ~6 s: the faults land inside the storm
+        faults=[
+            (1.0, kill_leader),
+            (2.0, restart_daemon(nodes[0])),
+            (3.5, restart_member),
+            (4.0, kill_leader),
+            (4.5, nodes[1].stop),
+            (5.0, nodes[1].start),
+            (6.0, restart_member),
+        ],
+    )
+    assert failures == [], failures
+    etcd3.wait_healthy()
+    final = converged(cluster, nodes, timeout=90)
+    wait_until(lambda: not cluster.lock_queue(), 20, "the lock to be free")
+
+    # a clean node, started now, is the reference for the final revision
+    reference = cluster.add("reference")
+    reference.wait_ready()
+    cluster.wait_applied(final, ["reference"], timeout=60)
+    expected = config_tree(reference)
+    for node in nodes:
+        assert config_tree(node) == expected, node.name
+        assert unreloaded(node, ["nginx"]) == []
+    assert cluster.halt() is None
+    assert_serial(cluster, [*nodes, reference])
+
+
+#: writes in the CI storm; ``benchmarks/faults_soak.py`` runs 1,000 and more
+STORM_WRITES = 300

@@ -32,8 +32,11 @@ the untyped client library, its exceptions and its traps in one place:
   died, or lost its leader) goes to the next endpoint; and a request unanswered after
   ``_PROBE_AFTER`` makes the client ask the same endpoint for its status: an endpoint
   that cannot answer even that is frozen or cut off, so the request is cancelled and
-  sent to the next endpoint. A retried write is at-least-once, exactly as if the caller had
-  retried it after an error: every ccm write is compare-guarded or idempotent.
+  sent to the next endpoint; one that answers with a higher raft term than when the
+  request was sent had a leader election meanwhile, which may have dropped the
+  request (etcd answers only after its own 7 s request timeout): it is sent again.
+  A retried write is at-least-once, exactly as if the caller had retried it after an
+  error: every ccm write is compare-guarded or idempotent.
   Open watches on an endpoint found dead end with ``WatchDisconnected`` (re-watch), and
   an idle watch checks its endpoint every ``_WATCH_CHECK`` seconds.
 * gRPC caps received messages at 4 MiB; a snapshot of a large cluster is bigger, so the
@@ -442,6 +445,12 @@ class _Unresponsive(Exception):
     """The endpoint of a call answered nothing, not even a status request."""
 
 
+class _LeaderChanged(Exception):
+    """The cluster elected a new leader while a call was pending: etcd may have dropped
+    the request's proposal (it then answers only after its own request timeout, 5 s +
+    2 elections), so the call is sent again."""
+
+
 class _Link:
     """One endpoint's channel, its stubs, and when it last answered."""
 
@@ -453,9 +462,14 @@ class _Link:
         self.lease = etcdrpc.LeaseStub(channel)
         self.maintenance = etcdrpc.MaintenanceStub(channel)
         self._answered_at = float("-inf")
+        self.term = 0  # the highest raft term an answer from this endpoint carried
 
-    def answered(self) -> None:
+    def answered(self, response: Any = None) -> None:
         self._answered_at = time.monotonic()
+        header = getattr(response, "header", None)
+        term = int(getattr(header, "raft_term", 0) or 0)
+        if term > self.term:
+            self.term = term
 
     def answered_since(self, moment: float) -> bool:
         return self._answered_at > moment
@@ -625,17 +639,24 @@ class EtcdClient:
         (default: within the last ``_FRESH`` seconds), or a status request now."""
         if link.answered_since(time.monotonic() - _FRESH if since is None else since):
             return True
+        return self._probe(link, metadata)
+
+    def _probe(self, link: _Link, metadata: Any) -> bool:
+        """Ask the endpoint for its status (which carries its raft term)."""
         try:
-            link.maintenance.Status(etcdrpc.StatusRequest(), self._probe_timeout, metadata=metadata)
+            status = link.maintenance.Status(
+                etcdrpc.StatusRequest(), self._probe_timeout, metadata=metadata
+            )
         except grpc.RpcError as error:
             if error.code() in _UNAVAILABLE_CODES:
                 return False
-        link.answered()  # a refusal (auth…) is an answer too
+            status = None
+        link.answered(status)  # a refusal (auth…) is an answer too
         return True
 
     def _wait(self, pending: Any, link: _Link, metadata: Any, deadline: float) -> Any:
         """The result of ``pending``; ``_Unresponsive`` when its endpoint stops answering."""
-        sent = time.monotonic()
+        term = link.term
         while True:
             left = deadline - time.monotonic()
             try:
@@ -643,9 +664,14 @@ class EtcdClient:
                 return pending.result(timeout=max(0.05, min(left + 0.5, self._probe_after)))
             except grpc.FutureTimeoutError:
                 pass
-            if not self._responsive(link, metadata, since=sent):
+            if not self._probe(link, metadata):
                 pending.cancel()
                 raise _Unresponsive()
+            if not term:
+                term = link.term  # the first use of this endpoint: the term from now on
+            elif link.term > term:
+                pending.cancel()
+                raise _LeaderChanged()
 
     def _rpc(self, what: str, call: Callable[[_Link, Any, float], Any]) -> Any:
         """Run ``call(link, metadata, timeout)`` (it returns a pending call: ``result()``,
@@ -687,6 +713,9 @@ class EtcdClient:
                     f"{self._probe_timeout:g} s"
                 )
                 continue
+            except _LeaderChanged:
+                failures.append(f"etcd at {link.where} changed leader while the call waited")
+                continue
             except grpc.RpcError as error:
                 details = error.details() or ""
                 if (
@@ -706,7 +735,7 @@ class EtcdClient:
                 raise self._error(what, error, link) from error
             except ValueError as error:  # gRPC: "Cannot invoke RPC on closed channel!"
                 raise ClusterError(f"{what}: {error}") from error
-            link.answered()
+            link.answered(result)
             return result
 
     def _error(self, what: str, error: Exception, link: _Link | None = None) -> ClusterError:
