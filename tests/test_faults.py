@@ -44,8 +44,15 @@ from ccm.errors import ObjectNotFound
 SITES = "etc/nginx/sites-enabled"
 FOREIGN = f"{SITES}/handmade.conf"
 FOREIGN_TEXT = "# written by hand: ccm never touches it\n"
+#: account databases: useradd numbers accounts (and orders lines) in the order a node
+#: created them, which is each node's own history: compared by account, not by bytes
+ACCOUNT_FILES = tuple(
+    f"etc/{name}{suffix}"
+    for name in ("passwd", "group", "shadow", "gshadow")
+    for suffix in ("", "-")
+)
 #: harness files in a node root that are not configuration
-NOT_CONFIG = ("actions.log", "slow")
+NOT_CONFIG = ("actions.log", "slow", *ACCOUNT_FILES)
 #: where the files a unit loads live (for "was what is on disk reloaded?")
 UNIT_DIRS = {"nginx": "etc/nginx", "php8.3-fpm": "etc/php/8.3", "dovecot": "etc/dovecot"}
 
@@ -120,8 +127,22 @@ def add_foreign(node: NodeProcess) -> Path:
     return path
 
 
-def config_tree(node: NodeProcess) -> dict[str, tuple[str, int, bytes | None]]:
-    return tree(node.root, skip=NOT_CONFIG)
+def config_tree(node: NodeProcess) -> dict[str, Any]:
+    """The node's files byte for byte, with its accounts as (user, home, shell, groups)."""
+    found: dict[str, Any] = dict(tree(node.root, skip=NOT_CONFIG))
+    etc = node.root / "etc"
+    groups: dict[str, set[str]] = {}
+    for line in (etc / "group").read_text().splitlines():
+        name, _, _, members = line.split(":")
+        for member in filter(None, members.split(",")):
+            groups.setdefault(member, set()).add(name)
+    group_names = sorted(line.split(":")[0] for line in (etc / "group").read_text().splitlines())
+    found["(accounts)"] = sorted(
+        (fields[0], fields[5], fields[6], sorted(groups.get(fields[0], ())))
+        for fields in (line.split(":") for line in (etc / "passwd").read_text().splitlines())
+    )
+    found["(groups)"] = group_names
+    return found
 
 
 def reloads(node: NodeProcess) -> list[tuple[str, float, float | None]]:
