@@ -363,9 +363,7 @@ class EtcdCluster:
         self.extra_args = extra_args
         self.base_dir = Path(tempfile.mkdtemp(prefix="ccm-etcd-cluster-"))
         self.token = f"ccm-test-{os.getpid()}-{self.base_dir.name}"
-        self.members = [
-            _Member(self, f"e{i}", self.base_dir / f"e{i}") for i in range(1, size + 1)
-        ]
+        self.members = [_Member(self, f"e{i}", self.base_dir / f"e{i}") for i in range(1, size + 1)]
         self.initial_cluster = ""
 
     @property
