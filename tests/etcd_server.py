@@ -8,6 +8,11 @@ teardown): terminate, then kill; should the test process itself be killed, the k
 kills etcd too (``PR_SET_PDEATHSIG``). ``kill()`` (SIGKILL) and ``restart()`` on the
 same ports and data dir let cluster tests exercise an etcd outage.
 
+``EtcdCluster`` runs three (or more) members on loopback the same way, for the fault
+tests: ``kill``/``restart`` a member, ``freeze``/``thaw`` one (SIGSTOP/SIGCONT: a member
+that still accepts TCP connections but never answers, as in a disk stall), find the
+``leader``. Every member is stopped by ``close()`` (a frozen one is thawed first).
+
 It runs with etcd's default limits (``--max-txn-ops 128``, 1.5 MiB requests) on purpose:
 the limits a production etcd has are the ones the code must live with. Only the raft
 timing is shortened (a restart elects its lone member in ~0.1 s instead of ~1 s).
@@ -15,6 +20,7 @@ timing is shortened (a restart elects its lone member in ~0.1 s instead of ~1 s)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -80,6 +86,7 @@ class EtcdServer:
         *,
         tls: EtcdTls | None = None,
         extra_args: tuple[str, ...] = (),
+        name: str = "e1",
     ) -> None:
         if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
             raise EtcdServerError(
@@ -89,6 +96,7 @@ class EtcdServer:
         self.binary = binary
         self.tls = tls
         self.extra_args = extra_args
+        self.name = name
         self._own_dir = base_dir is None
         self.base_dir = Path(tempfile.mkdtemp(prefix="ccm-etcd-")) if base_dir is None else base_dir
         self.data_dir = self.base_dir / "data"
@@ -136,22 +144,32 @@ class EtcdServer:
                 if not first or attempt == 2:
                     raise
 
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    def _member_args(self) -> list[str]:
+        """The cluster flags: a lone member here; ``EtcdCluster``'s members override it."""
+        return [
+            "--initial-cluster", f"{self.name}={self.peer_url}",
+            # A lone member elects itself after one election timeout when it restarts:
+            # keep that short so restart tests are quick (1 s by default).
+            "--heartbeat-interval", "10",
+            "--election-timeout", "100",
+        ]  # fmt: skip
+
     def _spawn(self) -> None:
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        peer = self.peer_url
         argv = [
             self.binary,
-            "--name", "e1",
+            "--name", self.name,
             "--data-dir", str(self.data_dir),
             "--listen-client-urls", self.endpoint,
             "--advertise-client-urls", self.endpoint,
             "--listen-peer-urls", peer,
             "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"e1={peer}",
             "--initial-cluster-state", "new",
-            # A lone member elects itself after one election timeout when it restarts:
-            # keep that short so restart tests are quick (1 s by default).
-            "--heartbeat-interval", "10",
-            "--election-timeout", "100",
+            *self._member_args(),
             *self.extra_args,
         ]  # fmt: skip
         if self.tls is not None:
@@ -213,6 +231,8 @@ class EtcdServer:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGCONT)  # a frozen etcd cannot act on SIGTERM
         process.terminate()
         try:
             process.wait(timeout)
@@ -235,6 +255,201 @@ class EtcdServer:
             return "(no log)"
 
     def __enter__(self) -> EtcdServer:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# -- a cluster of members -------------------------------------------------------------------
+
+
+class _Member(EtcdServer):
+    """One member of an ``EtcdCluster`` (ports chosen by the cluster before any start)."""
+
+    def __init__(self, cluster: EtcdCluster, name: str, base_dir: Path) -> None:
+        super().__init__(cluster.binary, base_dir, name=name, extra_args=cluster.extra_args)
+        self.cluster = cluster
+        self.frozen = False
+
+    def _member_args(self) -> list[str]:
+        return [
+            "--initial-cluster", self.cluster.initial_cluster,
+            "--initial-cluster-token", self.cluster.token,
+            "--heartbeat-interval", str(self.cluster.heartbeat_ms),
+            "--election-timeout", str(self.cluster.election_ms),
+        ]  # fmt: skip
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start this member on its ports; healthy means the cluster has a leader."""
+        if self.running:
+            raise EtcdServerError(f"{self.name} is already running at {self.endpoint}")
+        self.frozen = False
+        self._spawn()
+        self.wait_healthy(timeout)
+
+    def spawn(self) -> None:
+        """Start without waiting (the first members cannot be healthy alone)."""
+        self.frozen = False
+        self._spawn()
+
+    def kill(self) -> None:
+        self.frozen = False
+        super().kill()
+
+    def freeze(self) -> None:
+        """SIGSTOP: the member keeps its sockets (connections are accepted) but answers
+        nothing, peers included, until ``thaw()``."""
+        if self._process is None or self._process.poll() is not None:
+            raise EtcdServerError(f"{self.name} is not running")
+        self._process.send_signal(signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        """SIGCONT after ``freeze()``."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
+        self.frozen = False
+
+    def status(self, timeout: float = 1.0) -> dict[str, object] | None:
+        """etcd's maintenance status (JSON gateway), or None when it does not answer."""
+        request = urllib.request.Request(
+            f"{self.endpoint}/v3/maintenance/status",
+            data=b"{}",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                answer: dict[str, object] = json.loads(response.read())
+                return answer
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+
+
+class EtcdCluster:
+    """``size`` etcd members on loopback; ``start()``, then always ``close()``.
+
+    Raft timing is etcd's default (heartbeat 100 ms, election 1 s) unless given: the
+    figures the fault tests and the soak measure are those of a stock cluster.
+    """
+
+    def __init__(
+        self,
+        size: int = 3,
+        binary: str = ETCD_BINARY,
+        *,
+        heartbeat_ms: int = 100,
+        election_ms: int = 1000,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+            raise EtcdServerError(
+                f"{binary} is missing: the tests need a real etcd "
+                "(apt-get install -y etcd-server etcd-client)"
+            )
+        self.binary = binary
+        self.heartbeat_ms = heartbeat_ms
+        self.election_ms = election_ms
+        self.extra_args = extra_args
+        self.base_dir = Path(tempfile.mkdtemp(prefix="ccm-etcd-cluster-"))
+        self.token = f"ccm-test-{os.getpid()}-{self.base_dir.name}"
+        self.members = [_Member(self, f"e{i}", self.base_dir / f"e{i}") for i in range(1, size + 1)]
+        self.initial_cluster = ""
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [member.endpoint for member in self.members]
+
+    @property
+    def endpoint(self) -> str:
+        """The first member's URL (what a single-endpoint user would list)."""
+        return self.members[0].endpoint
+
+    def __getitem__(self, index: int) -> _Member:
+        return self.members[index]
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Pick free ports, start every member, wait until each one is healthy."""
+        for attempt in range(3):
+            ports: set[int] = set()
+            while len(ports) < 2 * len(self.members):
+                ports.add(_free_port())
+            chosen = sorted(ports)
+            for member in self.members:
+                member.client_port, member.peer_port = chosen.pop(), chosen.pop()
+                member.base_dir.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(member.data_dir, ignore_errors=True)
+            self.initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+            for member in self.members:
+                member.spawn()
+            try:
+                for member in self.members:
+                    member.wait_healthy(timeout)
+                return
+            except EtcdServerError:
+                self.stop()
+                if attempt == 2:  # a port taken meanwhile by someone else: try others
+                    raise
+
+    def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
+        """Every running, unfrozen member answers healthy (so there is a leader)."""
+        for member in self.members:
+            if member.running and not member.frozen:
+                member.wait_healthy(timeout)
+
+    def leader(self, timeout: float = START_TIMEOUT) -> _Member:
+        """The member that leads now (polls until the live members agree on one)."""
+        deadline = time.monotonic() + timeout
+        by_id: dict[str, _Member] = {}
+        while True:
+            leaders = set()
+            for member in self.members:
+                if not member.running or member.frozen:
+                    continue
+                status = member.status()
+                if status is None:
+                    continue
+                header = status.get("header")
+                if isinstance(header, dict):
+                    by_id[str(header.get("member_id"))] = member
+                leaders.add(str(status.get("leader")))
+            if len(leaders) == 1:
+                found = by_id.get(leaders.pop())
+                if found is not None and found.running and not found.frozen:
+                    return found
+            if time.monotonic() >= deadline:
+                raise EtcdServerError(f"no agreed etcd leader after {timeout} s")
+            time.sleep(0.05)
+
+    def followers(self) -> list[_Member]:
+        leader = self.leader()
+        return [m for m in self.members if m is not leader and m.running and not m.frozen]
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+
+    def close(self) -> None:
+        """Stop every member (thawing frozen ones) and remove the data dirs."""
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def log_tails(self, lines: int = 15) -> str:
+        return "\n".join(f"== {m.name}\n{m.log_tail(lines)}" for m in self.members)
+
+    def __enter__(self) -> EtcdCluster:
         try:
             self.start()
         except BaseException:

@@ -22,6 +22,23 @@ the untyped client library, its exceptions and its traps in one place:
   as an exception object on a callback. ``watch_prefix()`` turns both into exceptions
   raised from the iterator: ``WatchDisconnected`` (re-watch from the last revision + 1)
   and ``RevisionCompacted`` (history is gone: assume everything changed).
+* Failover is ours, inside every call, within one request timeout (``timeout``):
+  pyetcd only moves to another endpoint on the *next* call after a failure, and picks
+  the first endpoint at random, so a lone ``ccm objects put`` that picked a member
+  frozen by SIGSTOP (it accepts TCP but never sends HTTP/2 SETTINGS) failed, and a
+  client connected to a member that froze waited its whole timeout, then failed. Now a
+  call that gets UNAVAILABLE (no connection: gRPC's connect attempt gives up after
+  ~0.2 s without HTTP/2 SETTINGS, with ``min_reconnect_backoff_ms`` 100; or the member
+  died, or lost its leader) goes to the next endpoint; and a request unanswered after
+  ``_PROBE_AFTER`` makes the client ask the same endpoint for its status: an endpoint
+  that cannot answer even that is frozen or cut off, so the request is cancelled and
+  sent to the next endpoint; one that answers with a higher raft term than when the
+  request was sent had a leader election meanwhile, which may have dropped the
+  request (etcd answers only after its own 7 s request timeout): it is sent again.
+  A retried write is at-least-once, exactly as if the caller had retried it after an
+  error: every ccm write is compare-guarded or idempotent.
+  Open watches on an endpoint found dead end with ``WatchDisconnected`` (re-watch), and
+  an idle watch checks its endpoint every ``_WATCH_CHECK`` seconds.
 * gRPC caps received messages at 4 MiB; a snapshot of a large cluster is bigger, so the
   channel accepts up to 512 MiB.
 
@@ -33,6 +50,8 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -87,6 +106,16 @@ _CHANNEL_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
 ]
 _ENDPOINT_RETRY_SECONDS = 1
+#: A request unanswered after this long makes the client ask the endpoint for its status
+#: (at most a tenth of the request timeout)...
+_PROBE_AFTER = 0.5
+#: ...which it must answer within this (at most a fifth of the request timeout), or the
+#: request goes to the next endpoint.
+_PROBE_TIMEOUT = 1.0
+#: An endpoint that answered anything this recently is not probed again.
+_FRESH = 1.0
+#: An open watch that delivered nothing for this long checks that its endpoint lives.
+_WATCH_CHECK = 1.0
 _UNAVAILABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 _STALE_TOKEN_DETAILS = ("invalid auth token", "revision of auth store is old")
 
@@ -409,6 +438,86 @@ def _endpoint(url: str, settings: EtcdSettings) -> Any:
     )
 
 
+# -- endpoints --------------------------------------------------------------------------
+
+
+class _Unresponsive(Exception):
+    """The endpoint of a call answered nothing, not even a status request."""
+
+
+class _LeaderChanged(Exception):
+    """The cluster elected a new leader while a call was pending: etcd may have dropped
+    the request's proposal (it then answers only after its own request timeout, 5 s +
+    2 elections), so the call is sent again."""
+
+
+class _Link:
+    """One endpoint's channel, its stubs, and when it last answered."""
+
+    def __init__(self, endpoint: Any) -> None:
+        self.endpoint = endpoint
+        self.where = f"{endpoint.protocol}://{endpoint.netloc}"
+        channel = endpoint.channel
+        self.kv = etcdrpc.KVStub(channel)
+        self.lease = etcdrpc.LeaseStub(channel)
+        self.maintenance = etcdrpc.MaintenanceStub(channel)
+        self._answered_at = float("-inf")
+        self.term = 0  # the highest raft term an answer from this endpoint carried
+
+    def answered(self, response: Any = None) -> None:
+        self._answered_at = time.monotonic()
+        header = getattr(response, "header", None)
+        term = int(getattr(header, "raft_term", 0) or 0)
+        if term > self.term:
+            self.term = term
+
+    def answered_since(self, moment: float) -> bool:
+        return self._answered_at > moment
+
+
+class _Done:
+    """A call that already finished (a pending call's interface)."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._value
+
+    def cancel(self) -> None:
+        pass
+
+
+class _FirstResponse:
+    """The first response of a streaming call, as a pending call (``result``/``cancel``)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._done = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._read, name="ccm-etcd-stream", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            self._value = next(iter(self._stream), None)
+        except BaseException as error:  # handed to the caller
+            self._error = error
+        finally:
+            self._stream.cancel()
+            self._done.set()
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self._done.wait(timeout):
+            raise grpc.FutureTimeoutError()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def cancel(self) -> None:
+        self._stream.cancel()
+
+
 # -- the client -----------------------------------------------------------------------
 
 
@@ -433,6 +542,12 @@ class EtcdClient:
         self._token: str | None = None
         self._closed = False
         self.max_txn_ops = max_txn_ops
+        self._links: dict[str, _Link] = {}
+        self._select_lock = threading.Lock()
+        self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
+        timeout = settings.timeout
+        self._probe_after = min(_PROBE_AFTER, timeout / 10)
+        self._probe_timeout = min(_PROBE_TIMEOUT, timeout / 5)
 
     @classmethod
     def from_settings(
@@ -473,14 +588,157 @@ class EtcdClient:
             if self._token == refused:
                 self._token = None
 
-    def _fail_endpoint(self) -> None:
-        # What pyetcd does on UNAVAILABLE: mark the endpoint failed (for time_retry) so
-        # the next call fails over to another endpoint, and drop stubs bound to it.
-        with contextlib.suppress(Exception):
-            self._client.endpoint_in_use.fail()
-            self._client._clear_old_stubs()
+    # -- endpoints and failover ------------------------------------------------------------
 
-    def _error(self, what: str, error: Exception) -> ClusterError:
+    def _link(self, endpoint: Any) -> _Link:
+        link = self._links.get(endpoint.netloc)
+        if link is None:
+            link = self._links.setdefault(endpoint.netloc, _Link(endpoint))
+        return link
+
+    def _pick(self) -> _Link:
+        """The endpoint in use if it has not failed lately, else the next one that has not.
+
+        Raises ``NoServerAvailableError`` when every endpoint failed within the last
+        ``_ENDPOINT_RETRY_SECONDS``. Switching endpoints makes pyetcd drop its watcher
+        (new watches go to the new endpoint).
+        """
+        with self._select_lock:
+            client = self._client
+            current = client.endpoint_in_use
+            if current is not None and not current.is_failed():
+                return self._link(current)
+            labels = list(client.endpoints)
+            start = labels.index(current.netloc) + 1 if current is not None else 0
+            for label in labels[start:] + labels[:start]:
+                endpoint = client.endpoints[label]
+                if not endpoint.is_failed():
+                    client._current_endpoint_label = label
+                    return self._link(endpoint)
+        raise pyetcd_exceptions.NoServerAvailableError("No endpoint available and not failed")
+
+    def _fail(self, link: _Link) -> None:
+        """Mark ``link``'s endpoint failed (for ``time_retry``): calls go elsewhere, and
+        watches open on it end (``WatchDisconnected``) so their owners re-watch."""
+        with self._select_lock:
+            link.endpoint.fail()
+            if self._client.endpoint_in_use is link.endpoint:
+                with contextlib.suppress(Exception):
+                    self._client._clear_old_stubs()
+        for watch in list(self._watches):
+            if watch.link is link:
+                watch.endpoint_failed()
+
+    def _fail_endpoint(self) -> None:
+        """Mark the endpoint in use failed (a watch broke on it)."""
+        with contextlib.suppress(Exception):
+            self._fail(self._link(self._client.endpoint_in_use))
+
+    def _responsive(self, link: _Link, metadata: Any, since: float | None = None) -> bool:
+        """Whether the endpoint answers at all: it answered something after ``since``
+        (default: within the last ``_FRESH`` seconds), or a status request now."""
+        if link.answered_since(time.monotonic() - _FRESH if since is None else since):
+            return True
+        return self._probe(link, metadata)
+
+    def _probe(self, link: _Link, metadata: Any) -> bool:
+        """Ask the endpoint for its status (which carries its raft term)."""
+        try:
+            status = link.maintenance.Status(
+                etcdrpc.StatusRequest(), self._probe_timeout, metadata=metadata
+            )
+        except grpc.RpcError as error:
+            if error.code() in _UNAVAILABLE_CODES:
+                return False
+            status = None
+        link.answered(status)  # a refusal (auth…) is an answer too
+        return True
+
+    def _wait(self, pending: Any, link: _Link, metadata: Any, deadline: float) -> Any:
+        """The result of ``pending``; ``_Unresponsive`` when its endpoint stops answering."""
+        term = link.term
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                # past the deadline gRPC itself ends the call (DEADLINE_EXCEEDED)
+                return pending.result(timeout=max(0.05, min(left + 0.5, self._probe_after)))
+            except grpc.FutureTimeoutError:
+                pass
+            if not self._probe(link, metadata):
+                pending.cancel()
+                raise _Unresponsive()
+            if not term:
+                term = link.term  # the first use of this endpoint: the term from now on
+            elif link.term > term:
+                pending.cancel()
+                raise _LeaderChanged()
+
+    def _rpc(self, what: str, call: Callable[[_Link, Any, float], Any]) -> Any:
+        """Run ``call(link, metadata, timeout)`` (it returns a pending call: ``result()``,
+        ``cancel()``) on a live endpoint, failing over to the next one when an endpoint
+        does not connect, does not answer or is unavailable, all within one request
+        timeout; authenticate first, and again once if etcd says the token expired.
+        Every failure is raised as a ``ClusterError``."""
+        if self._closed:
+            raise ClusterError(f"{what}: the etcd client is closed")
+        deadline = time.monotonic() + self._timeout
+        failures: list[str] = []
+        reauthenticated = False
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                link = self._pick()
+            except pyetcd_exceptions.NoServerAvailableError as error:
+                if failures:
+                    raise EtcdUnavailable(
+                        f"{what}: no etcd endpoint answered: {'; '.join(failures)}"
+                    ) from error
+                raise self._error(what, error) from error
+            if left <= 0:
+                raise EtcdUnavailable(
+                    f"{what}: etcd did not answer within {self._timeout:g} s"
+                    + (f" ({'; '.join(failures)})" if failures else "")
+                )
+            token = self._token
+            try:
+                self._ensure_token()
+                token = self._token
+                metadata = self._metadata()
+                pending = call(link, metadata, left)
+                result = self._wait(pending, link, metadata, deadline)
+            except _Unresponsive:
+                self._fail(link)
+                failures.append(
+                    f"etcd at {link.where} did not answer, not even a status request within "
+                    f"{self._probe_timeout:g} s"
+                )
+                continue
+            except _LeaderChanged:
+                failures.append(f"etcd at {link.where} changed leader while the call waited")
+                continue
+            except grpc.RpcError as error:
+                details = error.details() or ""
+                if (
+                    not reauthenticated
+                    and token is not None
+                    and any(text in details for text in _STALE_TOKEN_DETAILS)
+                ):
+                    reauthenticated = True
+                    self._drop_token(token)
+                    continue
+                if error.code() == grpc.StatusCode.UNAVAILABLE:
+                    self._fail(link)
+                    failures.append(f"etcd at {link.where} is unavailable: {details}")
+                    continue
+                raise self._error(what, error, link) from error
+            except pyetcd_exceptions.Etcd3Exception as error:
+                raise self._error(what, error, link) from error
+            except ValueError as error:  # gRPC: "Cannot invoke RPC on closed channel!"
+                raise ClusterError(f"{what}: {error}") from error
+            link.answered(result)
+            return result
+
+    def _error(self, what: str, error: Exception, link: _Link | None = None) -> ClusterError:
         if isinstance(error, pyetcd_exceptions.NoServerAvailableError):
             endpoints = ", ".join(
                 f"{endpoint.protocol}://{endpoint.netloc}"
@@ -490,10 +748,12 @@ class EtcdClient:
                 f"{what}: no etcd endpoint available ({endpoints}: each failed within the "
                 f"last {_ENDPOINT_RETRY_SECONDS} s)"
             )
+        where = link.where if link is not None else self._where()
         if isinstance(error, pyetcd_exceptions.WatchTimedOut):
+            if link is not None:
+                self._fail(link)
             return EtcdUnavailable(
-                f"{what}: etcd at {self._where()} did not create the watch within "
-                f"{self._timeout:g} s"
+                f"{what}: etcd at {where} did not create the watch within {self._timeout:g} s"
             )
         if isinstance(error, pyetcd_exceptions.RevisionCompactedError):
             return RevisionCompacted(
@@ -504,54 +764,30 @@ class EtcdClient:
             return ClusterError(f"{what}: {type(error).__name__}: {error}")
         code = error.code()
         details = error.details() or ""
-        where = self._where()
-        if code in _UNAVAILABLE_CODES:
-            self._fail_endpoint()
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                return EtcdUnavailable(
-                    f"{what}: etcd at {where} did not answer within {self._timeout:g} s"
-                )
+        if code in _UNAVAILABLE_CODES or code == grpc.StatusCode.INTERNAL:
+            if link is not None:
+                self._fail(link)
+            else:
+                self._fail_endpoint()
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return EtcdUnavailable(
+                f"{what}: etcd at {where} did not answer within {self._timeout:g} s"
+            )
+        if code == grpc.StatusCode.UNAVAILABLE:
             return EtcdUnavailable(f"{what}: etcd at {where} is unavailable: {details}")
         if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
             return RevisionCompacted(f"{what}: {details}", None)
-        if code == grpc.StatusCode.INTERNAL:
-            self._fail_endpoint()
         if "authentication failed" in details:
             return ClusterError(f"{what}: etcd at {where} refused user {self._user!r}: {details}")
         return ClusterError(f"{what}: etcd at {where} refused: {code.name}: {details}")
-
-    def _rpc(self, what: str, call: Callable[[Any], T]) -> T:
-        """Run ``call(metadata)``, authenticating first, and again once if etcd says the
-        token expired; translate every failure into a ``ClusterError``."""
-        if self._closed:
-            raise ClusterError(f"{what}: the etcd client is closed")
-        for attempt in range(2):
-            token = self._token
-            try:
-                self._ensure_token()
-                token = self._token
-                return call(self._metadata())
-            except grpc.RpcError as error:
-                details = error.details() or ""
-                if (
-                    attempt == 0
-                    and token is not None
-                    and any(text in details for text in _STALE_TOKEN_DETAILS)
-                ):
-                    self._drop_token(token)
-                    continue
-                raise self._error(what, error) from error
-            except pyetcd_exceptions.Etcd3Exception as error:
-                raise self._error(what, error) from error
-            except ValueError as error:  # gRPC: "Cannot invoke RPC on closed channel!"
-                raise ClusterError(f"{what}: {error}") from error
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _range(self, what: str, get: Get, revision: int = 0) -> Any:
         request = _range_request(get, revision)
         return self._rpc(
             what,
-            lambda metadata: self._client.kvstub.Range(request, self._timeout, metadata=metadata),
+            lambda link, metadata, timeout: link.kv.Range.future(
+                request, timeout, metadata=metadata
+            ),
         )
 
     # -- key-value -----------------------------------------------------------------------
@@ -576,7 +812,9 @@ class EtcdClient:
         request = etcdrpc.RangeRequest(key=b"\0", count_only=True)
         response = self._rpc(
             "read revision",
-            lambda metadata: self._client.kvstub.Range(request, self._timeout, metadata=metadata),
+            lambda link, metadata, timeout: link.kv.Range.future(
+                request, timeout, metadata=metadata
+            ),
         )
         return int(response.header.revision)
 
@@ -601,7 +839,7 @@ class EtcdClient:
         )
         response = self._rpc(
             f"txn ({len(compares)} compares, {len(success)}/{len(failure)} ops)",
-            lambda metadata: self._client.kvstub.Txn(request, self._timeout, metadata=metadata),
+            lambda link, metadata, timeout: link.kv.Txn.future(request, timeout, metadata=metadata),
         )
         return TxnResult(
             succeeded=bool(response.succeeded),
@@ -623,7 +861,9 @@ class EtcdClient:
         request = etcdrpc.CompactionRequest(revision=revision, physical=True)
         self._rpc(
             f"compact at {revision}",
-            lambda metadata: self._client.kvstub.Compact(request, self._timeout, metadata=metadata),
+            lambda link, metadata, timeout: link.kv.Compact.future(
+                request, timeout, metadata=metadata
+            ),
         )
 
     # -- leases --------------------------------------------------------------------------
@@ -633,8 +873,8 @@ class EtcdClient:
         request = etcdrpc.LeaseGrantRequest(TTL=ttl, ID=0)
         response = self._rpc(
             f"grant lease ({ttl} s)",
-            lambda metadata: self._client.leasestub.LeaseGrant(
-                request, self._timeout, metadata=metadata
+            lambda link, metadata, timeout: link.lease.LeaseGrant.future(
+                request, timeout, metadata=metadata
             ),
         )
         if response.error:
@@ -645,14 +885,10 @@ class EtcdClient:
         """Keep a lease alive once; returns its renewed TTL (``LeaseNotFound`` if gone)."""
         request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
 
-        def keep_alive(metadata: Any) -> Any:
-            stream = self._client.leasestub.LeaseKeepAlive(
-                iter([request]), self._timeout, metadata=metadata
+        def keep_alive(link: _Link, metadata: Any, timeout: float) -> _FirstResponse:
+            return _FirstResponse(
+                link.lease.LeaseKeepAlive(iter([request]), timeout, metadata=metadata)
             )
-            try:
-                return next(iter(stream), None)
-            finally:
-                stream.cancel()
 
         response = self._rpc(f"refresh lease {lease_id:x}", keep_alive)
         if response is None or response.TTL <= 0:
@@ -665,8 +901,8 @@ class EtcdClient:
         try:
             self._rpc(
                 f"revoke lease {lease_id:x}",
-                lambda metadata: self._client.leasestub.LeaseRevoke(
-                    request, self._timeout, metadata=metadata
+                lambda link, metadata, timeout: link.lease.LeaseRevoke.future(
+                    request, timeout, metadata=metadata
                 ),
             )
         except ClusterError as error:
@@ -678,8 +914,8 @@ class EtcdClient:
         request = etcdrpc.LeaseTimeToLiveRequest(ID=lease_id)
         response = self._rpc(
             f"lease {lease_id:x} ttl",
-            lambda metadata: self._client.leasestub.LeaseTimeToLive(
-                request, self._timeout, metadata=metadata
+            lambda link, metadata, timeout: link.lease.LeaseTimeToLive.future(
+                request, timeout, metadata=metadata
             ),
         )
         return int(response.TTL)
@@ -696,18 +932,27 @@ class EtcdClient:
         key = prefix.encode()
         events: queue.SimpleQueue[object] = queue.SimpleQueue()
 
-        def create(metadata: Any) -> tuple[Any, int]:
-            watcher = self._client.watcher
+        def create(link: _Link, metadata: Any, timeout: float) -> _Done:
+            # pyetcd's watcher waits for the creation without a watchdog: never open a
+            # watch on an endpoint that does not answer
+            if not self._responsive(link, metadata):
+                raise _Unresponsive()
+            with self._select_lock:
+                if self._client.endpoint_in_use is not link.endpoint:
+                    self._client._current_endpoint_label = link.endpoint.netloc
+                watcher = self._client.watcher
             watch_id = watcher.add_callback(
                 key,
                 events.put,
                 range_end=prefix_range_end(key),
                 start_revision=start_revision,
             )
-            return watcher, int(watch_id)
+            return _Done((watcher, int(watch_id), link))
 
-        watcher, watch_id = self._rpc(f"watch {prefix}", create)
-        return Watch(self, prefix, watcher, watch_id, events)
+        watcher, watch_id, link = self._rpc(f"watch {prefix}", create)
+        watch = Watch(self, prefix, watcher, watch_id, events, link)
+        self._watches.add(watch)
+        return watch
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -731,6 +976,7 @@ class EtcdClient:
 
 
 _CANCELLED = object()
+_ENDPOINT_FAILED = object()
 
 
 class Watch:
@@ -747,6 +993,7 @@ class Watch:
         watcher: Any,
         watch_id: int,
         events: queue.SimpleQueue[object],
+        link: _Link | None = None,
     ) -> None:
         self._client = client
         self.prefix = prefix
@@ -754,6 +1001,7 @@ class Watch:
         self._watch_id = watch_id
         self._events = events
         self._done = False
+        self.link = link
 
     @property
     def done(self) -> bool:
@@ -769,17 +1017,54 @@ class Watch:
             self._watcher.cancel(self._watch_id)
         self._events.put(_CANCELLED)
 
+    def endpoint_failed(self) -> None:
+        """The client found this watch's endpoint dead: end the watch (the owner
+        re-watches, on another endpoint)."""
+        self._events.put(_ENDPOINT_FAILED)
+
+    def _next(self, timeout: float | None) -> Any:
+        """The next item; every ``_WATCH_CHECK`` seconds of silence, check the endpoint
+        (a frozen member keeps the stream open and silent)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = _WATCH_CHECK
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
+            try:
+                return self._events.get(timeout=wait)
+            except queue.Empty:
+                pass
+            if deadline is not None and time.monotonic() >= deadline:
+                raise queue.Empty
+            link = self.link
+            if link is not None and not self._client._closed:
+                if link.endpoint.is_failed() or not self._client._responsive(
+                    link, self._client._metadata()
+                ):
+                    return _ENDPOINT_FAILED
+
     def get(self, timeout: float | None = None) -> WatchBatch | None:
         """The next batch; None when ``timeout`` passed first or the watch was cancelled."""
         if self._done and self._events.empty():
             return None
         try:
-            item: Any = self._events.get(timeout=timeout)
+            item: Any = self._next(timeout)
         except queue.Empty:
             return None
         if item is _CANCELLED:
             self._done = True
             return None
+        if item is _ENDPOINT_FAILED:
+            self._done = True
+            with contextlib.suppress(Exception):
+                self._watcher.cancel(self._watch_id)
+            link = self.link
+            where = link.where if link is not None else self._client._where()
+            if link is not None and not link.endpoint.is_failed():
+                self._client._fail(link)
+            raise WatchDisconnected(
+                f"watch {self.prefix}: etcd at {where} stopped answering; re-watch elsewhere"
+            )
         if isinstance(item, pyetcd_exceptions.RevisionCompactedError):
             self._done = True
             raise RevisionCompacted(
