@@ -3,7 +3,8 @@
 Outage and compaction tests run on a private etcd (``private_etcd_server``): killing or
 compacting the session's etcd would disturb other tests. Nothing sleeps and hopes: the
 tests wait on a condition variable until a deadline. The one fixed wait is the outage
-window over which CPU time is measured.
+window over which re-watch attempts are counted. Figures (CPU during an outage, how
+soon a stall is noticed) are printed by benchmarks/watcher.py, not asserted here.
 """
 
 from __future__ import annotations
@@ -238,16 +239,9 @@ def test_recovers_after_an_etcd_restart_and_sleeps_while_it_is_down(
         assert counting.calls == 1
 
         server.kill()
-        cpu_before, wall_before = time.process_time(), time.monotonic()
-        threading.Event().wait(2.0)  # the outage window being measured
-        cpu = time.process_time() - cpu_before
+        threading.Event().wait(2.0)  # the outage window (its CPU: benchmarks/watcher.py)
         outage_attempts = counting.calls - 1
-        print(
-            f"\nwatcher during a {time.monotonic() - wall_before:.1f} s etcd outage: "
-            f"{cpu:.3f} s CPU for the whole process, {outage_attempts} re-watch attempts"
-        )
-        assert cpu < 0.5
-        assert 1 <= outage_attempts <= 8  # backing off: 0.2, 0.4, 0.8, 1.0 s…
+        assert 1 <= outage_attempts <= 8  # backing off: 0.2, 0.4, 0.8, 1.0 s…, not spinning
 
         server.restart()
         # Written before the watcher is back: the re-watch from last + 1 must find them.
@@ -269,15 +263,16 @@ def test_stop_interrupts_the_backoff_sleep(
     settings = EtcdSettings(endpoints=(f"http://127.0.0.1:{port}",), timeout=1.0)
     with EtcdClient.from_settings(settings) as client:
         counting = CountingWatches(client, monkeypatch)
-        watcher = watchers(client, "/ccm", 1, reports, backoff_initial=0.05, backoff_max=30.0)
+        # the first failed attempt is followed by a 60 s wait: only an interrupted wait
+        # lets the watcher stop within the 5 s below (how soon: benchmarks/watcher.py)
+        watcher = watchers(client, "/ccm", 1, reports, backoff_initial=60.0, backoff_max=60.0)
         deadline = time.monotonic() + 5
-        while counting.calls < 4:  # backing off: the next wait is 0.4 s, then 0.8 s…
-            assert time.monotonic() < deadline, "the watcher did not retry"
+        while counting.calls < 1:
+            assert time.monotonic() < deadline, "the watcher did not try to watch"
             time.sleep(0.01)
-        stopping = time.monotonic()
         watcher.stop(timeout=5)
         assert not watcher.running
-        assert time.monotonic() - stopping < 0.5
+        assert counting.calls == 1
 
 
 # -- compaction -----------------------------------------------------------------------------
@@ -322,9 +317,7 @@ def test_a_stalled_watch_is_re_established(
     watchers(etcd_client, prefix, start, reports, probe_interval=0.2)
     first = write_event(etcd_client, prefix, "unix-users")
     second = write_event(etcd_client, prefix, "crons")
-    started = time.monotonic()
-    reports.wait_revision(second, timeout=5)
-    print(f"\nstall noticed and watch re-established in {time.monotonic() - started:.2f} s")
+    reports.wait_revision(second, timeout=5)  # how soon: benchmarks/watcher.py
     assert counting.calls == 2
     assert reports.types_after(start - 1) == {"unix-users", "crons"}
     # The re-watch catches up from the first missed revision (perhaps in one batch).
