@@ -22,7 +22,7 @@ import pytest
 from etcd_server import EtcdServer
 
 from ccm.cluster.clock import Clock, ManualClock
-from ccm.cluster.etcd import EtcdClient, Put, Watch
+from ccm.cluster.etcd import EtcdClient, Put, Watch, WatchBatch, WatchDisconnected
 from ccm.cluster.lock import (
     ClusterLock,
     LockCancelled,
@@ -153,17 +153,41 @@ def holds() -> Iterator[list[LockHold]]:
         hold.release()
 
 
-class Spy:
-    """Records what one client's lock code asks of etcd: the keys it watches, its txns."""
+class BrokenWatch:
+    """A watch whose stream breaks at once (as when etcd drops it), every time."""
 
-    def __init__(self, client: EtcdClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, key: str) -> None:
+        self.prefix = key
+        self.done = False
+
+    def get(self, timeout: float | None = None) -> WatchBatch | None:
+        self.done = True
+        raise WatchDisconnected(f"watch {self.prefix}: stream to etcd broke (test)")
+
+    def cancel(self) -> None:
+        self.done = True
+
+    def __enter__(self) -> BrokenWatch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+
+class Spy:
+    """Records what one client's lock code asks of etcd: the keys it watches, its txns.
+    With ``broken``, every watch it opens breaks at once."""
+
+    def __init__(
+        self, client: EtcdClient, monkeypatch: pytest.MonkeyPatch, *, broken: bool = False
+    ) -> None:
         self.watched: list[str] = []
         self.txns = 0
         real_watch, real_txn = client.watch_prefix, client.txn
 
-        def watch_prefix(key: str, start_revision: int | None = None) -> Watch:
+        def watch_prefix(key: str, start_revision: int | None = None) -> Watch | BrokenWatch:
             self.watched.append(key)
-            return real_watch(key, start_revision)
+            return BrokenWatch(key) if broken else real_watch(key, start_revision)
 
         def txn(*args: Any, **kwargs: Any) -> Any:
             self.txns += 1
@@ -287,9 +311,18 @@ def test_lock_queue_lists_the_holder_then_the_waiters(
 def test_a_stranger_key_in_the_queue_is_listed_not_fatal(
     etcd_client: EtcdClient, etcd_settings: EtcdSettings
 ) -> None:
-    etcd_client.put(f"{lock_key_prefix(etcd_settings.prefix)}0000000000000001", b"not json")
-    [entry] = lock_queue(etcd_client, etcd_settings.prefix)
-    assert (entry.node, entry.since) == ("?", None)
+    directory = lock_key_prefix(etcd_settings.prefix)
+    etcd_client.put(f"{directory}0000000000000001", b"not json")
+    etcd_client.put(f"{directory}0000000000000002", b'{"since": "2024-05-01T12:00:00Z"}')
+    etcd_client.put(f"{directory}0000000000000003", b'{"node": "web09"}')
+    etcd_client.put(f"{directory}0000000000000004", b'["web10"]')
+    queue = lock_queue(etcd_client, etcd_settings.prefix)
+    assert [(entry.node, entry.since) for entry in queue] == [
+        ("?", None),
+        ("?", datetime.fromisoformat("2024-05-01T12:00:00+00:00")),
+        ("web09", None),
+        ("?", None),
+    ]
 
 
 # -- release, leases, loss ------------------------------------------------------------------
@@ -776,3 +809,98 @@ def test_the_expiry_estimate_counts_a_refresh_from_when_it_was_sent(
     clock.set(monotonic=sent + granted)
     with pytest.raises(LockLost, match="expired"):
         hold.check()
+
+
+def test_a_waiter_sleeps_on_its_watch_instead_of_polling(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    clients: Callable[[], EtcdClient],
+    spawn: Callable[..., Contender],
+    holds: list[LockHold],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prefix = etcd_settings.prefix
+    holder = ClusterLock(etcd_client, prefix, "web01", 10).acquire()
+    holds.append(holder)
+    client = clients()
+    spy = Spy(client, monkeypatch)
+    waiter = spawn("web02", client=client)
+    wait_for(lambda: bool(spy.watched), what="the waiter watching")
+    threading.Event().wait(0.5)  # a window to observe in: five watch slices go by
+    assert (spy.txns, spy.watched) == (2, [holder.key])  # queued, read once, watching
+    holder.release()
+    waiter.result().check()
+    assert (spy.txns, spy.watched) == (3, [holder.key])
+
+
+@pytest.mark.parametrize("with_cancel", [True, False])
+def test_a_waiter_whose_watch_keeps_breaking_reads_again_without_spinning(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    clients: Callable[[], EtcdClient],
+    holds: list[LockHold],
+    monkeypatch: pytest.MonkeyPatch,
+    with_cancel: bool,
+) -> None:
+    prefix = etcd_settings.prefix
+    holder = ClusterLock(etcd_client, prefix, "web01", 10).acquire()
+    holds.append(holder)
+    client = clients()
+    spy = Spy(client, monkeypatch, broken=True)
+    lock = ClusterLock(client, prefix, "web02", 10)
+    cancel = threading.Event() if with_cancel else None
+    got: list[LockHold | BaseException] = []
+
+    def wait() -> None:
+        try:
+            got.append(lock.acquire(timeout=30, cancel=cancel))
+        except BaseException as error:
+            got.append(error)
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(spy.watched) >= 2, what="the waiter watching again")
+        before = spy.txns
+        threading.Event().wait(0.5)  # the window: a pause between reads, not a busy loop
+        assert spy.txns - before <= 10, f"{spy.txns - before} reads in 0.5 s"
+        assert not got, "the waiter took the lock while web01 held it"
+        holder.release()
+        thread.join(10)
+        assert not thread.is_alive(), "the waiter never noticed the lock was free"
+    finally:
+        if cancel is not None:
+            cancel.set()
+        thread.join(10)
+    [hold] = got
+    assert isinstance(hold, LockHold), hold
+    holds.append(hold)
+    hold.check()
+    assert queue_nodes(etcd_client, prefix) == ["web02"]
+
+
+def test_a_hold_given_up_is_never_reported_lost(
+    clients: Callable[[], EtcdClient], etcd_settings: EtcdSettings
+) -> None:
+    clock = ManualClock()
+    hold = ClusterLock(clients(), etcd_settings.prefix, "web01", 3, clock).acquire()
+    assert "held" in repr(hold) and f"revision={hold.create_revision}" in repr(hold)
+    hold.release()
+    assert "released" in repr(hold)
+    clock.advance(60)  # far past the lease's expiry, with no keep-alive running
+    assert not hold._keepalive.check()
+    assert not hold.lost.is_set()
+    with pytest.raises(LockLost, match="released"):
+        hold.check()
+
+
+def test_a_lost_hold_says_so(
+    etcd_client: EtcdClient, etcd_settings: EtcdSettings, holds: list[LockHold]
+) -> None:
+    hold = ClusterLock(etcd_client, etcd_settings.prefix, "web01", 3).acquire()
+    holds.append(hold)
+    etcd_client.revoke_lease(hold.lease_id)
+    assert hold.lost.wait(5)
+    assert repr(hold) == (
+        f"LockHold(node='web01', key={hold.key!r}, revision={hold.create_revision}, lost)"
+    )
