@@ -379,7 +379,7 @@ def test_a_revoked_lease_hands_the_lock_on_and_the_old_hold_is_lost(
     etcd_client.revoke_lease(old.lease_id)  # as if its node vanished and the lease expired
     new = waiter.result(timeout=2)  # within the TTL
     assert old.lost.wait(timeout=3), "the keep-alive did not notice the lost lease"
-    with pytest.raises(LockLost, match="lost"):
+    with pytest.raises(LockLost, match="lost: etcd says the lease is gone"):
         old.check()
     new.check()
     # The old holder's fenced writes fail; the new holder's succeed.
@@ -531,7 +531,7 @@ def test_a_timeout_removes_the_waiters_key_and_lease(
     clock.advance(29)
     assert not waiter.done.wait(0.3)  # 29 s are not 30 s
     clock.advance(1)
-    with pytest.raises(LockTimeout) as raised:
+    with pytest.raises(LockTimeout, match="web02: the cluster lock was not free in time") as raised:
         waiter.result(timeout=2)
     assert not isinstance(raised.value, LockCancelled)
     assert queue_nodes(etcd_client, prefix) == ["web01"]
@@ -556,12 +556,12 @@ def test_cancel_removes_the_waiter_promptly(
     waiter = spawn("web02")
     wait_queue_length(etcd_client, prefix, 2)
     waiter.cancel.set()
-    with pytest.raises(LockCancelled):
+    with pytest.raises(LockCancelled, match="web02: waiting for the cluster lock was cancelled"):
         waiter.result(timeout=1)
     assert queue_nodes(etcd_client, prefix) == ["web01"]
     already = threading.Event()
     already.set()
-    with pytest.raises(LockCancelled):
+    with pytest.raises(LockCancelled, match="web03: waiting for the cluster lock was cancelled"):
         ClusterLock(etcd_client, prefix, "web03", 10).acquire(cancel=already)
 
 
@@ -904,3 +904,111 @@ def test_a_lost_hold_says_so(
     assert repr(hold) == (
         f"LockHold(node='web01', key={hold.key!r}, revision={hold.create_revision}, lost)"
     )
+
+
+# -- the keep-alive -------------------------------------------------------------------------
+
+
+def keepalive_threads() -> dict[str, threading.Thread]:
+    return {t.name: t for t in threading.enumerate() if t.name.startswith("ccm-lock-keepalive")}
+
+
+def test_each_hold_has_a_named_daemon_keep_alive_that_release_stops(
+    etcd_client: EtcdClient, etcd_settings: EtcdSettings, holds: list[LockHold]
+) -> None:
+    hold = ClusterLock(etcd_client, etcd_settings.prefix, "web01", 10).acquire()
+    holds.append(hold)
+    name = f"ccm-lock-keepalive-{hold.lease_id:x}"
+    thread = keepalive_threads()[name]  # named: a thread dump says what it is
+    assert thread.daemon  # a process may exit holding the lock: the lease then expires
+    hold.release()
+    assert not thread.is_alive()  # joined by release()
+    assert name not in keepalive_threads()
+
+
+_EXITS_HOLDING = """
+import sys
+from ccm.cluster.etcd import EtcdClient
+from ccm.cluster.lock import ClusterLock
+from ccm.settings import EtcdSettings
+client = EtcdClient(EtcdSettings(endpoints=(sys.argv[1],), timeout=5))
+hold = ClusterLock(client, sys.argv[2], "leaving", 30).acquire(timeout=10)
+print("HELD", hold.lease_id, flush=True)
+"""
+
+
+def test_a_process_may_exit_while_it_holds_the_lock(
+    etcd_client: EtcdClient, etcd_settings: EtcdSettings
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _EXITS_HOLDING, etcd_settings.endpoints[0], etcd_settings.prefix],
+        capture_output=True,
+        text=True,
+        timeout=60,  # a keep-alive that kept the interpreter alive would hang here
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    [lease] = [int(line.split()[1]) for line in result.stdout.splitlines() if "HELD" in line]
+    assert queue_nodes(etcd_client, etcd_settings.prefix) == ["leaving"]  # until the TTL
+    etcd_client.revoke_lease(lease)
+
+
+def test_a_failed_refresh_is_retried_and_the_lease_kept(
+    clients: Callable[[], EtcdClient],
+    etcd_settings: EtcdSettings,
+    holds: list[LockHold],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = clients()
+    real_refresh = client.refresh_lease
+    calls: list[str] = []
+
+    def flaky_refresh(lease_id: int) -> int:
+        if not calls:
+            calls.append("failed")
+            raise ClusterError("etcd cannot be reached (test)")
+        calls.append("refreshed")
+        return real_refresh(lease_id)
+
+    monkeypatch.setattr(client, "refresh_lease", flaky_refresh)
+    hold = ClusterLock(client, etcd_settings.prefix, "web01", 2).acquire()
+    holds.append(hold)
+    until = time.monotonic() + 3.0  # 1.5 TTLs: the lease needs a refresh after the failure
+    while time.monotonic() < until:
+        hold.check()
+        time.sleep(0.1)
+    assert calls[0] == "failed" and calls.count("refreshed") >= 2, calls
+    assert client.get(hold.key) is not None
+    assert client.lease_ttl(hold.lease_id) > 0
+    hold.check()
+
+
+def test_while_refreshes_succeed_the_clock_cannot_lose_the_lock(
+    clients: Callable[[], EtcdClient],
+    etcd_settings: EtcdSettings,
+    holds: list[LockHold],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The expiry estimate decides only when the keep-alive is unhealthy: a clock that
+    jumps (or a slow check) does not declare a lease lost that is being refreshed."""
+    clock = ManualClock()
+    client = clients()
+    real_refresh = client.refresh_lease
+    refreshed = threading.Event()
+
+    def refresh(lease_id: int) -> int:
+        granted = real_refresh(lease_id)
+        refreshed.set()
+        return granted
+
+    monkeypatch.setattr(client, "refresh_lease", refresh)
+    hold = ClusterLock(client, etcd_settings.prefix, "web01", 6, clock).acquire()
+    holds.append(hold)
+    assert refreshed.wait(5), "the keep-alive never refreshed"  # after 2 s
+    # (a private flag, for synchronisation only: the refresh's result has been recorded;
+    # the next refresh, which is unhealthy while in flight, comes 2 s later)
+    wait_for(lambda: hold._keepalive._healthy, what="the refresh to be recorded")
+    clock.advance(100)
+    hold.check()
+    assert not hold.lost.is_set()
