@@ -301,7 +301,8 @@ def test_lock_queue_lists_the_holder_then_the_waiters(
     assert queue[0].key == holder.key == f"{lock_key_prefix(prefix)}{holder.lease_id:016x}"
     assert queue[0].create_revision == holder.create_revision
     assert queue[0].lease_id == holder.lease_id
-    assert queue[0].since == clock.wall()
+    assert queue[0].since == clock.wall() == holder.since
+    assert holder.node == "web01"
     assert all(entry.since is not None for entry in queue)
     stored = etcd_client.get(holder.key)
     assert stored is not None
@@ -1012,3 +1013,57 @@ def test_while_refreshes_succeed_the_clock_cannot_lose_the_lock(
     clock.advance(100)
     hold.check()
     assert not hold.lost.is_set()
+
+
+# -- refusals and errors ----------------------------------------------------------------------
+
+
+def test_a_ttl_below_one_second_is_refused(
+    etcd_client: EtcdClient, etcd_settings: EtcdSettings
+) -> None:
+    with pytest.raises(ValueError, match="TTL must be at least 1 s, not 0"):
+        ClusterLock(etcd_client, etcd_settings.prefix, "web01", 0)
+    lock = ClusterLock(etcd_client, etcd_settings.prefix, "web01", 1)
+    assert (lock.prefix, lock.ttl) == (etcd_settings.prefix, 1)
+    with lock.acquire(timeout=5) as hold:
+        hold.check()
+
+
+def test_a_key_that_exists_already_is_never_shared(
+    clients: Callable[[], EtcdClient],
+    etcd_settings: EtcdSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """etcd never grants the id of a live lease; should it, the second contender must
+    not take the first one's key (and so its place) as its own."""
+    first_client, second_client = clients(), clients()
+    first = ClusterLock(first_client, etcd_settings.prefix, "web01", 10).acquire()
+    try:
+        monkeypatch.setattr(second_client, "grant_lease", lambda ttl: first.lease_id)
+        with pytest.raises(ClusterError, match=f"cannot queue .*{first.key} already exists"):
+            ClusterLock(second_client, etcd_settings.prefix, "web02", 10).acquire(timeout=5)
+    finally:
+        first.release()
+
+
+def test_a_waiter_gets_a_cluster_error_when_etcd_goes_away(
+    private_etcd_server: EtcdServer,
+) -> None:
+    settings = EtcdSettings(endpoints=(private_etcd_server.endpoint,), prefix="/ccm", timeout=1.0)
+    with (
+        EtcdClient.from_settings(settings) as holder_client,
+        EtcdClient.from_settings(settings) as waiter_client,
+    ):
+        holder = ClusterLock(holder_client, "/ccm", "web01", 10).acquire()
+        waiter = Contender(waiter_client, "/ccm", "web02", timeout=60)
+        waiter.thread.start()
+        try:
+            wait_queue_length(holder_client, "/ccm", 2)
+            private_etcd_server.kill()
+            assert waiter.done.wait(30), "the waiter did not notice etcd was gone"
+            assert isinstance(waiter.error, ClusterError), repr(waiter.error)
+            assert waiter.hold is None
+        finally:
+            waiter.cancel.set()
+            waiter.thread.join(30)
+            holder.release()
