@@ -38,6 +38,10 @@ from ccm.settings import EtcdSettings
 REPO = Path(__file__).resolve().parent.parent
 
 
+#: What a hold says when its lease expired without a refresh (the operator reads it).
+EXPIRED = "was lost: the lease expired: no refresh succeeded within its TTL$"
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
     """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -454,7 +458,7 @@ def test_a_hold_whose_keep_alive_stopped_is_lost_once_its_lease_expires(
     wait_queue_length(etcd_client, prefix, 2)
     old._keepalive.stop()  # a hung node: nothing refreshes its lease
     new = waiter.result(timeout=4)
-    with pytest.raises(LockLost, match="expired"):
+    with pytest.raises(LockLost, match=EXPIRED):
         old.check()
     assert old.lost.is_set()
     new.check()
@@ -474,7 +478,7 @@ def test_refreshes_failing_past_the_expiry_mark_the_hold_lost(
             hold.check()  # etcd being down is not yet losing the lock...
             clock.advance(2.5)  # ...but no refresh can succeed past the lease's expiry
             assert hold.lost.wait(timeout=3), "the keep-alive did not give the lease up"
-            with pytest.raises(LockLost, match="expired"):
+            with pytest.raises(LockLost, match=EXPIRED):
                 hold.check()
             hold.release()  # etcd is down: logged, not raised
             assert hold.released
@@ -769,7 +773,7 @@ def test_the_expiry_estimate_counts_from_before_the_lease_was_granted(
     clock.set(monotonic=30 - 0.001)
     hold.check()
     clock.set(monotonic=30)  # the request was sent at 0: the lease may be gone now
-    with pytest.raises(LockLost, match="expired"):
+    with pytest.raises(LockLost, match=EXPIRED):
         hold.check()
 
 
@@ -808,7 +812,7 @@ def test_the_expiry_estimate_counts_a_refresh_from_when_it_was_sent(
     clock.set(monotonic=sent + granted - 0.001)  # 3.999: received + TTL would be 6.0
     hold.check()
     clock.set(monotonic=sent + granted)
-    with pytest.raises(LockLost, match="expired"):
+    with pytest.raises(LockLost, match=EXPIRED):
         hold.check()
 
 
@@ -885,9 +889,10 @@ def test_a_hold_given_up_is_never_reported_lost(
 ) -> None:
     clock = ManualClock()
     hold = ClusterLock(clients(), etcd_settings.prefix, "web01", 3, clock).acquire()
-    assert "held" in repr(hold) and f"revision={hold.create_revision}" in repr(hold)
+    described = f"LockHold(node='web01', key={hold.key!r}, revision={hold.create_revision}"
+    assert repr(hold) == f"{described}, held)"
     hold.release()
-    assert "released" in repr(hold)
+    assert repr(hold) == f"{described}, released)"
     clock.advance(60)  # far past the lease's expiry, with no keep-alive running
     assert not hold._keepalive.check()
     assert not hold.lost.is_set()
