@@ -9,16 +9,18 @@ soon a stall is noticed) are printed by benchmarks/watcher.py, not asserted here
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from etcd_server import EtcdServer
 
-from ccm.cluster.etcd import Compare, Delete, EtcdClient, Put, Watch
+from ccm.cluster.etcd import Compare, Delete, EtcdClient, Put, Watch, WatchBatch
 from ccm.cluster.watcher import EventWatcher
 from ccm.errors import ClusterError
 from ccm.settings import EtcdSettings
@@ -345,3 +347,216 @@ def test_a_healthy_watch_is_not_re_established_by_the_probe(
         reports.wait_revision(revision)
     assert counting.calls == 1
     assert len(reports.batches) == written
+
+
+class HeldWatch:
+    """A real watch whose deliveries can be held back (a stall) and released: batches
+    that arrive while ``open`` is clear are kept, and delivered once it is set."""
+
+    def __init__(self, real: Watch, open_: threading.Event) -> None:
+        self.real = real
+        self.open = open_
+        self.kept: list[WatchBatch] = []
+
+    @property
+    def done(self) -> bool:
+        return self.real.done and not self.kept
+
+    def get(self, timeout: float | None = None) -> WatchBatch | None:
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self.open.is_set() and self.kept:
+                return self.kept.pop(0)
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            batch = self.real.get(0.02 if left is None else min(0.02, left))
+            if batch is not None:
+                self.kept.append(batch)
+            elif self.real.done and not self.kept:
+                return None
+
+    def cancel(self) -> None:
+        self.real.cancel()
+
+    def __enter__(self) -> HeldWatch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+
+class HeldWatches:
+    """Every watch the client opens is a ``HeldWatch``; ``hold()`` stalls them all."""
+
+    def __init__(self, client: EtcdClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self.open = threading.Event()
+        self.open.set()
+        real = client.watch_prefix
+
+        def watch_prefix(prefix: str, start_revision: int | None = None) -> HeldWatch:
+            self.calls += 1
+            return HeldWatch(real(prefix, start_revision), self.open)
+
+        monkeypatch.setattr(client, "watch_prefix", watch_prefix)
+
+    def hold(self) -> None:
+        self.open.clear()
+
+    def release(self) -> None:
+        self.open.set()
+
+
+class Probes:
+    """Counts the watcher's probes (its only txns) on a client, and when each began."""
+
+    def __init__(self, client: EtcdClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self.began: list[float] = []  # of the probes that have finished
+        real = client.txn
+
+        def txn(*args: Any, **kwargs: Any) -> Any:
+            began = time.monotonic()
+            result = real(*args, **kwargs)
+            self.began.append(began)
+            self.count += 1
+            return result
+
+        monkeypatch.setattr(client, "txn", txn)
+
+    def wait_for_one_since(self, since: float, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(began >= since for began in self.began):
+            assert time.monotonic() < deadline, f"no probe in {timeout} s"
+            time.sleep(0.005)
+
+    def wait_for_more(self, more: int, timeout: float = 10.0) -> None:
+        target = self.count + more
+        deadline = time.monotonic() + timeout
+        while self.count < target:
+            assert time.monotonic() < deadline, f"fewer than {more} probes in {timeout} s"
+            time.sleep(0.01)
+
+
+def test_a_stall_is_judged_by_the_newest_event_not_the_first_key(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    reports: Reports,
+    watchers: Callable[..., EventWatcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prefix = etcd_settings.prefix
+    old = write_event(etcd_client, prefix, "virtual-hosts")  # the oldest, and last by key
+    watches = HeldWatches(etcd_client, monkeypatch)
+    writer = EtcdClient.from_settings(etcd_settings)
+    try:
+        watchers(etcd_client, prefix, old + 1, reports, probe_interval=0.2)
+        first = write_event(writer, prefix, "crons")
+        reports.wait_revision(first)
+        watches.hold()  # the watch stops delivering
+        second = write_event(writer, prefix, "unix-users")
+        deadline = time.monotonic() + 10
+        while watches.calls < 2:  # the probe sees `second`, newer than `first`: re-watch
+            assert time.monotonic() < deadline, "the stall was never noticed"
+            time.sleep(0.01)
+        watches.release()
+        reports.wait_revision(second)
+        assert reports.types_after(first) == {"unix-users"}
+    finally:
+        writer.close()
+
+
+def test_a_watch_that_catches_up_with_the_probe_is_kept(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    reports: Reports,
+    watchers: Callable[..., EventWatcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event in flight when the probe reads etcd is not a stall once it arrives."""
+    prefix = etcd_settings.prefix
+    watches = HeldWatches(etcd_client, monkeypatch)
+    probes = Probes(etcd_client, monkeypatch)
+    writer = EtcdClient.from_settings(etcd_settings)
+    try:
+        watchers(etcd_client, prefix, etcd_client.current_revision() + 1, reports, probe_interval=1)
+        watches.hold()
+        written = time.monotonic()
+        revision = write_event(writer, prefix, "crons")
+        probes.wait_for_one_since(written)  # it saw `revision`: the watch is behind
+        watches.release()  # within the 1 s grace, the watch delivers exactly `revision`
+        reports.wait_revision(revision)
+        probes.wait_for_more(2)  # past the grace
+        assert watches.calls == 1
+    finally:
+        writer.close()
+
+
+def test_probing_an_empty_event_directory_is_not_a_stall(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    reports: Reports,
+    watchers: Callable[..., EventWatcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prefix = etcd_settings.prefix  # a fresh prefix: no event was ever written under it
+    counting = CountingWatches(etcd_client, monkeypatch)
+    probes = Probes(etcd_client, monkeypatch)
+    watchers(etcd_client, prefix, 1, reports, probe_interval=0.05)
+    probes.wait_for_more(5)
+    assert counting.calls == 1
+    revision = write_event(etcd_client, prefix, "crons")
+    reports.wait_revision(revision)
+    assert counting.calls == 1
+
+
+def thread_cpu_seconds(thread: threading.Thread) -> float:
+    """CPU time (user + system) of one thread of this process, from /proc."""
+    stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_idle_watcher_sleeps_on_its_watch(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    reports: Reports,
+    watchers: Callable[..., EventWatcher],
+) -> None:
+    watchers(etcd_client, etcd_settings.prefix, etcd_client.current_revision() + 1, reports)
+    [thread] = [t for t in threading.enumerate() if t.name == "ccm-event-watcher"]
+    before = thread_cpu_seconds(thread)
+    threading.Event().wait(0.5)  # the window: waiting in its watch, not spinning
+    # one-sided: a busy loop uses the whole window; load only makes a spinner use less
+    assert thread_cpu_seconds(thread) - before < 0.2
+
+
+def test_stop_before_start_and_stop_with_a_timeout(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    reports: Reports,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    never = EventWatcher(etcd_client, etcd_settings.prefix, 1, reports.on_types, reports.on_full)
+    never.stop(timeout=1)  # never started: nothing to stop
+    assert not never.running
+
+    stuck, release = threading.Event(), threading.Event()
+
+    def watch_prefix(prefix: str, start_revision: int | None = None) -> Watch:
+        stuck.set()  # an etcd call that hangs (until the client's timeout, here the test's)
+        release.wait(20)
+        raise ClusterError("etcd did not answer (test)")
+
+    monkeypatch.setattr(etcd_client, "watch_prefix", watch_prefix)
+    watcher = EventWatcher(etcd_client, etcd_settings.prefix, 1, reports.on_types, reports.on_full)
+    watcher.start()
+    try:
+        assert stuck.wait(5)
+        watcher.stop(timeout=0.2)  # returns, although the thread is still in etcd
+        assert watcher.running
+    finally:
+        release.set()
+        watcher.stop(timeout=10)
+    assert not watcher.running
