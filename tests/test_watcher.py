@@ -10,6 +10,7 @@ soon a stall is noticed) are printed by benchmarks/watcher.py, not asserted here
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 from etcd_server import EtcdServer
 
+from ccm.cluster.clock import ManualClock
 from ccm.cluster.etcd import Compare, Delete, EtcdClient, Put, Watch, WatchBatch
 from ccm.cluster.watcher import EventWatcher
 from ccm.errors import ClusterError
@@ -316,15 +318,24 @@ def test_a_stalled_watch_is_re_established(
     counting = CountingWatches(etcd_client, monkeypatch)
     counting.stall_next = 1  # the first watch opens fine but never delivers
     start = etcd_client.current_revision() + 1
-    watchers(etcd_client, prefix, start, reports, probe_interval=0.2)
-    first = write_event(etcd_client, prefix, "unix-users")
-    second = write_event(etcd_client, prefix, "crons")
-    reports.wait_revision(second, timeout=5)  # how soon: benchmarks/watcher.py
-    assert counting.calls == 2
-    assert reports.types_after(start - 1) == {"unix-users", "crons"}
-    # The re-watch catches up from the first missed revision (perhaps in one batch).
-    assert reports.batches[0][1] >= first
-    assert reports.batches[-1][1] == second
+    watcher = EventWatcher(
+        etcd_client, prefix, start, reports.on_types, reports.on_full, probe_interval=0.2
+    )
+    slept: list[float] = []
+    monkeypatch.setattr(watcher, "_sleep", slept.append)  # observed: no backoff expected
+    watcher.start()
+    try:
+        first = write_event(etcd_client, prefix, "unix-users")
+        second = write_event(etcd_client, prefix, "crons")
+        reports.wait_revision(second, timeout=5)  # how soon: benchmarks/watcher.py
+        assert counting.calls == 2
+        assert reports.types_after(start - 1) == {"unix-users", "crons"}
+        # The re-watch catches up from the first missed revision (perhaps in one batch).
+        assert reports.batches[0][1] >= first
+        assert reports.batches[-1][1] == second
+        assert slept == []  # a stall is re-watched at once, not after a backoff
+    finally:
+        watcher.stop(timeout=10)
 
 
 def test_a_healthy_watch_is_not_re_established_by_the_probe(
@@ -518,18 +529,125 @@ def thread_cpu_seconds(thread: threading.Thread) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_an_idle_watcher_sleeps_on_its_watch(
+def test_an_idle_watcher_sleeps_on_its_watch_and_probes_on_schedule(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    reports: Reports,
+    watchers: Callable[..., EventWatcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prefix = etcd_settings.prefix
+    counting = CountingWatches(etcd_client, monkeypatch)
+    probes = Probes(etcd_client, monkeypatch)
+    watchers(etcd_client, prefix, etcd_client.current_revision() + 1, reports, probe_interval=0.1)
+    revision = write_event(etcd_client, prefix, "crons")
+    reports.wait_revision(revision)
+    [thread] = [t for t in threading.enumerate() if t.name == "ccm-event-watcher"]
+    assert thread.daemon  # never keeps the daemon's process alive on its own
+    before, probed = thread_cpu_seconds(thread), probes.count
+    threading.Event().wait(0.5)  # the window: waiting in its watch, not spinning
+    # one-sided bounds: a busy loop uses the whole window and probes without pause; load
+    # only makes a spinner use less
+    assert thread_cpu_seconds(thread) - before < 0.2
+    assert 1 <= probes.count - probed <= 8  # every 0.1 s
+    assert counting.calls == 1  # up to date with etcd: never re-watched
+
+
+def test_probes_follow_the_injected_clock(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    reports: Reports,
+    watchers: Callable[..., EventWatcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = ManualClock()
+    probes = Probes(etcd_client, monkeypatch)
+    watchers(etcd_client, etcd_settings.prefix, 1, reports, probe_interval=0.2, clock=clock)
+    threading.Event().wait(0.6)  # three intervals of real time: none on the clock
+    assert probes.count == 0
+    clock.advance(0.2)
+    probes.wait_for_more(1)
+
+
+def test_the_event_directory_key_itself_is_no_type(
     etcd_client: EtcdClient,
     etcd_settings: EtcdSettings,
     reports: Reports,
     watchers: Callable[..., EventWatcher],
 ) -> None:
-    watchers(etcd_client, etcd_settings.prefix, etcd_client.current_revision() + 1, reports)
-    [thread] = [t for t in threading.enumerate() if t.name == "ccm-event-watcher"]
-    before = thread_cpu_seconds(thread)
-    threading.Event().wait(0.5)  # the window: waiting in its watch, not spinning
-    # one-sided: a busy loop uses the whole window; load only makes a spinner use less
-    assert thread_cpu_seconds(thread) - before < 0.2
+    prefix = etcd_settings.prefix
+    watchers(etcd_client, prefix, etcd_client.current_revision() + 1, reports)
+    etcd_client.put(f"{prefix}/events/", b"{}")
+    revision = write_event(etcd_client, prefix, "crons")
+    reports.wait_revision(revision)
+    assert [types for types, _ in reports.batches] == [{"crons"}]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"start_revision": 0}, "etcd revisions start at 1, not 0"),
+        ({"backoff_initial": 0.0}, "need 0 < backoff_initial <= backoff_max, not 0.0, 10.0"),
+        ({"backoff_initial": 2.0, "backoff_max": 1.0}, "not 2.0, 1.0"),
+        ({"probe_interval": 0.0}, "probe_interval must be > 0, not 0.0"),
+    ],
+)
+def test_bad_settings_are_refused(
+    etcd_client: EtcdClient, reports: Reports, options: dict[str, Any], message: str
+) -> None:
+    arguments: dict[str, Any] = {"start_revision": 1, **options}
+    start = arguments.pop("start_revision")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        EventWatcher(etcd_client, "/ccm", start, reports.on_types, reports.on_full, **arguments)
+
+
+def test_a_watcher_starts_once(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    reports: Reports,
+    watchers: Callable[..., EventWatcher],
+) -> None:
+    watcher = watchers(etcd_client, etcd_settings.prefix, 1, reports)
+    with pytest.raises(RuntimeError, match="^an EventWatcher starts only once$"):
+        watcher.start()
+
+
+def test_backoff_doubles_from_initial_up_to_max(
+    reports: Reports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as sock:  # a port where no etcd listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = EtcdSettings(endpoints=(f"http://127.0.0.1:{port}",), timeout=1.0)
+    with EtcdClient.from_settings(settings) as client:
+        counting = CountingWatches(client, monkeypatch)
+        watcher = EventWatcher(
+            client,
+            "/ccm",
+            1,
+            reports.on_types,
+            reports.on_full,
+            backoff_initial=0.01,
+            backoff_max=0.04,
+        )
+        slept: list[float] = []
+        real_sleep = watcher._sleep
+
+        def sleep(seconds: float) -> None:  # observed, then slept for real
+            slept.append(seconds)
+            real_sleep(seconds)
+
+        monkeypatch.setattr(watcher, "_sleep", sleep)
+        watcher.start()
+        try:
+            deadline = time.monotonic() + 10
+            while len(slept) < 5:
+                assert time.monotonic() < deadline, f"the watcher did not retry: {slept}"
+                time.sleep(0.01)
+        finally:
+            watcher.stop(timeout=10)
+        assert [round(s, 3) for s in slept[:5]] == [0.01, 0.02, 0.04, 0.04, 0.04]
+        assert counting.calls >= 5
 
 
 def test_stop_before_start_and_stop_with_a_timeout(
