@@ -10,7 +10,17 @@ copies the source to ``mutants/`` beside its config and writes its state there; 
 work tree stays clean). The copy's ``pyproject.toml`` gets a ``[tool.mutmut]`` section
 generated here: it mutates that module only and runs only the tests listed for it
 (``pytest_add_cli_args_test_selection``), so one module takes minutes, not hours.
-Results stay in the scratch copy: run a module again and only changed code is retried.
+Results stay in the scratch copy: run a module again and mutants of changed code run,
+and so do the earlier survivors (the tests may have changed); the rest keep their result.
+Log calls are not mutated (see ``DO_NOT_MUTATE``).
+
+Why mutmut rather than cosmic-ray: mutmut 3 (3.8.1 here) maps each test to the functions
+it runs, and runs a mutant only against the tests that reach the mutated function; it
+forks its workers from a fork server, which gRPC (the etcd client) needs. cosmic-ray 8
+runs one fixed test command per mutant, several times slower on these etcd-backed tests.
+mutmut's own config must sit in pyproject.toml or setup.cfg, which is why the scratch
+copy carries a generated one; mutmut and ccm's test dependencies live in
+``.venv-mutation``, never in the runtime ``.venv``.
 
 At the end it prints killed / total per module and lists every survivor with its diff
 (``--no-diff``: names only). A mutant is *killed* when a test fails or times out;
