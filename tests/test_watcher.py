@@ -22,7 +22,16 @@ import pytest
 from etcd_server import EtcdServer
 
 from ccm.cluster.clock import ManualClock
-from ccm.cluster.etcd import Compare, Delete, EtcdClient, Put, Watch, WatchBatch
+from ccm.cluster.etcd import (
+    Compare,
+    Delete,
+    EtcdClient,
+    Put,
+    RevisionCompacted,
+    Watch,
+    WatchBatch,
+    WatchDisconnected,
+)
 from ccm.cluster.watcher import EventWatcher
 from ccm.errors import ClusterError
 from ccm.settings import EtcdSettings
@@ -678,3 +687,150 @@ def test_stop_before_start_and_stop_with_a_timeout(
         release.set()
         watcher.stop(timeout=10)
     assert not watcher.running
+
+
+class BreakableWatch:
+    """A real watch that the test can break (``WatchDisconnected``, as when etcd drops
+    the stream)."""
+
+    def __init__(self, real: Watch) -> None:
+        self.real = real
+        self.broken = threading.Event()
+
+    @property
+    def done(self) -> bool:
+        return self.real.done
+
+    def get(self, timeout: float | None = None) -> WatchBatch | None:
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self.broken.is_set():
+                self.real.cancel()
+                raise WatchDisconnected("watch: stream to etcd broke (test)")
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            batch = self.real.get(0.02 if left is None else min(0.02, left))
+            if batch is not None or self.real.done:
+                return batch
+
+    def cancel(self) -> None:
+        self.real.cancel()
+
+    def __enter__(self) -> BreakableWatch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+
+def test_a_watch_that_worked_is_reopened_at_once_one_that_never_did_backs_off(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    reports: Reports,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prefix = etcd_settings.prefix
+    opened: list[BreakableWatch] = []
+    real_watch = etcd_client.watch_prefix
+
+    def watch_prefix(key: str, start_revision: int | None = None) -> BreakableWatch:
+        opened.append(BreakableWatch(real_watch(key, start_revision)))
+        return opened[-1]
+
+    monkeypatch.setattr(etcd_client, "watch_prefix", watch_prefix)
+    watcher = EventWatcher(
+        etcd_client,
+        prefix,
+        etcd_client.current_revision() + 1,
+        reports.on_types,
+        reports.on_full,
+        backoff_initial=0.3,
+        backoff_max=30.0,
+    )
+    slept: list[float] = []
+    real_sleep = watcher._sleep
+
+    def sleep(seconds: float) -> None:  # observed, then slept for real
+        slept.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(watcher, "_sleep", sleep)
+    watcher.start()
+    try:
+        first = write_event(etcd_client, prefix, "crons")
+        reports.wait_revision(first)
+        opened[0].broken.set()  # it had delivered: re-opened at once, no backoff
+        wait_for_watches = time.monotonic() + 10
+        while len(opened) < 2:
+            assert time.monotonic() < wait_for_watches, "not re-watched"
+            time.sleep(0.005)
+        assert slept == []
+        opened[1].broken.set()  # delivered nothing, opened just now: back off first
+        while len(opened) < 3:
+            assert time.monotonic() < wait_for_watches, "not re-watched after the backoff"
+            time.sleep(0.005)
+        assert slept == [0.3]
+        second = write_event(etcd_client, prefix, "unix-users")
+        reports.wait_revision(second)  # nothing lost across the breaks
+        assert reports.types_after(first) == {"unix-users"}
+    finally:
+        watcher.stop(timeout=10)
+
+
+def test_a_compacted_revision_when_the_watch_is_created_asks_for_a_full_run(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    reports: Reports,
+    watchers: Callable[..., EventWatcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prefix = etcd_settings.prefix
+    real_watch = etcd_client.watch_prefix
+    refused: list[int | None] = []
+
+    def watch_prefix(key: str, start_revision: int | None = None) -> Watch:
+        if not refused:
+            refused.append(start_revision)
+            raise RevisionCompacted("watch: revision compacted (test)", 5)
+        return real_watch(key, start_revision)
+
+    monkeypatch.setattr(etcd_client, "watch_prefix", watch_prefix)
+    start = etcd_client.current_revision() + 1
+    watcher = watchers(etcd_client, prefix, 2, reports)
+    reports.wait(lambda: reports.full == ["compacted"], what="a full run")
+    assert refused == [2]
+    assert watcher.last_revision >= start - 1  # resumes from the current revision
+    revision = write_event(etcd_client, prefix, "crons")
+    reports.wait_revision(revision)
+
+
+def test_an_unexpected_error_is_survived(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    reports: Reports,
+    watchers: Callable[..., EventWatcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prefix = etcd_settings.prefix
+    real_watch = etcd_client.watch_prefix
+    failed: list[str] = []
+
+    def watch_prefix(key: str, start_revision: int | None = None) -> Watch:
+        if not failed:
+            failed.append(key)
+            raise RuntimeError("a bug below the watcher (test)")
+        return real_watch(key, start_revision)
+
+    monkeypatch.setattr(etcd_client, "watch_prefix", watch_prefix)
+    watchers(
+        etcd_client,
+        prefix,
+        etcd_client.current_revision() + 1,
+        reports,
+        backoff_initial=0.05,
+        backoff_max=0.1,
+    )
+    revision = write_event(etcd_client, prefix, "crons")
+    reports.wait_revision(revision)  # re-watched after backoff_max, not never
+    assert failed == [f"{prefix}/events/"]
