@@ -39,6 +39,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mutation_equivalent import EQUIVALENT
+
 REPO = Path(__file__).resolve().parent.parent
 VENV = REPO / ".venv-mutation"
 SCRATCH = REPO / ".mutation"
@@ -207,15 +209,22 @@ def main() -> None:
 
     if not table:
         return
-    print("\nmodule       killed / total     %")
-    for name, killed, total, _, _ in table:
-        rate = 100 * killed / total if total else 100.0
-        print(f"{name:<12} {killed:>6} / {total:<6} {rate:5.1f}")
+    print("\nmodule       killed / total   equivalent   killed / non-equivalent")
+    for name, killed, total, left, _ in table:
+        equivalent = sum(1 for mutant in left if mutant in EQUIVALENT)
+        rest = total - equivalent
+        rate = 100 * killed / rest if rest else 100.0
+        print(f"{name:<12} {killed:>6} / {total:<6} {equivalent:>6}       {rate:5.1f} %")
     for name, _, _, left, destination in table:
         if not left:
             continue
-        print(f"\n-- {name}: {len(left)} not killed")
+        judged = {m: EQUIVALENT[m] for m in left if m in EQUIVALENT}
+        print(f"\n-- {name}: {len(left)} not killed, {len(judged)} judged equivalent")
+        for mutant, why in sorted(judged.items()):
+            print(f"{mutant}: equivalent: {why}")
         for mutant, status in sorted(left.items()):
+            if mutant in judged:
+                continue
             print(f"{mutant}: {status}")
             if not options.no_diff:
                 diff = mutmut(destination, "show", mutant)
