@@ -34,7 +34,7 @@ EQUIVALENT: dict[str, str] = {
     f"{_CL}_wait_deleted__mutmut_22": "slice is min(WAIT_SLICE, ...) anyway: < 0.1 s of timing",
     f"{_CL}_wait_deleted__mutmut_23": "slice is min(WAIT_SLICE, ...) anyway: < 0.1 s of timing",
     f"{_CL}_wait_deleted__mutmut_31": "lock keys are never rewritten: no put on the key ahead",
-    f"{_L}_kvs__mutmut_2": "a Get's response is always a list (the adapter's contract)",
+    f"{_L}__kvs__mutmut_2": "a Get's response is always a list (the adapter's contract)",
     # -- ccm/cluster/debounce.py
     f"{_D}__init____mutmut_18": "_first and _last are set and cleared together: never read alone",
     f"{_D}due_at__mutmut_1": "_first and _last are set and cleared together: never None alone",
