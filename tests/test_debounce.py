@@ -313,11 +313,29 @@ def test_restore_of_nothing_changes_nothing(debouncer: Debouncer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("quiet", "max_wait"), [(-1, 60), (10, -0.5), (math.nan, 60), (10, math.inf)]
+    ("quiet", "max_wait", "named"),
+    [
+        (-1, 60, "quiet"),
+        (10, -0.5, "max_wait"),
+        (math.nan, 60, "quiet"),
+        (10, math.inf, "max_wait"),
+    ],
 )
-def test_bad_durations_are_refused(clock: ManualClock, quiet: float, max_wait: float) -> None:
-    with pytest.raises(ValueError, match="debounce"):
+def test_bad_durations_are_refused_by_name(
+    clock: ManualClock, quiet: float, max_wait: float, named: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^debounce {named} must be a finite number"):
         Debouncer(quiet=quiet, max_wait=max_wait, clock=clock)
+
+
+def test_repr_shows_the_settings_and_what_is_pending(clock: ManualClock) -> None:
+    debouncer = Debouncer(quiet=10, max_wait=60, clock=clock)
+    assert repr(debouncer) == "Debouncer(quiet=10.0, max_wait=60.0, pending=[], due_at=None)"
+    debouncer.add(["crons", "unix-users"])
+    assert repr(debouncer) == (
+        f"Debouncer(quiet=10.0, max_wait=60.0, pending=['crons', 'unix-users'], "
+        f"due_at={clock.monotonic() + 10})"
+    )
 
 
 def test_a_bare_string_is_refused_not_split_into_characters(debouncer: Debouncer) -> None:

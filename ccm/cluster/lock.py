@@ -345,16 +345,12 @@ class ClusterLock:
             value = json.dumps(
                 {"node": self.node, "since": _format_wall(since)}, separators=(",", ":")
             ).encode()
-            result = self.client.txn(
-                [Compare.missing(key)], [Put(key, value, lease_id)], [Get(key)]
-            )
-            if result.succeeded:
-                revision = result.revision
-            else:  # cannot happen with a fresh lease, but never trust a guess
-                existing = _kvs(result.responses[0])
-                if not existing:
-                    raise ClusterError(f"{self.node}: cannot queue for the cluster lock at {key}")
-                revision = existing[0].create_revision
+            result = self.client.txn([Compare.missing(key)], [Put(key, value, lease_id)])
+            if not result.succeeded:  # etcd never grants a live lease's id: never share a key
+                raise ClusterError(
+                    f"{self.node}: cannot queue for the cluster lock: {key} already exists"
+                )
+            revision = result.revision
             log.debug("queued for the cluster lock", revision=revision)
             self._wait(key, revision, keepalive, deadline, cancel, log)
         except BaseException:

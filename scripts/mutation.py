@@ -1,0 +1,265 @@
+"""Mutation testing of ccm's core with mutmut 3 (run through ``scripts/mutation``).
+
+    scripts/mutation                 # every module below (long: hours)
+    scripts/mutation lock debounce   # some modules only
+    scripts/mutation --dry-run store # generate the mutants, run no test
+    scripts/mutation --list          # the modules and the tests each one runs
+
+Each module runs in a scratch copy of this tree, ``.mutation/<module>/`` (mutmut 3
+copies the source to ``mutants/`` beside its config and writes its state there; the
+work tree stays clean). The copy's ``pyproject.toml`` gets a ``[tool.mutmut]`` section
+generated here: it mutates that module only and runs only the tests listed for it
+(``pytest_add_cli_args_test_selection``), so one module takes minutes, not hours.
+Results stay in the scratch copy: run a module again and mutants of changed code run,
+and so do the earlier survivors (the tests may have changed); the rest keep their result.
+Log calls are not mutated (see ``DO_NOT_MUTATE``).
+
+Why mutmut rather than cosmic-ray: mutmut 3 (3.8.1 here) maps each test to the functions
+it runs, and runs a mutant only against the tests that reach the mutated function; it
+forks its workers from a fork server, which gRPC (the etcd client) needs. cosmic-ray 8
+runs one fixed test command per mutant, several times slower on these etcd-backed tests.
+mutmut's own config must sit in pyproject.toml or setup.cfg, which is why the scratch
+copy carries a generated one; mutmut and ccm's test dependencies live in
+``.venv-mutation``, never in the runtime ``.venv``.
+
+At the end it prints killed / total per module and lists every survivor with its diff
+(``--no-diff``: names only). A mutant is *killed* when a test fails or times out;
+*survived* when the tests pass; *no tests* when no selected test runs its function
+(a gap too: counted as not killed). Not part of CI: too slow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mutation_equivalent import EQUIVALENT
+
+REPO = Path(__file__).resolve().parent.parent
+VENV = REPO / ".venv-mutation"
+SCRATCH = REPO / ".mutation"
+
+
+@dataclass(frozen=True)
+class Module:
+    paths: tuple[str, ...]  # glob patterns of the files to mutate (mutmut's only_mutate)
+    tests: tuple[str, ...]  # the tests that exercise them
+
+
+MODULES: dict[str, Module] = {
+    "executor": Module(("ccm/plan/executor.py",), ("tests/test_executor.py",)),
+    "fsutil": Module(("ccm/plan/fsutil.py",), ("tests/test_fsutil.py", "tests/test_executor.py")),
+    "lock": Module(("ccm/cluster/lock.py",), ("tests/test_lock.py",)),
+    "watcher": Module(("ccm/cluster/watcher.py",), ("tests/test_watcher.py",)),
+    "store": Module(("ccm/cluster/store.py",), ("tests/test_store.py",)),
+    "debounce": Module(("ccm/cluster/debounce.py",), ("tests/test_debounce.py",)),
+    "models": Module(("ccm/models/*",), ("tests/test_store.py", "tests/test_configurations.py")),
+}
+
+#: mutmut's exit-code statuses, as counted here.
+KILLED = {"killed", "timeout", "caught by type check", "segfault"}
+NOT_KILLED = {"survived", "no tests", "suspicious"}
+
+#: Lines (regexes; the whole statement starting there) never mutated: log calls. What a
+#: node logs is for the operator, not behaviour the tests pin down; a mutated log line
+#: is an equivalent mutant, and there are hundreds of them.
+DO_NOT_MUTATE = [
+    r"^\s*(self\.)?_?log\.(debug|info|warning|error|exception|critical)\(",
+    r"^\s*(self\.)?_?log = .*(get_logger|\.bind)\(",
+]
+
+#: Per-test bound inside a mutation run: a mutant that makes a test wait forever (a lock
+#: never handed on) is a kill, and should not cost pytest-timeout's 120 s.
+TEST_TIMEOUT = 30
+
+
+def copy_tree(destination: Path) -> None:
+    """Copy the work tree's files (tracked and new, not ignored) into ``destination``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    keep = destination / "mutants"  # mutmut's state: kept between runs
+    for entry in destination.iterdir() if destination.exists() else ():
+        if entry != keep:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    for raw in listed:
+        if not raw:
+            continue
+        relative = Path(os.fsdecode(raw))
+        source = REPO / relative
+        if not source.is_file():
+            continue  # deleted in the work tree, not yet in the index
+        target = destination / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def configure(destination: Path, module: Module) -> None:
+    """Append the ``[tool.mutmut]`` section for ``module`` to the copy's pyproject."""
+    pyproject = destination / "pyproject.toml"
+    text = pyproject.read_text()
+    if "[tool.mutmut]" in text:
+        sys.exit("pyproject.toml has a [tool.mutmut] section: this script writes its own")
+
+    def toml_list(items: tuple[str, ...] | list[str]) -> str:
+        return json.dumps(list(items))
+
+    text += (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["ccm", "configurations"]\n'
+        f"only_mutate = {toml_list(module.paths)}\n"
+        f"pytest_add_cli_args_test_selection = {toml_list(module.tests)}\n"
+        f'pytest_add_cli_args = ["-p", "no:cacheprovider", "--timeout={TEST_TIMEOUT}"]\n'
+        # gRPC (the etcd client) is not fork-safe: fork workers from a clean server
+        'process_isolation = "forkserver"\n'
+        'forkserver_warmup = "none"\n'
+        "use_git_change_detection = false\n"
+        f"do_not_mutate_patterns = {toml_list(DO_NOT_MUTATE)}\n"
+    )
+    pyproject.write_text(text)
+    # mutmut keeps generated mutants and results for unchanged source, whatever the
+    # config says: a new config (another test selection, other exclusions) starts afresh
+    section = text[text.index("[tool.mutmut]") :]
+    remembered = destination / "mutants" / "ccm-mutation-config"
+    if remembered.exists() and remembered.read_text() != section:
+        shutil.rmtree(destination / "mutants")
+    remembered.parent.mkdir(exist_ok=True)
+    remembered.write_text(section)
+
+
+def mutmut(destination: Path, *args: str, log: Path | None = None) -> str:
+    """Run mutmut in ``destination``; its output goes to ``log`` (appended) if given,
+    else it is returned."""
+    env = {**os.environ, "PYTHONPATH": ""}
+    with open(log, "a") if log is not None else open(os.devnull, "w") as sink:
+        result = subprocess.run(
+            [str(VENV / "bin" / "mutmut"), *args],
+            cwd=destination,
+            env=env,
+            text=True,
+            stdout=sink if log is not None else subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+    if result.returncode != 0:
+        where = f"see {log}" if log is not None else result.stdout
+        sys.exit(f"mutmut {' '.join(args)} failed in {destination} ({where})")
+    return result.stdout if log is None else ""
+
+
+def statuses(destination: Path) -> dict[str, str]:
+    """Every mutant's status, from ``mutmut results --all true``."""
+    found = {}
+    if not (destination / "mutants").is_dir():
+        return found
+    for line in mutmut(destination, "results", "--all", "true").splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and name:
+            found[name] = status
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", choices=[*MODULES, []], metavar="module")
+    parser.add_argument("--dry-run", action="store_true", help="generate mutants only")
+    parser.add_argument("--no-diff", action="store_true", help="list survivors by name")
+    parser.add_argument("--list", action="store_true", help="show the modules and exit")
+    parser.add_argument("--max-children", type=int, default=2, help="parallel workers")
+    options = parser.parse_args()
+    if options.list:
+        for name, module in MODULES.items():
+            print(f"{name:<10} {' '.join(module.paths):<28} {' '.join(module.tests)}")
+        return
+    chosen = options.modules or list(MODULES)
+
+    table = []
+    for name in chosen:
+        module = MODULES[name]
+        destination = SCRATCH / name
+        destination.mkdir(parents=True, exist_ok=True)
+        copy_tree(destination)
+        configure(destination, module)
+        print(f"== {name}: {' '.join(module.paths)} with {' '.join(module.tests)}", flush=True)
+        if options.dry_run:
+            dry_run(destination, name)
+            continue
+        log = destination / "run.log"
+        log.write_text("")
+        print(f"   mutmut's output: {log}", flush=True)
+        children = ("--max-children", str(options.max_children))
+        earlier = [m for m, status in statuses(destination).items() if status in NOT_KILLED]
+        mutmut(destination, "run", *children, log=log)  # new and changed code
+        now = statuses(destination)
+        earlier = [m for m in earlier if now.get(m) in NOT_KILLED]  # still there, not killed
+        if earlier:  # survivors of an earlier run: the tests may have changed since
+            mutmut(destination, "run", *children, *earlier, log=log)
+        found = statuses(destination)
+        killed = [m for m, status in found.items() if status in KILLED]
+        left = {m: status for m, status in found.items() if status not in KILLED}
+        table.append((name, len(killed), len(found), left, destination))
+
+    if not table:
+        return
+    print("\nmodule       killed / total   equivalent   killed / non-equivalent")
+    for name, killed, total, left, _ in table:
+        equivalent = sum(1 for mutant in left if mutant in EQUIVALENT)
+        rest = total - equivalent
+        rate = 100 * killed / rest if rest else 100.0
+        print(f"{name:<12} {killed:>6} / {total:<6} {equivalent:>6}       {rate:5.1f} %")
+    for name, _, _, left, destination in table:
+        if not left:
+            continue
+        judged = {m: EQUIVALENT[m] for m in left if m in EQUIVALENT}
+        print(f"\n-- {name}: {len(left)} not killed, {len(judged)} judged equivalent")
+        for mutant, why in sorted(judged.items()):
+            print(f"{mutant}: equivalent: {why}")
+        for mutant, status in sorted(left.items()):
+            if mutant in judged:
+                continue
+            print(f"{mutant}: {status}")
+            if not options.no_diff:
+                diff = mutmut(destination, "show", mutant)
+                print("\n".join(diff.splitlines()[1:]))
+
+
+def dry_run(destination: Path, name: str) -> None:
+    """Generate the mutants the way ``mutmut run`` does, and count them; run no test."""
+    code = (
+        "import mutmut.__main__ as m\n"
+        "from mutmut.configuration import config\n"
+        "m.set_mutant_under_test('mutant_generation')\n"
+        "m.copy_src_dir(); m.copy_also_copy_files(); m.setup_source_paths()\n"
+        "m.store_lines_covered_by_tests()\n"
+        "stats = m.create_mutants(2)\n"
+        "print(stats)\n"
+    )
+    result = subprocess.run(
+        [str(VENV / "bin" / "python"), "-c", code],
+        cwd=destination,
+        env={**os.environ, "PYTHONPATH": ""},
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        sys.exit(f"mutant generation failed:\n{result.stdout}{result.stderr}")
+    counts: dict[str, int] = {}
+    for path in (destination / "mutants").rglob("*.meta"):
+        data = json.loads(path.read_text())
+        source = str(path.relative_to(destination / "mutants"))[: -len(".meta")]
+        counts[source] = len(data.get("exit_code_by_key", {}))
+    for source, count in sorted(counts.items()):
+        if count:
+            print(f"{name}: {source}: {count} mutants")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Surviving mutants judged equivalent, with why (read by scripts/mutation.py).
+
+Keyed by mutmut's mutant name. Names are numbered per function: when a function
+changes, its mutants are renumbered and an entry here may no longer match (the script
+then reports that mutant as an ordinary survivor, to be judged again).
+"""
+
+from __future__ import annotations
+
+_L = "ccm.cluster.lock.x"
+_KA = f"{_L}ǁ_KeepAliveǁ"
+_CL = f"{_L}ǁClusterLockǁ"
+_W = "ccm.cluster.watcher.xǁEventWatcherǁ"
+_D = "ccm.cluster.debounce.xǁDebouncerǁ"
+
+_LOG = "feeds only a log line (what the operator reads), not behaviour"
+
+EQUIVALENT: dict[str, str] = {
+    # -- ccm/cluster/lock.py
+    f"{_KA}__init____mutmut_3": "initial reason is never read: check() reads it after _mark_lost",
+    f"{_KA}__init____mutmut_4": "initial reason is never read: check() reads it after _mark_lost",
+    f"{_KA}__init____mutmut_9": "refreshing every ttl/4 instead of ttl/3 keeps the lease too",
+    f"{_KA}__init____mutmut_11": "_closed None is falsy like False",
+    f"{_KA}_run__mutmut_5": "_healthy None is falsy like False",
+    f"{_L}ǁLockHoldǁ__init____mutmut_10": "_released None is falsy like False",
+    f"{_KA}stop__mutmut_1": "stop() never runs on the keep-alive thread; a dead one joins at once",
+    f"{_CL}acquire__mutmut_28": "JSON whitespace only: every reader parses the value",
+    f"{_CL}acquire__mutmut_30": "JSON whitespace only: every reader parses the value",
+    f"{_CL}_wait__mutmut_12": "no limit: more keys read, [0] is still the nearest ahead",
+    f"{_CL}_wait__mutmut_18": "limit 2: more keys read, [0] is still the nearest ahead",
+    f"{_CL}_wait__mutmut_40": "_wait_deleted checks the deadline first thing anyway",
+    f"{_CL}_wait__mutmut_41": "_wait_deleted checks the cancel event first thing anyway",
+    f"{_CL}_wait__mutmut_55": "the key ahead existed at R: no delete of it is replayed from R-1",
+    f"{_CL}_wait_deleted__mutmut_22": "slice is min(WAIT_SLICE, ...) anyway: < 0.1 s of timing",
+    f"{_CL}_wait_deleted__mutmut_23": "slice is min(WAIT_SLICE, ...) anyway: < 0.1 s of timing",
+    f"{_CL}_wait_deleted__mutmut_31": "lock keys are never rewritten: no put on the key ahead",
+    f"{_L}__kvs__mutmut_2": "a Get's response is always a list (the adapter's contract)",
+    # -- ccm/cluster/debounce.py
+    f"{_D}__init____mutmut_18": "_first and _last are set and cleared together: never read alone",
+    f"{_D}due_at__mutmut_1": "_first and _last are set and cleared together: never None alone",
+    # -- ccm/cluster/watcher.py
+    f"{_W}__init____mutmut_37": _LOG,
+    f"{_W}__init____mutmut_38": _LOG,
+    f"{_W}_run__mutmut_24": _LOG,
+    f"{_W}_run__mutmut_25": _LOG,
+    f"{_W}_before_sleep__mutmut_1": _LOG,
+    f"{_W}_before_sleep__mutmut_2": _LOG,
+    f"{_W}_before_sleep__mutmut_3": _LOG,
+    f"{_W}_before_sleep__mutmut_5": _LOG,
+    f"{_W}_before_sleep__mutmut_6": _LOG,
+    f"{_W}_before_sleep__mutmut_7": _LOG,
+    f"{_W}_before_sleep__mutmut_8": _LOG,
+    f"{_W}_before_sleep__mutmut_9": _LOG,
+    f"{_W}_session__mutmut_10": _LOG,
+    f"{_W}_session__mutmut_11": _LOG,
+    f"{_W}_run__mutmut_6": "before_sleep only logs (and sets the log flag)",
+    f"{_W}_run__mutmut_12": "before_sleep only logs (and sets the log flag)",
+    f"{_W}_run__mutmut_7": "reraise matters only once stopping: RetryError ends the loop as well",
+    f"{_W}_run__mutmut_13": "reraise matters only once stopping: RetryError ends the loop as well",
+    f"{_W}_run__mutmut_21": "reraise matters only once stopping: RetryError ends the loop as well",
+    f"{_W}_run__mutmut_10": "without stop=, the next attempt returns at once when stopping",
+    f"{_W}_run__mutmut_19": "wait_exponential never goes below its multiplier (= min)",
+    f"{_W}_run__mutmut_27": "reached only when stopping: break ends the loop like continue",
+    f"{_W}_consume__mutmut_4": "behind is read only once set by a probe",
+    f"{_W}_consume__mutmut_6": "behind_deadline is read only once set by a probe",
+    f"{_W}_consume__mutmut_7": "behind_deadline is read only once set by a probe",
+    f"{_W}_consume__mutmut_22": "when not behind, behind = 0 again changes nothing",
+    f"{_W}_consume__mutmut_24": "behind None is falsy like 0",
+    f"{_W}_consume__mutmut_28": "> vs >= on a float instant: equal only by chance",
+    f"{_W}_session__mutmut_13": "delivered None or x == x: same as False",
+    f"{_W}_session__mutmut_21": "> vs >= on a float duration: equal only by chance",
+    f"{_W}_latest_event_revision__mutmut_6": "no limit: more keys read, [0] is still the newest",
+    f"{_W}_latest_event_revision__mutmut_11": "no limit: more keys read, [0] is still the newest",
+    f"{_W}_latest_event_revision__mutmut_16": "limit 2: more keys read, [0] is still the newest",
+    f"{_W}_latest_event_revision__mutmut_25": "a Get's response is always a list (the adapter)",
+}
