@@ -184,7 +184,12 @@ def diff(
         if as_json:
             pending = planned.manifest.pending_actions
             described = describe_json(
-                planned.operations, snapshot.revision, previews, pending, planned.refused
+                planned.operations,
+                snapshot.revision,
+                previews,
+                pending,
+                planned.refused,
+                planned.manifest,
             )
             click.echo(json.dumps(described, indent=2))
         else:
@@ -194,6 +199,7 @@ def diff(
                 previews=previews,
                 pending=planned.manifest.pending_actions,
                 refused=planned.refused,
+                manifest=planned.manifest,
             )
             click.echo(text or f"no changes (revision {snapshot.revision})", nl=not text)
     sys.exit(2 if planned.has_changes else 0)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from ccm.plan.commands import fill
+from ccm.plan.manifest import Manifest
 from ccm.plan.steps import ConfigurationOperations, NodeView, triggered
 from ccm.settings import Settings
 
@@ -195,13 +196,48 @@ def triggered_actions(
     operations: Sequence[ConfigurationOperations],
     changed: Sequence[str],
     pending: Sequence[Pending] = (),
+    manifest: Manifest | None = None,
 ) -> list[Pending]:
-    """The reloads and commands a run starts: those an earlier run left pending, and
-    those whose triggers saw a change among ``changed`` — merged."""
+    """The reloads and commands a run starts: those an earlier run left pending, those
+    whose triggers saw a change among ``changed``, and those the ``manifest`` recorded
+    for the files this run removes — merged."""
     fresh = [
         action.pending(ops.configuration)
         for ops in operations
         for action in ops.actions
         if triggered(action.triggers, changed)
     ]
-    return merge([*pending, *fresh])
+    needed = removal_actions(operations, manifest) if manifest is not None else []
+    return merge([*pending, *fresh, *needed])
+
+
+def removed_paths(ops: ConfigurationOperations) -> list[str]:
+    """The files this configuration's run removes (changed, and no longer planned)."""
+    return [path for path in ops.changed_paths if path not in ops.planned_files]
+
+
+def removal_actions(
+    operations: Sequence[ConfigurationOperations], manifest: Manifest
+) -> list[Pending]:
+    """What the files a run removes needed when they were written."""
+    return [
+        action
+        for ops in operations
+        for path in removed_paths(ops)
+        for action in manifest.owned(ops.configuration).file_actions.get(path, [])
+    ]
+
+
+def record_file_actions(ops: ConfigurationOperations, manifest: Manifest) -> None:
+    """Remember, per file this run writes, the actions it triggers; forget removed ones."""
+    owned = manifest.owned(ops.configuration)
+    for path in ops.changed_paths:
+        if path in ops.planned_files:
+            needs = [
+                action.pending(ops.configuration)
+                for action in ops.actions
+                if triggered(action.triggers, [path])
+            ]
+            owned.file_actions[path] = merge(needs)
+        else:
+            owned.file_actions.pop(path, None)

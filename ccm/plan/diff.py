@@ -11,6 +11,7 @@ from typing import Any
 
 from ccm.plan.actions import Pending, triggered_actions
 from ccm.plan.files import coloured, unified
+from ccm.plan.manifest import Manifest
 from ccm.plan.steps import ConfigurationOperations, Refusal, triggered
 
 __all__ = [
@@ -24,18 +25,22 @@ __all__ = [
 
 
 def actions_that_would_run(
-    operations: Sequence[ConfigurationOperations], pending: Sequence[Pending] = ()
+    operations: Sequence[ConfigurationOperations],
+    pending: Sequence[Pending] = (),
+    manifest: Manifest | None = None,
 ) -> list[str]:
     """Checks, playbooks, reloads and commands a run would start, in order.
 
     ``pending``: actions an earlier run left undone (the manifest's list); they run too.
+    ``manifest``: what removed files needed when they were written (their reloads).
     """
     changed = [path for ops in operations for path in ops.changed_paths]
     actions = [f"{action.label()} (pending from an earlier run)" for action in pending]
     for ops in operations:
         actions += [c.label() for c in ops.checks if triggered(c.triggers, ops.changed_paths)]
         actions += [f"playbook {playbook.playbook}" for playbook in ops.playbooks]
-    actions += [action.label() for action in triggered_actions(operations, changed)]
+    fresh = triggered_actions(operations, changed, manifest=manifest)
+    actions += [action.label() for action in fresh]
     for ops in operations:
         actions += [p.label() for p in ops.probes if triggered(p.triggers, changed)]
     return actions
@@ -52,6 +57,7 @@ def describe_text(
     previews: Previews | None = None,
     pending: Sequence[Pending] = (),
     refused: Mapping[str, Refusal] | None = None,
+    manifest: Manifest | None = None,
 ) -> str:
     out: list[str] = []
     for ops in operations:
@@ -70,7 +76,7 @@ def describe_text(
                 out.append(f"! playbook {playbook.playbook} would run (not previewed)\n")
             else:
                 out.extend(f"{line}\n" for line in lines)
-    actions = actions_that_would_run(operations, pending)
+    actions = actions_that_would_run(operations, pending, manifest)
     if actions:
         out.append("# actions\n")
         out.extend(f"! {action}\n" for action in actions)
@@ -89,6 +95,7 @@ def describe_json(
     previews: Previews | None = None,
     pending: Sequence[Pending] = (),
     refused: Mapping[str, Refusal] | None = None,
+    manifest: Manifest | None = None,
 ) -> dict[str, Any]:
     changes = [
         {"configuration": ops.configuration, **step.as_json()}
@@ -108,7 +115,7 @@ def describe_json(
         "revision": revision,
         "changes": changes,
         "playbooks": playbooks,
-        "actions": actions_that_would_run(operations, pending),
+        "actions": actions_that_would_run(operations, pending, manifest),
         "refused": {
             name: {"configuration": refusal.configuration, "reason": refusal.reason}
             for name, refusal in sorted((refused or {}).items())

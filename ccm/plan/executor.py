@@ -31,7 +31,7 @@ from ccm import faults
 from ccm.errors import ActionFailed, CcmError, CheckFailed, CommandFailed, ProbeFailed, RunError
 from ccm.log import get_logger
 from ccm.plan.accounts import Account
-from ccm.plan.actions import Playbook, triggered_actions
+from ccm.plan.actions import Playbook, record_file_actions, triggered_actions
 from ccm.plan.commands import CommandRunner, fill, run_command
 from ccm.plan.manifest import Manifest
 from ccm.plan.node import Accounts
@@ -168,8 +168,10 @@ class Executor:
         # saved before any of them runs, removed one by one as they succeed: a failed
         # reload (or a crash) is retried by the next run, which finds every file in place
         self.manifest.pending_actions = triggered_actions(
-            operations, report.changed_paths, self.manifest.pending_actions
+            operations, report.changed_paths, self.manifest.pending_actions, self.manifest
         )
+        for ops in operations:
+            record_file_actions(ops, self.manifest)
         self.manifest.save()
         actions = list(self.manifest.pending_actions)
         # reloads first: the workers of a deleted pool exit, so its user can be deleted

@@ -26,6 +26,18 @@ class Owned:
     accounts: set[str] = field(default_factory=set)
     #: playbook name → fingerprint of the inputs of its last successful run
     playbooks: dict[str, str] = field(default_factory=dict)
+    #: file → the reloads and commands its last write triggered: removing the file needs
+    #: them too, even when the configuration no longer plans them (a PHP version's last
+    #: pool deleted: php<v>-fpm must still drop the pool)
+    file_actions: dict[str, list[Pending]] = field(default_factory=dict)
+
+    def copy(self) -> Owned:
+        return Owned(
+            set(self.files),
+            set(self.accounts),
+            dict(self.playbooks),
+            {path: list(actions) for path, actions in self.file_actions.items()},
+        )
 
 
 @dataclass
@@ -44,20 +56,14 @@ class Manifest:
     def state(self) -> tuple[dict[str, Owned], list[Pending], dict[str, list[str]]]:
         """A copy of what the manifest holds, to put back with ``restore``."""
         return (
-            {
-                name: Owned(set(o.files), set(o.accounts), dict(o.playbooks))
-                for name, o in self.configurations.items()
-            },
+            {name: owned.copy() for name, owned in self.configurations.items()},
             list(self.pending_actions),
             {name: list(paths) for name, paths in self.unverified.items()},
         )
 
     def restore(self, state: tuple[dict[str, Owned], list[Pending], dict[str, list[str]]]) -> None:
         configurations, pending, unverified = state
-        self.configurations = {
-            name: Owned(set(o.files), set(o.accounts), dict(o.playbooks))
-            for name, o in configurations.items()
-        }
+        self.configurations = {name: owned.copy() for name, owned in configurations.items()}
         self.pending_actions = list(pending)
         self.unverified = {name: list(paths) for name, paths in unverified.items()}
 
@@ -104,6 +110,10 @@ class Manifest:
                 set(entry.get("files", [])),
                 set(entry.get("accounts", [])),
                 dict(entry.get("playbooks", {})),
+                {
+                    str(path): [pending_from_json(action) for action in actions]
+                    for path, actions in entry.get("file_actions", {}).items()
+                },
             )
             for name, entry in data.get("configurations", {}).items()
         }
@@ -119,6 +129,11 @@ class Manifest:
                     "files": sorted(owned.files),
                     "accounts": sorted(owned.accounts),
                     "playbooks": dict(sorted(owned.playbooks.items())),
+                    "file_actions": {
+                        path: [action.to_json() for action in actions]
+                        for path, actions in sorted(owned.file_actions.items())
+                        if path in owned.files and actions
+                    },
                 }
                 for name, owned in sorted(self.configurations.items())
                 if owned.files or owned.accounts or owned.playbooks
