@@ -10,7 +10,9 @@ CcmError
 │   └── InvalidStoredObject  a stored value no longer validates
 ├── ClusterError             etcd unreachable, lock lost, fencing failed
 │   ├── LockLost             the lease behind the cluster lock expired
-│   ├── EtcdUnavailable      etcd down or unreachable: retry later (ccm.cluster.etcd)
+│   ├── LockTimeout          the lock was not acquired in time
+│   │   └── LockCancelled    the wait for the lock was cancelled (stopping)
+│   ├── EtcdUnavailable      etcd down or unreachable: retry later
 │   │   └── WatchDisconnected    a watch stream broke: re-watch from last + 1
 │   ├── RevisionCompacted    history is gone: assume everything changed
 │   ├── LeaseNotFound        the lease expired or was revoked
@@ -91,6 +93,42 @@ class ClusterError(CcmError):
 
 class LockLost(ClusterError):
     pass
+
+
+class EtcdUnavailable(ClusterError):
+    """No etcd endpoint answered (down, unreachable, or too slow); retrying may help."""
+
+
+class WatchDisconnected(EtcdUnavailable):
+    """A watch stream broke; re-watch from the last seen revision + 1."""
+
+
+class RevisionCompacted(ClusterError):
+    """The requested revision was compacted away: its history is gone.
+
+    ``compact_revision`` is etcd's current compaction point when etcd said it (a watch),
+    ``None`` when it did not (a read at an old revision).
+    """
+
+    def __init__(self, message: str, compact_revision: int | None) -> None:
+        super().__init__(message)
+        self.compact_revision = compact_revision
+
+
+class LeaseNotFound(ClusterError):
+    """The lease expired or was revoked; keys bound to it are gone."""
+
+    def __init__(self, lease_id: int) -> None:
+        super().__init__(f"etcd lease {lease_id:x} does not exist (expired or revoked)")
+        self.lease_id = lease_id
+
+
+class LockTimeout(ClusterError):
+    """The lock was not acquired in time; this waiter left the queue."""
+
+
+class LockCancelled(LockTimeout):
+    """``acquire`` was cancelled (its ``cancel`` event was set); this waiter left the queue."""
 
 
 class GraphError(CcmError):

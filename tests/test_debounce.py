@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ccm.cluster.clock import Clock, ManualClock, SystemClock
-from ccm.cluster.debounce import ALL, Debouncer
+from ccm.daemon.debounce import ALL, Debouncer
 
 T0 = 1000.0  # not zero, so an instant cannot be right by coincidence
 

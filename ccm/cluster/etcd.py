@@ -64,7 +64,14 @@ from pyetcd import etcdrpc
 from pyetcd import events as pyetcd_events
 from pyetcd import exceptions as pyetcd_exceptions
 
-from ccm.errors import ClusterError, SettingsError
+from ccm.errors import (
+    ClusterError,
+    EtcdUnavailable,
+    LeaseNotFound,
+    RevisionCompacted,
+    SettingsError,
+    WatchDisconnected,
+)
 from ccm.settings import EtcdSettings
 
 __all__ = [
@@ -123,34 +130,6 @@ T = TypeVar("T")
 
 
 # -- errors ---------------------------------------------------------------------------
-
-
-class EtcdUnavailable(ClusterError):
-    """No etcd endpoint answered (down, unreachable, or too slow); retrying may help."""
-
-
-class WatchDisconnected(EtcdUnavailable):
-    """A watch stream broke; re-watch from the last seen revision + 1."""
-
-
-class RevisionCompacted(ClusterError):
-    """The requested revision was compacted away: its history is gone.
-
-    ``compact_revision`` is etcd's current compaction point when etcd said it (a watch),
-    ``None`` when it did not (a read at an old revision).
-    """
-
-    def __init__(self, message: str, compact_revision: int | None) -> None:
-        super().__init__(message)
-        self.compact_revision = compact_revision
-
-
-class LeaseNotFound(ClusterError):
-    """The lease expired or was revoked; keys bound to it are gone."""
-
-    def __init__(self, lease_id: int) -> None:
-        super().__init__(f"etcd lease {lease_id:x} does not exist (expired or revoked)")
-        self.lease_id = lease_id
 
 
 # -- values ---------------------------------------------------------------------------

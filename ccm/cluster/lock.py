@@ -66,7 +66,7 @@ from ccm.cluster.etcd import (
     RevisionCompacted,
     WatchDisconnected,
 )
-from ccm.errors import ClusterError, LockLost
+from ccm.errors import ClusterError, LockCancelled, LockLost, LockTimeout
 from ccm.log import get_logger
 
 __all__ = [
@@ -84,14 +84,6 @@ __all__ = [
 WAIT_SLICE: Final = 0.1
 #: After a failed refresh, the keep-alive tries again this often (at most).
 REFRESH_RETRY: Final = 0.5
-
-
-class LockTimeout(ClusterError):
-    """The lock was not acquired in time; this waiter left the queue."""
-
-
-class LockCancelled(LockTimeout):
-    """``acquire`` was cancelled (its ``cancel`` event was set); this waiter left the queue."""
 
 
 def lock_key_prefix(prefix: str) -> str:

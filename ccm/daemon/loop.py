@@ -26,11 +26,11 @@ from typing import Any
 
 from ccm.cluster import backoff
 from ccm.cluster.clock import Clock, SystemClock
-from ccm.cluster.debounce import ALL, Debouncer
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.halt import HaltFlag
 from ccm.cluster.nodes import Presence
 from ccm.cluster.watcher import EventWatcher
+from ccm.daemon.debounce import ALL, Debouncer
 from ccm.daemon.metrics import Metrics
 from ccm.daemon.node_run import NodeRun, RunOutcome
 from ccm.daemon.notify import Notifier

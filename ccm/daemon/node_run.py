@@ -27,7 +27,6 @@ from ccm import faults
 from ccm.cluster import backoff
 from ccm.cluster.canary import SoakRecord, after_canary, decide
 from ccm.cluster.clock import Clock, SystemClock, timestamp
-from ccm.cluster.debounce import ALL
 from ccm.cluster.etcd import EtcdClient, Op
 from ccm.cluster.failures import ObjectFailures
 from ccm.cluster.halt import HaltFlag, HaltRecord
@@ -35,6 +34,7 @@ from ccm.cluster.history import RunHistory, RunRecord
 from ccm.cluster.lock import ClusterLock, LockHold
 from ccm.cluster.nodes import LastRun, NodeRecord, NodeRecords
 from ccm.cluster.store import ObjectStore
+from ccm.daemon.debounce import ALL
 from ccm.engine.run import Engine
 from ccm.errors import (
     ActionFailed,
