@@ -523,7 +523,9 @@ def test_probing_an_empty_event_directory_is_not_a_stall(
     prefix = etcd_settings.prefix  # a fresh prefix: no event was ever written under it
     counting = CountingWatches(etcd_client, monkeypatch)
     probes = Probes(etcd_client, monkeypatch)
-    watchers(etcd_client, prefix, 1, reports, probe_interval=0.05)
+    # from now, not from 1: another test may have compacted the session's etcd
+    start = etcd_client.current_revision() + 1
+    watchers(etcd_client, prefix, start, reports, probe_interval=0.05)
     probes.wait_for_more(5)
     assert counting.calls == 1
     revision = write_event(etcd_client, prefix, "crons")

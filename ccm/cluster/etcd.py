@@ -527,6 +527,10 @@ class EtcdClient:
         timeout = settings.timeout
         self._probe_after = min(_PROBE_AFTER, timeout / 10)
         self._probe_timeout = min(_PROBE_TIMEOUT, timeout / 5)
+        #: with one endpoint there is nowhere to fail over to: a silent watch is left to
+        #: the watcher's own stall probe (a busy machine's slow status answer must not
+        #: end a healthy watch)
+        self.fails_over = len(settings.endpoints) > 1
 
     @classmethod
     def from_settings(
@@ -1016,7 +1020,7 @@ class Watch:
             if deadline is not None and time.monotonic() >= deadline:
                 raise queue.Empty
             link = self.link
-            if link is not None and not self._client._closed:
+            if link is not None and not self._client._closed and self._client.fails_over:
                 if link.endpoint.is_failed() or not self._client._responsive(
                     link, self._client._metadata()
                 ):
