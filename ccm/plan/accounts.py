@@ -80,19 +80,29 @@ class Account:
             ops.planned_accounts.add(self.username)
 
 
-@dataclass(frozen=True)
-class CreateAccount:
+class _AccountStep:
+    """What the account steps share: applied first, reported as ``account:<name>``."""
+
     ORDER: ClassVar[int] = 0
     DEFERRED: ClassVar[bool] = False
     account: Account
 
     @property
     def claim(self) -> tuple[str, str] | None:
-        return ("account", self.account.username)
+        return None
 
     @property
     def changed(self) -> str:
         return f"account:{self.account.username}"
+
+
+@dataclass(frozen=True)
+class CreateAccount(_AccountStep):
+    account: Account
+
+    @property
+    def claim(self) -> tuple[str, str] | None:
+        return ("account", self.account.username)
 
     def apply(self, run: Run, configuration: str) -> None:
         name = self.account.username
@@ -109,20 +119,10 @@ class CreateAccount:
 
 
 @dataclass(frozen=True)
-class ModifyAccount:
-    ORDER: ClassVar[int] = 0
-    DEFERRED: ClassVar[bool] = False
+class ModifyAccount(_AccountStep):
     account: Account
     before_shell: str
     before_comment: str
-
-    @property
-    def claim(self) -> tuple[str, str] | None:
-        return None
-
-    @property
-    def changed(self) -> str:
-        return f"account:{self.account.username}"
 
     def apply(self, run: Run, configuration: str) -> None:
         a = self.account

@@ -142,10 +142,24 @@ def mode_owner_reasons(
 # -- steps -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class WriteFile:
+class _FileStep:
+    """What the file steps share: applied after the accounts, reported by their path."""
+
     ORDER: ClassVar[int] = 1
     DEFERRED: ClassVar[bool] = False
+    path: str
+
+    @property
+    def claim(self) -> tuple[str, str] | None:
+        return None
+
+    @property
+    def changed(self) -> str:
+        return self.path
+
+
+@dataclass(frozen=True)
+class WriteFile(_FileStep):
     path: str
     before: PathState
     change: File
@@ -155,10 +169,6 @@ class WriteFile:
     @property
     def claim(self) -> tuple[str, str] | None:
         return ("file", self.path)
-
-    @property
-    def changed(self) -> str:
-        return self.path
 
     def apply(self, run: Run, configuration: str) -> None:
         target, root, change, before = (
@@ -208,21 +218,11 @@ class WriteFile:
 
 
 @dataclass(frozen=True)
-class EnsureDirectory:
-    ORDER: ClassVar[int] = 1
-    DEFERRED: ClassVar[bool] = False
+class EnsureDirectory(_FileStep):
     path: str
     before: PathState
     change: Directory
     reasons: tuple[str, ...]
-
-    @property
-    def claim(self) -> tuple[str, str] | None:
-        return None
-
-    @property
-    def changed(self) -> str:
-        return self.path
 
     def apply(self, run: Run, configuration: str) -> None:
         target, root = run.root / self.path.lstrip("/"), run.root
@@ -257,21 +257,11 @@ class EnsureDirectory:
 
 
 @dataclass(frozen=True)
-class RemoveFile:
+class RemoveFile(_FileStep):
     """A file the configuration wrote earlier and no longer plans."""
 
-    ORDER: ClassVar[int] = 1
-    DEFERRED: ClassVar[bool] = False
     path: str
     before: PathState
-
-    @property
-    def claim(self) -> tuple[str, str] | None:
-        return None
-
-    @property
-    def changed(self) -> str:
-        return self.path
 
     def apply(self, run: Run, configuration: str) -> None:
         target, root, before = run.root / self.path.lstrip("/"), run.root, self.before
