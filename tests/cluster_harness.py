@@ -261,7 +261,8 @@ class NodeProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self) -> NodeProcess:
+    def start(self, extra_env: Mapping[str, str] | None = None) -> NodeProcess:
+        """Start the daemon; ``extra_env`` adds to its environment (``CCM_CRASH_AT``…)."""
         if self.running:
             raise HarnessError(f"{self.name} is already running")
         self._since = self.notifications.mark()  # what a previous process sent is not news
@@ -271,9 +272,11 @@ class NodeProcess:
             if not k.startswith(("CCM_", "NOTIFY_SOCKET", "WATCHDOG_"))
         }
         env["NOTIFY_SOCKET"] = self.notifications.address
+        extra = dict(extra_env or {})
+        env.update(extra)
         self.starts += 1
         with open(self.log_path, "ab") as log:
-            log.write(f"--- harness: start #{self.starts} of {self.name}\n".encode())
+            log.write(f"--- harness: start #{self.starts} of {self.name} {extra or ''}\n".encode())
             log.flush()
             self.process = subprocess.Popen(
                 die_with_parent([CCM, "--config", str(self.config), "daemon"]),

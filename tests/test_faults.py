@@ -9,32 +9,29 @@
 * a write storm from 4 writers while daemons restart and etcd members die.
 
 Tests assert behaviour, never wall-clock bounds: ``benchmarks/faults_soak.py`` measures
-the times. The helpers here (objects, reload intervals, ``start_with_env``) are shared
+the times. The helpers here (objects, reload intervals) are shared
 with that benchmark.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cluster_harness import (
-    CCM,
     Cluster,
     NodeProcess,
     intervals_overlap,
     tree,
     wait_until,
 )
-from etcd_server import EtcdCluster, EtcdServer, EtcdServerError, die_with_parent
+from etcd_server import EtcdCluster, EtcdServer, EtcdServerError
 
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.nodes import LastRun
@@ -85,38 +82,6 @@ def vhost(
     if pool_id is not None:
         found["fpm_pool_id"] = pool_id
     return found
-
-
-def start_with_env(node: NodeProcess, extra: Mapping[str, str]) -> NodeProcess:
-    """``node.start()`` with ``extra`` in the daemon's environment.
-
-    The harness strips every ``CCM_*`` variable and takes no extra environment; this is
-    its ``start()`` with one more line (see the report: a ``env=`` argument on
-    ``NodeProcess`` would make this copy unnecessary).
-    """
-    if node.running:
-        raise AssertionError(f"{node.name} is already running")
-    node._since = node.notifications.mark()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("CCM_", "NOTIFY_SOCKET", "WATCHDOG_"))
-    }
-    env["NOTIFY_SOCKET"] = node.notifications.address
-    env.update(extra)
-    node.starts += 1
-    with open(node.log_path, "ab") as log:
-        log.write(f"--- faults: start #{node.starts} of {node.name} with {dict(extra)}\n".encode())
-        log.flush()
-        node.process = subprocess.Popen(
-            die_with_parent([CCM, "--config", str(node.config), "daemon"]),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    return node
 
 
 def add_foreign(node: NodeProcess) -> Path:
@@ -439,7 +404,7 @@ def test_a_daemon_killed_at_each_step_converges_after_a_restart(
     reference.start().wait_ready()
     revision = converged(cluster, [reference])
 
-    start_with_env(victim, {"CCM_CRASH_AT": f"{step}:{count}"})
+    victim.start({"CCM_CRASH_AT": f"{step}:{count}"})
     assert victim.process is not None
     code = victim.process.wait(timeout=60)
     assert code == -signal.SIGKILL, f"the victim did not die at {step}:{count}: {code}"
