@@ -123,6 +123,10 @@ _PROBE_TIMEOUT = 1.0
 _FRESH = 1.0
 #: An open watch that delivered nothing for this long checks that its endpoint lives.
 _WATCH_CHECK = 1.0
+#: what etcd says while it elects a leader (a call then waits, within its timeout)
+_ELECTION_DETAILS = ("leader changed", "no leader")
+#: how often such a call looks for a member to answer again
+_ELECTION_POLL = 0.1
 _UNAVAILABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 _STALE_TOKEN_DETAILS = ("invalid auth token", "revision of auth store is old")
 
@@ -667,11 +671,17 @@ class EtcdClient:
         deadline = time.monotonic() + self._timeout
         failures: list[str] = []
         reauthenticated = False
+        #: a member said the cluster is electing a leader: worth waiting for, within
+        #: the request timeout (a member that refuses connections is not)
+        electing = False
         while True:
             left = deadline - time.monotonic()
             try:
                 link = self._pick()
             except pyetcd_exceptions.NoServerAvailableError as error:
+                if electing and left > _ELECTION_POLL:
+                    time.sleep(_ELECTION_POLL)  # the marked members come back shortly
+                    continue
                 if failures:
                     raise EtcdUnavailable(
                         f"{what}: no etcd endpoint answered: {'; '.join(failures)}"
@@ -697,6 +707,7 @@ class EtcdClient:
                 )
                 continue
             except _LeaderChanged:
+                electing = True
                 failures.append(f"etcd at {link.where} changed leader while the call waited")
                 continue
             except grpc.RpcError as error:
@@ -711,6 +722,7 @@ class EtcdClient:
                     continue
                 if error.code() == grpc.StatusCode.UNAVAILABLE:
                     self._fail(link)
+                    electing = electing or any(text in details for text in _ELECTION_DETAILS)
                     failures.append(f"etcd at {link.where} is unavailable: {details}")
                     continue
                 raise self._error(what, error, link) from error
