@@ -11,7 +11,8 @@ work tree stays clean). The copy's ``pyproject.toml`` gets a ``[tool.mutmut]`` s
 generated here: it mutates that module only and runs only the tests listed for it
 (``pytest_add_cli_args_test_selection``), so one module takes minutes, not hours.
 Results stay in the scratch copy: run a module again and mutants of changed code run,
-and so do the earlier survivors (the tests may have changed); the rest keep their result.
+and so do the earlier survivors (the tests may have changed; which tests reach which
+function is collected afresh each run); the rest keep their result.
 Log calls are not mutated (see ``DO_NOT_MUTATE``).
 
 Why mutmut rather than cosmic-ray: mutmut 3 (3.8.1 here) maps each test to the functions
@@ -52,15 +53,56 @@ class Module:
     tests: tuple[str, ...]  # the tests that exercise them
 
 
+_KINDS = tuple(
+    f"ccm/plan/{name}.py"
+    for name in ("executor", "files", "accounts", "actions", "steps", "operations")
+)
+
 MODULES: dict[str, Module] = {
-    "executor": Module(("ccm/plan/executor.py",), ("tests/test_executor.py",)),
-    "fsutil": Module(("ccm/plan/fsutil.py",), ("tests/test_fsutil.py", "tests/test_executor.py")),
+    # the executor and the change kinds it drives
+    "executor": Module(
+        _KINDS,
+        (
+            "tests/test_executor.py",
+            "tests/test_kinds.py",
+            "tests/test_node_refusals.py",
+            "tests/test_probes.py",
+            "tests/test_fsutil.py",
+            "tests/test_configurations.py",
+        ),
+    ),
+    "fsutil": Module(
+        ("ccm/plan/fsutil.py",),
+        ("tests/test_fsutil.py", "tests/test_fsutil_rules.py", "tests/test_executor.py"),
+    ),
     "lock": Module(("ccm/cluster/lock.py",), ("tests/test_lock.py",)),
     "watcher": Module(("ccm/cluster/watcher.py",), ("tests/test_watcher.py",)),
-    "store": Module(("ccm/cluster/store.py",), ("tests/test_store.py",)),
+    "store": Module(
+        ("ccm/cluster/store.py",),
+        (
+            "tests/test_store.py",
+            "tests/test_store_rules.py",
+            "tests/test_tenant_input.py",
+            "tests/test_placement.py",
+        ),
+    ),
     "debounce": Module(("ccm/cluster/debounce.py",), ("tests/test_debounce.py",)),
-    "models": Module(("ccm/models/*",), ("tests/test_store.py", "tests/test_configurations.py")),
+    "models": Module(
+        ("ccm/models/*",),
+        (
+            "tests/test_mutation_models.py",
+            "tests/test_tenant_input.py",
+            "tests/test_reserved.py",
+            "tests/test_store.py",
+            "tests/test_configurations.py",
+            "tests/test_placement.py",
+        ),
+    ),
 }
+
+#: Added to every module's test selection: the multi-daemon cluster tests (marked slow)
+#: take minutes each and exercise these modules no better than the fast ones.
+DESELECT = ("-m", "not slow")
 
 #: mutmut's exit-code statuses, as counted here.
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
@@ -103,6 +145,11 @@ def copy_tree(destination: Path) -> None:
         shutil.copy2(source, target)
 
 
+def present(tests: tuple[str, ...]) -> tuple[str, ...]:
+    """The listed test files that exist (a new one may not be written yet)."""
+    return tuple(test for test in tests if (REPO / test).is_file())
+
+
 def configure(destination: Path, module: Module) -> None:
     """Append the ``[tool.mutmut]`` section for ``module`` to the copy's pyproject."""
     pyproject = destination / "pyproject.toml"
@@ -116,8 +163,10 @@ def configure(destination: Path, module: Module) -> None:
     text += (
         "\n[tool.mutmut]\n"
         'source_paths = ["ccm", "configurations"]\n'
+        # what the configurations read at run time (found beside the mutated ccm/)
+        'also_copy = ["templates", "playbooks"]\n'
         f"only_mutate = {toml_list(module.paths)}\n"
-        f"pytest_add_cli_args_test_selection = {toml_list(module.tests)}\n"
+        f"pytest_add_cli_args_test_selection = {toml_list(present(module.tests) + DESELECT)}\n"
         f'pytest_add_cli_args = ["-p", "no:cacheprovider", "--timeout={TEST_TIMEOUT}"]\n'
         # gRPC (the etcd client) is not fork-safe: fork workers from a clean server
         'process_isolation = "forkserver"\n'
@@ -197,6 +246,9 @@ def main() -> None:
         print(f"   mutmut's output: {log}", flush=True)
         children = ("--max-children", str(options.max_children))
         earlier = [m for m, status in statuses(destination).items() if status in NOT_KILLED]
+        # which tests reach which function: collected afresh, since mutmut re-collects
+        # only for new tests, and an edited test may reach more functions than it did
+        (destination / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
         mutmut(destination, "run", *children, log=log)  # new and changed code
         now = statuses(destination)
         earlier = [m for m in earlier if now.get(m) in NOT_KILLED]  # still there, not killed

@@ -12,10 +12,31 @@ _KA = f"{_L}ǁ_KeepAliveǁ"
 _CL = f"{_L}ǁClusterLockǁ"
 _W = "ccm.cluster.watcher.xǁEventWatcherǁ"
 _D = "ccm.cluster.debounce.xǁDebouncerǁ"
+_F = "ccm.plan.fsutil.x_"
+_R = "ccm.models.base.x__references__mutmut_"
 
 _LOG = "feeds only a log line (what the operator reads), not behaviour"
+_DEAD = "fsync_directory has no caller in ccm/ or configurations/ (dead code)"
 
 EQUIVALENT: dict[str, str] = {
+    # -- ccm/plan/fsutil.py
+    f"{_F}_is_link__mutmut_4": "follow_symlinks=None is falsy like False",
+    f"{_F}_is_link__mutmut_9": "stat of the entry open() just refused fails only if it vanished "
+    "in between (a race): the error is then raised as it was",
+    f"{_F}_parts__mutmut_5": "PurePath.parts never holds '' (parts are normalised)",
+    f"{_F}_parts__mutmut_6": "PurePath.parts never holds '.' (parts are normalised)",
+    f"{_F}atomic_write__mutmut_11": "a longer random temp name: still unique, fixed, < 255 bytes",
+    f"{_F}atomic_write__mutmut_12": "a longer random temp name: still unique, fixed, < 255 bytes",
+    f"{_F}atomic_write__mutmut_14": "drops O_NOFOLLOW|O_CLOEXEC: O_CREAT|O_EXCL never follows a "
+    "link, and Python's os.open sets O_CLOEXEC itself (PEP 446)",
+    **{f"{_F}fsync_directory__mutmut_{n}": _DEAD for n in range(1, 8)},
+    # -- ccm/models/
+    f"{_R}4": "metadata is () whenever the annotation is Annotated (pydantic moves a field's "
+    "own Annotated into metadata; the recursion passes ()): = and += agree",
+    f"{_R}9": "also walking an Annotated's own args finds no Ref: they are a type and metadata",
+    f"{_R}11": "also walking an Annotated's own args finds no Ref: they are a type and metadata",
+    "ccm.models.snapshot.xǁSnapshotǁget__mutmut_5": "of_type(model.TYPE) holds only instances "
+    "of model: one model per TYPE, and the store and Snapshot.of file each object by its TYPE",
     # -- ccm/cluster/lock.py
     f"{_KA}__init____mutmut_3": "initial reason is never read: check() reads it after _mark_lost",
     f"{_KA}__init____mutmut_4": "initial reason is never read: check() reads it after _mark_lost",
