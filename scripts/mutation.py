@@ -69,6 +69,7 @@ MODULES: dict[str, Module] = {
             "tests/test_probes.py",
             "tests/test_fsutil.py",
             "tests/test_configurations.py",
+            "tests/test_removal_reloads.py",
         ),
     ),
     "fsutil": Module(
@@ -86,7 +87,7 @@ MODULES: dict[str, Module] = {
             "tests/test_placement.py",
         ),
     ),
-    "debounce": Module(("ccm/cluster/debounce.py",), ("tests/test_debounce.py",)),
+    "debounce": Module(("ccm/daemon/debounce.py",), ("tests/test_debounce.py",)),
     "models": Module(
         ("ccm/models/*",),
         (

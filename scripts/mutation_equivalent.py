@@ -11,9 +11,17 @@ _L = "ccm.cluster.lock.x"
 _KA = f"{_L}ǁ_KeepAliveǁ"
 _CL = f"{_L}ǁClusterLockǁ"
 _W = "ccm.cluster.watcher.xǁEventWatcherǁ"
-_D = "ccm.cluster.debounce.xǁDebouncerǁ"
+_D = "ccm.daemon.debounce.xǁDebouncerǁ"
 _F = "ccm.plan.fsutil.x_"
 _R = "ccm.models.base.x__references__mutmut_"
+_S = "ccm.cluster.store.x"
+_OS = f"{_S}ǁObjectStoreǁ"
+_JSON = "JSON spacing or escaping only: every reader parses the value (the wire contract)"
+_DUMP = (
+    "every field type is JSON-native (str, int, float, bool, list, dict): "
+    "python and json dumps agree"
+)
+_WAIT = "the back-off between retries: timing only, the retries and their outcome are the same"
 
 _LOG = "feeds only a log line (what the operator reads), not behaviour"
 _DEAD = "fsync_directory has no caller in ccm/ or configurations/ (dead code)"
@@ -37,6 +45,28 @@ EQUIVALENT: dict[str, str] = {
     f"{_R}11": "also walking an Annotated's own args finds no Ref: they are a type and metadata",
     "ccm.models.snapshot.xǁSnapshotǁget__mutmut_5": "of_type(model.TYPE) holds only instances "
     "of model: one model per TYPE, and the store and Snapshot.of file each object by its TYPE",
+    # -- ccm/cluster/store.py
+    **{f"{_S}__encode__mutmut_{n}": _DUMP for n in (2, 3, 4)},
+    **{f"{_S}__encode__mutmut_{n}": _JSON for n in (6, 7, 9, 10, 13)},
+    **{f"{_OS}_delete_once__mutmut_{n}": _JSON for n in (77, 78, 80, 81, 84)},
+    **{f"{_OS}_event__mutmut_{n}": _JSON for n in (6, 8)},
+    **{f"{_OS}_retrying__mutmut_{n}": _WAIT for n in (4, 8, 14, 15, 16, 17)},
+    f"{_S}__ordered__mutmut_3": "a type/id name holds one '/' (type names are kebab-case)",
+    f"{_OS}__init____mutmut_5": "ObjectStore.prefix is read by nothing in ccm: keys come from "
+    "Keys(prefix), which strips the '/' itself",
+    f"{_OS}__init____mutmut_7": "ObjectStore.prefix is read by nothing in ccm: keys come from "
+    "Keys(prefix), which strips the '/' itself",
+    f"{_OS}_event__mutmut_3": "now(None) is local naive time; astimezone(UTC) reads it as local: "
+    "the same instant",
+    f"{_OS}_parse__mutmut_13": "the fallback (json.loads + parse_object) parses the same value to "
+    "the same object, only slower",
+    f"{_OS}_put_once__mutmut_22": "64 keys fenced one by one or by their type: both catch a "
+    "concurrent change (the type's events key is coarser)",
+    f"{_OS}_put_once__mutmut_31": "tombstones exist only for types with IMMUTABLE fields: "
+    "reading the others' finds none",
+    f"{_OS}_put_once__mutmut_64": "_duplicates never reads its type_name argument",
+    f"{_OS}_read__mutmut_40": "nothing reads _State.revision",
+    f"{_OS}_read__mutmut_48": "a Get's response is always a list (the adapter's contract)",
     # -- ccm/cluster/lock.py
     f"{_KA}__init____mutmut_3": "initial reason is never read: check() reads it after _mark_lost",
     f"{_KA}__init____mutmut_4": "initial reason is never read: check() reads it after _mark_lost",
@@ -56,7 +86,7 @@ EQUIVALENT: dict[str, str] = {
     f"{_CL}_wait_deleted__mutmut_23": "slice is min(WAIT_SLICE, ...) anyway: < 0.1 s of timing",
     f"{_CL}_wait_deleted__mutmut_31": "lock keys are never rewritten: no put on the key ahead",
     f"{_L}__kvs__mutmut_2": "a Get's response is always a list (the adapter's contract)",
-    # -- ccm/cluster/debounce.py
+    # -- ccm/daemon/debounce.py
     f"{_D}__init____mutmut_18": "_first and _last are set and cleared together: never read alone",
     f"{_D}due_at__mutmut_1": "_first and _last are set and cleared together: never None alone",
     # -- ccm/cluster/watcher.py
