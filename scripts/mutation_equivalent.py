@@ -24,7 +24,6 @@ _DUMP = (
 _WAIT = "the back-off between retries: timing only, the retries and their outcome are the same"
 
 _LOG = "feeds only a log line (what the operator reads), not behaviour"
-_DEAD = "fsync_directory has no caller in ccm/ or configurations/ (dead code)"
 
 EQUIVALENT: dict[str, str] = {
     # -- ccm/plan/fsutil.py
@@ -37,7 +36,6 @@ EQUIVALENT: dict[str, str] = {
     f"{_F}atomic_write__mutmut_12": "a longer random temp name: still unique, fixed, < 255 bytes",
     f"{_F}atomic_write__mutmut_14": "drops O_NOFOLLOW|O_CLOEXEC: O_CREAT|O_EXCL never follows a "
     "link, and Python's os.open sets O_CLOEXEC itself (PEP 446)",
-    **{f"{_F}fsync_directory__mutmut_{n}": _DEAD for n in range(1, 8)},
     # -- ccm/models/
     f"{_R}4": "metadata is () whenever the annotation is Annotated (pydantic moves a field's "
     "own Annotated into metadata; the recursion passes ()): = and += agree",

@@ -29,14 +29,6 @@ from ccm.errors import UnsafePath
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-def fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, _DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _parts(path: Path, root: Path | None) -> tuple[Path, list[str]]:
     """The trusted start and the components from it to ``path``'s parent."""
     if root is None:
