@@ -59,6 +59,7 @@ _KINDS = tuple(
 #: the executor's own tests: fast, on a temporary root
 _EXECUTOR_TESTS = (
     "tests/test_executor.py",
+    "tests/test_executor_rules.py",
     "tests/test_probes.py",
     "tests/test_removal_reloads.py",
     "tests/test_node_refusals.py",

@@ -50,11 +50,11 @@ BUILTIN_PROBES = ("nginx_probe", "php_fpm_probe")
 def node_settings(
     root: Path,
     *,
-    checks: tuple[str, ...] = BUILTIN_CHECKS,
+    logged_checks: tuple[str, ...] = BUILTIN_CHECKS,
     passing_probes: tuple[str, ...] = BUILTIN_PROBES,
     **overrides: Any,
 ) -> Settings:
-    """Settings for a node rooted at ``root``: reloads and the ``checks`` (the names the
+    """Settings for a node rooted at ``root``: reloads and the ``logged_checks`` (the names the
     registry in use declares; ccm refuses others) log to ROOT/actions.log, the
     ``passing_probes`` pass."""
     logged = {
@@ -64,7 +64,7 @@ def node_settings(
     commands: dict[str, Any] = {
         "reload_unit": logging_command(root, "reload {unit}"),
         "restart_unit": logging_command(root, "restart {unit}"),
-        **{name: logged[name] for name in checks},
+        **{name: logged[name] for name in logged_checks},
     }
     commands |= overrides.pop("commands", {})
     passing = {name: ["true"] for name in passing_probes}

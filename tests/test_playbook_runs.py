@@ -79,7 +79,7 @@ def settings(tmp_path: Path) -> Settings:
     root = seed_root(tmp_path / "root")
     Inputs.extra = {"marker": "one"}
     return node_settings(
-        root, checks=(), passing_probes=(), ansible={"playbooks_dir": str(playbooks)}
+        root, logged_checks=(), passing_probes=(), ansible={"playbooks_dir": str(playbooks)}
     )
 
 

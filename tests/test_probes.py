@@ -48,7 +48,7 @@ class Web(Configuration):
 def settings_for(root: Path, probe: list[str], **overrides: object) -> Settings:
     return node_settings(
         root,
-        checks=(),
+        logged_checks=(),
         passing_probes=(),
         commands={"reload_unit": logging_command(root, "reload {unit}")},
         probes={"web_probe": probe},
@@ -142,7 +142,9 @@ def test_a_probe_runs_only_when_its_triggers_changed(root: Path) -> None:
 
 
 def test_an_unknown_probe_name_is_refused_at_start(root: Path) -> None:
-    settings = node_settings(root, checks=(), passing_probes=(), probes={"wbe_probe": ["true"]})
+    settings = node_settings(
+        root, logged_checks=(), passing_probes=(), probes={"wbe_probe": ["true"]}
+    )
     with pytest.raises(SettingsError, match="probes.wbe_probe: unknown probe .known: web_probe"):
         engine(settings)
 
