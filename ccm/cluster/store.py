@@ -71,7 +71,7 @@ DEFAULT_MAX_ATTEMPTS = 5
 #: Beyond this many distinct referenced keys, fence on the target types' events keys
 #: (etcd allows 128 compares per transaction).
 MAX_REFERENCE_COMPARES = 64
-_ID = re.compile(r"^[1-9][0-9]*$")
+_ID = re.compile(r"[1-9][0-9]*")
 
 
 class _Conflict(Exception):
@@ -310,7 +310,7 @@ class ObjectStore:
         type_name, _, ident = kv.key[len(self.objects_prefix) :].partition("/")
         if type_name not in OBJECT_TYPES:
             return None
-        if not _ID.match(ident):
+        if not _ID.fullmatch(ident):
             raise InvalidStoredObject(kv.key, f"{ident!r} is not an object id")
         try:  # the fast path: JSON straight into the model
             obj: CcmObject = OBJECT_TYPES[type_name].model_validate_json(kv.value)
