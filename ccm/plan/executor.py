@@ -234,14 +234,14 @@ class Executor:
         log = self.log.bind(configuration=ops.configuration)
         steps = [step for step in ops.ordered() if not step.DEFERRED]
         account_steps = [step for step in steps if step.ORDER == 0]
-        self._claim(ops, "account")
+        self._claim_accounts(ops)
         for step in account_steps:
             self.guard()
             log.info("change", change=step.changed, operation=type(step).__name__)
             step.apply(self, ops.configuration)
         if account_steps:
             self.accounts.reload()
-        self._claim(ops, "file")
+        self._claim_files(ops)
         for step in steps[len(account_steps) :]:
             self.guard()
             log.info("change", change=step.changed, operation=type(step).__name__)
@@ -274,43 +274,55 @@ class Executor:
 
     # -- ownership, recorded before the change ----------------------------------------
 
-    def _claim(self, ops: ConfigurationOperations, kind: str) -> None:
-        """Record what the steps will make as ccm's before they make it.
+    @staticmethod
+    def _claims(ops: ConfigurationOperations, kind: str) -> set[str]:
+        """What the steps of ``ops`` will make of ``kind`` (``file``, ``account``)."""
+        return {step.claim[1] for step in ops.steps if step.claim and step.claim[0] == kind}
 
-        Accounts before ``useradd``: a crash must not orphan one. Files before writing,
-        as ccm's and as not yet checked: a process killed (or a lock lost) between a
-        write and the end of the run must not leave a file ccm wrote that the manifest
-        does not list (the next run would refuse it as foreign), nor one that was never
-        checked (the next run would neither check nor reload it). A failed run restores
-        both.
+    def _claim_accounts(self, ops: ConfigurationOperations) -> None:
+        """Before ``useradd``: record the accounts as ccm's (a crash must not orphan one).
+        A failed run takes back the claim of any account that is not there."""
+        held = self.manifest.owned(ops.configuration).accounts
+        new = self._claims(ops, "account") - held
+        if not new:
+            return
+        held |= new
+        self.manifest.save()
+
+        def undo() -> None:  # runs after the userdel steps: keep any account still there
+            self.accounts.reload()
+            held.difference_update(n for n in new if n not in self.accounts.users)
+
+        self.journal.record(f"accounts of {ops.configuration}", undo)
+        faults.reached("claimed")
+
+    def _claim_files(self, ops: ConfigurationOperations) -> None:
+        """Before writing: record the files as ccm's, and as not yet checked.
+
+        A process killed (or a lock lost) between a write and the end of the run must
+        not leave a file ccm wrote that the manifest does not list (the next run would
+        refuse it as foreign), nor one that was never checked (the next run would
+        neither check nor reload it). A failed run restores both.
         """
+        if not any(step.ORDER > 0 for step in ops.steps):
+            return
         configuration = ops.configuration
-        owned = self.manifest.owned(configuration)
-        held = owned.accounts if kind == "account" else owned.files
-        new = {step.claim[1] for step in ops.steps if step.claim and step.claim[0] == kind} - held
-        if kind == "account" and not new:
-            return
-        if kind == "file" and not any(step.ORDER > 0 for step in ops.steps):
-            return
+        held = self.manifest.owned(configuration).files
+        new = self._claims(ops, "file") - held
         before = self.manifest.unverified.get(configuration)
         held |= new
-        if kind == "file":
-            unverified = set(before or []) | set(ops.changed_paths)
-            self.manifest.unverified[configuration] = sorted(unverified)
+        unverified = set(before or []) | set(ops.changed_paths)
+        self.manifest.unverified[configuration] = sorted(unverified)
         self.manifest.save()
 
         def undo() -> None:
-            if kind == "account":  # runs after the userdel steps: keep any account still there
-                self.accounts.reload()
-                held.difference_update(n for n in new if n not in self.accounts.users)
-                return
             held.difference_update(new)
             if before is None:
                 self.manifest.unverified.pop(configuration, None)
             else:
                 self.manifest.unverified[configuration] = before
 
-        self.journal.record(f"{kind}s of {configuration}", undo)
+        self.journal.record(f"files of {configuration}", undo)
         faults.reached("claimed")
 
     # -- after everything is in place --------------------------------------------------
