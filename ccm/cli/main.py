@@ -41,7 +41,11 @@ class ObjectTypeName(click.ParamType):  # type: ignore[type-arg]
     name = "type"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        Registry.from_entry_points()  # defining an extension's models registers them
+        context = ctx.find_object(Context) if ctx is not None else None
+        if context is not None:
+            context.registry  # noqa: B018 - loading the extensions registers their types
+        else:
+            Registry.from_entry_points()
         if value not in OBJECT_TYPES:
             known = ", ".join(sorted(OBJECT_TYPES))
             self.fail(f"{value!r} is not an object type (known: {known})", param, ctx)
@@ -59,6 +63,14 @@ class Context:
         self.config = config
         self.verbose = verbose
         self._settings: Settings | None = None
+        self._registry: Registry | None = None
+
+    @property
+    def registry(self) -> Registry:
+        """The configurations of the ``ccm.configurations`` entry points, loaded once."""
+        if self._registry is None:
+            self._registry = Registry.from_entry_points()
+        return self._registry
 
     @property
     def settings(self) -> Settings:
@@ -78,11 +90,11 @@ class Context:
                 self.settings.etcd.prefix,
                 writer=writer,
                 uid_base=self.settings.accounts.uid_base,
-                groups=Registry.from_entry_points().groups,
+                groups=self.registry.groups,
             )
 
     def engine(self) -> Engine:
-        return Engine(Registry.from_entry_points(), self.settings)
+        return Engine(self.registry, self.settings)
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -263,7 +275,7 @@ def daemon(context: Context) -> None:
 
         settings = context.settings
         configure_logging(settings.log_format, logging.INFO)
-        sys.exit(run_daemon(settings, Registry.from_entry_points(), context.config))
+        sys.exit(run_daemon(settings, context.registry, context.config))
 
 
 @cli.command()
@@ -315,7 +327,7 @@ def resume(context: Context) -> None:
 def graph(context: Context, node_name: str | None) -> None:
     """Configurations in run order, with subscriptions, dependencies and groups."""
     with _errors():
-        registry = Registry.from_entry_points()
+        registry = context.registry
         order = DependencyGraph(registry).order
         resolve_checks(registry, context.settings)  # a misspelt [checks] name: refused
         here: set[str] | None = None
