@@ -10,6 +10,10 @@
 ``recorded``  the node's success record is in etcd (before the lock is released)
 
 Unset (production), ``reached`` is one dictionary lookup. Only tests set it.
+
+Set, every step reached is also appended to ``trail``: a test in this process can check
+where the crash points are (a killed child proves what a crash leaves, but a mutation
+tool sees only the code its own process runs).
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ import os
 import signal
 
 _reached: dict[str, int] = {}
+#: the steps reached while ``CCM_CRASH_AT`` is set, in order
+trail: list[str] = []
 
 
 def reached(step: str) -> None:
     wanted = os.environ.get("CCM_CRASH_AT")
     if not wanted:
         return
+    trail.append(step)
     name, _, count = wanted.partition(":")
     if name != step:
         return

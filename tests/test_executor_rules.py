@@ -17,6 +17,7 @@ from typing import ClassVar
 import pytest
 from noderoot import actions, logging_command, node_settings, seed_root
 
+from ccm import faults
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.errors import ActionFailed, CheckFailed, CommandFailed, RunError
@@ -191,3 +192,25 @@ def test_the_crash_points_are_where_they_say(root: Path, step: str, files: list[
     assert written == files
     reloaded = "reload web" in actions(root)
     assert reloaded == (step == "acted")
+
+
+def test_a_run_reaches_its_crash_points_in_the_documented_order(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same positions in this process (armed for a step no run reaches): an account
+    claimed before useradd, files claimed before the first write, one ``written`` per
+    file, ``checked`` after the check, ``acted`` after the reload."""
+    monkeypatch.setenv("CCM_CRASH_AT", "nowhere")
+    monkeypatch.setattr(faults, "trail", [])
+    Planned.changes = [
+        Account("alice", "/home/alice", 1),
+        File("/etc/site/a.conf", "a\n"),
+        File("/etc/site/b.conf", "b\n"),
+        Check("first", triggers=("/etc/site/",)),
+        UnitAction("web", "reload", triggers=("/etc/site/",)),
+    ]
+    engine(settings_for(root)).apply(Snapshot(1))
+    assert faults.trail == ["claimed", "claimed", "written", "written", "checked", "acted"]
+    faults.trail.clear()
+    engine(settings_for(root)).apply(Snapshot(2))  # nothing to change: no crash point
+    assert faults.trail == []
