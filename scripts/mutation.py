@@ -60,6 +60,7 @@ _KINDS = tuple(
 _EXECUTOR_TESTS = (
     "tests/test_executor.py",
     "tests/test_executor_rules.py",
+    "tests/test_executor_commands.py",
     "tests/test_probes.py",
     "tests/test_removal_reloads.py",
     "tests/test_node_refusals.py",

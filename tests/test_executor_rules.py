@@ -214,3 +214,18 @@ def test_a_run_reaches_its_crash_points_in_the_documented_order(
     faults.trail.clear()
     engine(settings_for(root)).apply(Snapshot(2))  # nothing to change: no crash point
     assert faults.trail == []
+
+
+def test_an_account_is_deleted_in_a_run_that_also_changes_files(root: Path) -> None:
+    def changes(content: str, *users: str) -> list[Change]:
+        accounts: list[Change] = [Account(n, f"/home/{n}", i) for i, n in enumerate(users, 1)]
+        return [*accounts, File("/etc/site/a.conf", content)]
+
+    Planned.changes = changes("a\n", "alice", "bob")
+    engine(settings_for(root)).apply(Snapshot(1))
+    Planned.changes = changes("b\n", "alice")
+    report = engine(settings_for(root)).apply(Snapshot(2))
+    assert report.changed == {"site": ["/etc/site/a.conf", "account:bob"]}
+    users = [line.split(":")[0] for line in (root / "etc/passwd").read_text().splitlines()]
+    assert "alice" in users and "bob" not in users
+    assert manifest_of(root)["configurations"]["site"]["accounts"] == ["alice"]  # type: ignore[index]

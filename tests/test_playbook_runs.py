@@ -90,8 +90,9 @@ def engine(settings: Settings) -> tuple[Engine, CountingPlaybooks]:
 
 def test_a_playbook_runs_once_per_change_of_its_inputs_or_on_a_full_run(settings: Settings) -> None:
     first, counted = engine(settings)
-    first.apply(Snapshot(1))
+    report = first.apply(Snapshot(1))
     assert (settings.root / "etc/marker").read_text() == "one\n"
+    assert report.actions == ["playbook test.yml"]
     assert counted.runs == 1
 
     again, counted = engine(settings)
