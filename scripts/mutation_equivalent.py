@@ -24,6 +24,9 @@ _DUMP = (
 _WAIT = "the back-off between retries: timing only, the retries and their outcome are the same"
 
 _LOG = "feeds only a log line (what the operator reads), not behaviour"
+_E = "ccm.plan.executor.xǁExecutorǁ"
+_JOURNAL = "a journal entry's label is read only by the log line of an undo that failed"
+_DEAD = "dead store: the loop sets current before anything in it can raise"
 
 EQUIVALENT: dict[str, str] = {
     # -- ccm/plan/fsutil.py
@@ -36,6 +39,17 @@ EQUIVALENT: dict[str, str] = {
     f"{_F}atomic_write__mutmut_12": "a longer random temp name: still unique, fixed, < 255 bytes",
     f"{_F}atomic_write__mutmut_14": "drops O_NOFOLLOW|O_CLOEXEC: O_CREAT|O_EXCL never follows a "
     "link, and Python's os.open sets O_CLOEXEC itself (PEP 446)",
+    # -- ccm/plan/executor.py
+    f"{_E}__init____mutmut_1": "revision is bound to the log only",
+    **{f"{_E}apply__mutmut_{n}": _DEAD for n in (3, 4, 5)},
+    f"{_E}_claim_accounts__mutmut_16": _JOURNAL,
+    f"{_E}_claim_files__mutmut_37": _JOURNAL,
+    f"{_E}_claim_files__mutmut_31": "pop without a default: the key was set by the claim; only "
+    "after a failed probe is it gone, and then unwind catches the KeyError and "
+    "manifest.restore() puts the state back",
+    f"{_E}_apply_deferred__mutmut_4": "the name a deferred step gets is used only in the "
+    "CommandFailed it raises, re-raised here as ActionFailed naming ops.configuration",
+    **{f"{_E}_restore_after_probe__mutmut_{n}": _LOG for n in (10, 11)},
     # -- ccm/models/
     f"{_R}4": "metadata is () whenever the annotation is Annotated (pydantic moves a field's "
     "own Annotated into metadata; the recursion passes ()): = and += agree",
