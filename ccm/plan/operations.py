@@ -42,10 +42,10 @@ def compute_operations(
     root: Path,
     manifest: Manifest,
     accounts: Accounts,
-    fingerprint: Callable[[Playbook], str] | None = None,
-    full: bool = False,
-    uid_base: int = 20000,
-    refused: dict[str, Refusal] | None = None,
+    fingerprint: Callable[[Playbook], str] | None,
+    full: bool,
+    uid_base: int,
+    refused: dict[str, Refusal],
 ) -> ConfigurationOperations:
     """The operations for one configuration's changes.
 
@@ -54,7 +54,6 @@ def compute_operations(
     node, and a ``TenantConflict`` on a change with an origin refuses its objects
     instead of failing the run.
     """
-    refused = {} if refused is None else refused
     node = NodeView(root, manifest, accounts, uid_base, fingerprint, full)
     ops = ConfigurationOperations(configuration)
     ops.unverified = list(manifest.unverified.get(configuration, []))
