@@ -207,6 +207,25 @@ def test_a_failing_usermod_names_the_configuration_and_leaves_the_account_as_it_
     assert (root / "etc/site/a.conf").read_text() == "v1\n"
 
 
+@pytest.mark.parametrize(
+    ("shell", "comment", "shown"),
+    [
+        ("/bin/sh", "Alice A", "shell /bin/bash -> /bin/sh"),
+        ("/bin/bash", "Alice B", "comment 'Alice A' -> 'Alice B'"),
+        ("/bin/sh", "", "shell /bin/bash -> /bin/sh, comment 'Alice A' -> ''"),
+    ],
+)
+def test_ccm_diff_shows_which_of_the_shell_and_the_comment_an_account_change_changes(
+    root: Path, shell: str, comment: str, shown: str
+) -> None:
+    Tenant.changes = [Account("alice", "/home/alice", 1, "/bin/bash", "Alice A")]
+    apply(root, 1)
+    Tenant.changes = [Account("alice", "/home/alice", 1, shell, comment)]
+    planned = engine(settings_for(root)).plan(Snapshot(2))
+    text = describe_text(planned.operations, manifest=planned.manifest)
+    assert text == f"# site\n~ account alice ({shown})\n"
+
+
 # -- reloads, restarts and commands left pending ------------------------------------------
 
 #: a command that fails until ROOT/ok exists, then logs where it ran
