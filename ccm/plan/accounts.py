@@ -132,8 +132,14 @@ class ModifyAccount(_AccountStep):
         run.journal.record(f"account {a.username}", lambda: run.run(configuration, undo))
 
     def text(self, colour: bool) -> list[str]:
+        """What changes: the shell, the comment, or both (never an unchanged field)."""
         a = self.account
-        return [f"~ account {a.username} (shell {self.before_shell} -> {a.shell})\n"]
+        changes = []
+        if a.shell != self.before_shell:
+            changes.append(f"shell {self.before_shell} -> {a.shell}")
+        if a.comment != self.before_comment:
+            changes.append(f"comment {self.before_comment!r} -> {a.comment!r}")
+        return [f"~ account {a.username} ({', '.join(changes)})\n"]
 
     def as_json(self) -> dict[str, Any]:
         return {"kind": "account", "operation": "ModifyAccount", "username": self.account.username}
