@@ -22,13 +22,9 @@ from ccm.engine.run import Engine
 from ccm.errors import ActionFailed, CheckFailed, CommandFailed, RunError, TenantConflict
 from ccm.models import Snapshot
 from ccm.plan.accounts import Account
-from ccm.plan.changes import Change, Check, Command, File, Playbook, Probe, UnitAction
+from ccm.plan.changes import Change, Check, Command, File, Probe, UnitAction
 from ccm.plan.configuration import Configuration, Render
 from ccm.plan.diff import describe_text
-from ccm.plan.executor import Executor
-from ccm.plan.manifest import Manifest
-from ccm.plan.node import Accounts
-from ccm.plan.operations import compute_operations
 from ccm.settings import Settings
 
 UID = 20000 + 1  # alice's uid: the default uid_base + her id
@@ -380,33 +376,3 @@ def test_a_diff_given_no_manifest_lists_the_reloads_of_a_run_that_removes_a_file
     Tenant.changes = [File("/etc/site/a.conf", "a\n"), reload]
     planned = engine(settings_for(root)).plan(Snapshot(2))
     assert describe_text(planned.operations).endswith("# actions\n! reload web\n")
-
-
-class Recorded:
-    """Stands in for Ansible (not under test): records each playbook it is asked to run."""
-
-    def __init__(self) -> None:
-        self.ran: list[str] = []
-
-    def __call__(self, configuration: str, playbook: Playbook) -> None:
-        self.ran.append(playbook.playbook)
-
-    def check(self, configuration: str, playbook: Playbook) -> Any:
-        raise NotImplementedError
-
-    def fingerprint(self, playbook: Playbook) -> str:
-        raise NotImplementedError
-
-
-def test_a_plan_without_fingerprints_runs_a_playbook_every_time(root: Path) -> None:
-    """No fingerprint means nothing to compare with: the playbook is never skipped."""
-    settings = settings_for(root)
-    manifest = Manifest(root / "manifest.json")
-    recorded = Recorded()
-    for _ in range(2):
-        accounts = Accounts(root)
-        ops = compute_operations(
-            "site", [Playbook("site.yml")], root=root, manifest=manifest, accounts=accounts
-        )
-        Executor(settings, manifest, accounts, playbooks=recorded).apply([ops])
-    assert recorded.ran == ["site.yml", "site.yml"]

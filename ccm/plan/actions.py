@@ -101,10 +101,10 @@ class Playbook:
     extra_vars: Mapping[str, Any] = field(default_factory=dict)
 
     def compare(self, ops: ConfigurationOperations, node: NodeView) -> None:
-        inputs = node.fingerprint(self) if node.fingerprint is not None else ""
+        inputs = node.fingerprint(self)
         ops.planned_playbooks[self.playbook] = inputs
         last = node.manifest.owned(ops.configuration).playbooks.get(self.playbook)
-        if node.full or not inputs or last != inputs:
+        if node.full or last != inputs:
             ops.playbooks.append(self)
 
 

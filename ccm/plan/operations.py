@@ -42,7 +42,7 @@ def compute_operations(
     root: Path,
     manifest: Manifest,
     accounts: Accounts,
-    fingerprint: Callable[[Playbook], str] | None,
+    fingerprint: Callable[[Playbook], str],
     full: bool,
     uid_base: int,
     refused: dict[str, Refusal],

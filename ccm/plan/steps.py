@@ -39,11 +39,11 @@ class NodeView:
     root: Path
     manifest: Manifest
     accounts: Accounts
-    uid_base: int = 20000
+    uid_base: int
     #: inputs fingerprint of a playbook (to skip an unchanged one)
-    fingerprint: Callable[[Playbook], str] | None = None
+    fingerprint: Callable[[Playbook], str]
     #: a reconcile: run playbooks even with unchanged inputs
-    full: bool = False
+    full: bool
 
     def under(self, node_path: str) -> str:
         # plain strings: this runs once per planned file, and Path objects cost more here
