@@ -182,7 +182,7 @@ class WriteFile(_FileStep):
         created = make_parents(target, root)
         run.journal.record(f"parents of {self.path}", lambda: remove_empty(created))
         if before.exists and before.content is not None:
-            content, mode = before.content, before.mode or 0o600
+            content, mode = before.content, 0o600 if before.mode is None else before.mode
 
             def restore() -> None:
                 atomic_write(target, content, mode=mode, uid=before.uid, gid=before.gid, root=root)
@@ -235,7 +235,9 @@ class EnsureDirectory(_FileStep):
             mode, before_uid, before_gid = self.before.mode, self.before.uid, self.before.gid
 
             def restore() -> None:
-                set_mode_owner(target, mode or 0o755, before_uid or 0, before_gid or 0, root)
+                set_mode_owner(
+                    target, 0o755 if mode is None else mode, before_uid or 0, before_gid or 0, root
+                )
 
             run.journal.record(self.path, restore)
         set_mode_owner(target, self.change.mode, uid, gid, root)
@@ -271,7 +273,7 @@ class RemoveFile(_FileStep):
             atomic_write(
                 target,
                 content,
-                mode=before.mode or 0o600,
+                mode=0o600 if before.mode is None else before.mode,
                 uid=before.uid,
                 gid=before.gid,
                 root=root,
