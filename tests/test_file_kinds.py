@@ -6,6 +6,7 @@ symlink. (Mutation testing of ``ccm.plan.files`` found these promises unchecked.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -71,6 +72,12 @@ def apply_failing(root: Path, *changes: Change, check: Sequence[str] = ("false",
     with pytest.raises(CheckFailed) as failed:
         engine(root, checks={"first": list(check)}).apply(Snapshot(1))
     return failed.value
+
+
+def manifest_files(root: Path) -> list[str]:
+    data = json.loads((root / "var/lib/ccm/manifest.json").read_text())
+    files: list[str] = data["configurations"].get("site", {}).get("files", [])
+    return files
 
 
 def diff(root: Path, *changes: Change, colour: bool = False) -> tuple[str, Any]:
@@ -375,6 +382,34 @@ def test_a_directory_where_a_file_belongs_is_refused(root: Path) -> None:
     with pytest.raises(TenantConflict) as failed:
         apply(root, File("/etc/site/a.conf", "a\n"))
     assert str(failed.value) == "site: /etc/site/a.conf is a directory, not a file"
+
+
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (lambda path: path.symlink_to("/etc/passwd"),
+         "is a symlink (ccm never replaces one with a file)"),
+        (lambda path: os.mkfifo(path), "exists and is not a regular file"),
+    ],
+    ids=["a symlink", "a fifo"],
+)  # fmt: skip
+def test_a_file_of_ccms_replaced_by_a_link_or_fifo_is_neither_rewritten_nor_removed(
+    root: Path, make: Callable[[Path], object], what: str
+) -> None:
+    """Someone put something else where ccm's file was: a changed file is refused (a
+    rollback could not put the link back), and a file no longer planned is left alone
+    (removing it, then rolling back, would leave a regular file with the link's 0777)."""
+    apply(root, File("/etc/site/a.conf", "a\n"))
+    target = root / "etc/site/a.conf"
+    target.unlink()
+    make(target)
+    with pytest.raises(TenantConflict) as failed:
+        apply(root, File("/etc/site/a.conf", "b\n"))
+    assert str(failed.value) == f"site: /etc/site/a.conf {what}"
+    report = apply(root)  # no longer planned: left as it is, and no longer ccm's
+    assert report.changed_paths == []
+    assert target.is_symlink() or target.is_fifo()
+    assert "/etc/site/a.conf" not in manifest_files(root)
 
 
 def test_a_file_ccm_did_not_write_is_never_overwritten(root: Path) -> None:

@@ -47,8 +47,8 @@ class File:
         if missing:  # a tenant's file whose account this node refused: refuse the file too
             raise TenantConflict(ops.configuration, f"{self.path}: {missing}")
         before = read_path(node.under(self.path))
-        if before.exists and before.is_dir:
-            raise TenantConflict(ops.configuration, f"{self.path} is a directory, not a file")
+        if before.exists and not before.is_file:
+            raise TenantConflict(ops.configuration, f"{self.path} {not_a_file(before)}")
         if before.exists and other is None:
             raise TenantConflict(
                 ops.configuration,
@@ -298,8 +298,17 @@ def plan_removals(ops: ConfigurationOperations, node: NodeView) -> None:
     owned = node.manifest.owned(ops.configuration)
     for path in sorted(owned.files - ops.planned_files):
         before = read_path(node.under(path))
-        if before.exists:
+        if before.is_file:  # replaced by a link or a directory since: not ccm's to remove
             ops.add(RemoveFile(path, before))
+
+
+def not_a_file(before: PathState) -> str:
+    """Why a path ccm would write a file to cannot take one."""
+    if before.is_dir:
+        return "is a directory, not a file"
+    if before.is_link:
+        return "is a symlink (ccm never replaces one with a file)"
+    return "exists and is not a regular file"
 
 
 def remove_empty(directories: list[Path]) -> None:

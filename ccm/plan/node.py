@@ -97,6 +97,8 @@ class PathState:
     exists: bool
     is_dir: bool = False
     is_link: bool = False
+    #: a regular file (not a directory, symlink, fifo, socket or device)
+    is_file: bool = False
     content: bytes | None = None
     mode: int | None = None
     uid: int | None = None
@@ -117,6 +119,7 @@ def read_path(path: str | Path, *, with_content: bool = True) -> PathState:
         exists=True,
         is_dir=is_dir,
         is_link=stat.S_ISLNK(info.st_mode),
+        is_file=stat.S_ISREG(info.st_mode),
         content=content,
         mode=stat.S_IMODE(info.st_mode),
         uid=info.st_uid,
