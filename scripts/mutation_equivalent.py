@@ -43,7 +43,7 @@ EQUIVALENT: dict[str, str] = {
     f"{_E}__init____mutmut_1": "revision is bound to the log only",
     **{f"{_E}apply__mutmut_{n}": _DEAD for n in (3, 4, 5)},
     f"{_E}_claim_accounts__mutmut_16": _JOURNAL,
-    f"{_E}_claim_files__mutmut_37": _JOURNAL,
+    f"{_E}_claim_files__mutmut_33": _JOURNAL,
     f"{_E}_claim_files__mutmut_31": "pop without a default: the key was set by the claim; only "
     "after a failed probe is it gone, and then unwind catches the KeyError and "
     "manifest.restore() puts the state back",

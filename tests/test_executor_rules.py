@@ -214,6 +214,9 @@ def test_a_run_reaches_its_crash_points_in_the_documented_order(
     faults.trail.clear()
     engine(settings_for(root)).apply(Snapshot(2))  # nothing to change: no crash point
     assert faults.trail == []
+    Planned.changes.append(Account("bob", "/home/bob", 2))
+    engine(settings_for(root)).apply(Snapshot(3))  # an account only: no file to claim
+    assert faults.trail == ["claimed"]
 
 
 def test_an_account_is_deleted_in_a_run_that_also_changes_files(root: Path) -> None:
