@@ -26,6 +26,11 @@ _WAIT = "the back-off between retries: timing only, the retries and their outcom
 _LOG = "feeds only a log line (what the operator reads), not behaviour"
 _E = "ccm.plan.executor.xǁExecutorǁ"
 _JOURNAL = "a journal entry's label is read only by the log line of an undo that failed"
+_A = "ccm.plan.accounts.xǁ"
+_UNDO_NAME = (
+    "the name given to the undo's run() is used only in the CommandFailed that unwind catches "
+    "and logs"
+)
 _DEAD = "dead store: the loop sets current before anything in it can raise"
 
 EQUIVALENT: dict[str, str] = {
@@ -50,6 +55,19 @@ EQUIVALENT: dict[str, str] = {
     f"{_E}_apply_deferred__mutmut_4": "the name a deferred step gets is used only in the "
     "CommandFailed it raises, re-raised here as ActionFailed naming ops.configuration",
     **{f"{_E}_restore_after_probe__mutmut_{n}": _LOG for n in (10, 11)},
+    # -- ccm/plan/accounts.py, actions.py
+    f"{_A}CreateAccountǁapply__mutmut_22": _JOURNAL,
+    f"{_A}ModifyAccountǁapply__mutmut_34": _JOURNAL,
+    f"{_A}CreateAccountǁapply__mutmut_27": _UNDO_NAME,
+    f"{_A}ModifyAccountǁapply__mutmut_39": _UNDO_NAME,
+    f"{_A}DeleteAccountǁapply__mutmut_1": "the name a deferred step gets is used only in the "
+    "CommandFailed it raises, re-raised by _apply_deferred as ActionFailed naming "
+    "ops.configuration",
+    f"{_A}ModifyAccountǁapply__mutmut_15": "account_argv takes {username} from its own argument; "
+    "the account's username field is never read there",
+    "ccm.plan.actions.x_record_file_actions__mutmut_12": "a removed path's stale entry is never "
+    "saved (save writes only paths in owned.files, which no longer lists it) and the manifest is "
+    "loaded afresh each run",
     # -- ccm/models/
     f"{_R}4": "metadata is () whenever the annotation is Annotated (pydantic moves a field's "
     "own Annotated into metadata; the recursion passes ()): = and += agree",
