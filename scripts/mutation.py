@@ -70,7 +70,15 @@ _EXECUTOR_TESTS = (
 MODULES: dict[str, Module] = {
     # the executor, and the change kinds it drives (split: one run each stays short)
     "executor": Module(("ccm/plan/executor.py",), _EXECUTOR_TESTS),
-    "kinds": Module(_KINDS, ("tests/test_kinds.py", *_EXECUTOR_TESTS)),
+    "kinds": Module(
+        _KINDS,
+        (
+            "tests/test_kinds.py",
+            "tests/test_file_kinds.py",
+            "tests/test_account_action_kinds.py",
+            *_EXECUTOR_TESTS,
+        ),
+    ),
     "fsutil": Module(
         ("ccm/plan/fsutil.py",),
         ("tests/test_fsutil.py", "tests/test_fsutil_rules.py", "tests/test_executor.py"),
