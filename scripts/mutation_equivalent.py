@@ -27,6 +27,15 @@ _LOG = "feeds only a log line (what the operator reads), not behaviour"
 _E = "ccm.plan.executor.xǁExecutorǁ"
 _JOURNAL = "a journal entry's label is read only by the log line of an undo that failed"
 _A = "ccm.plan.accounts.xǁ"
+_FK = "ccm.plan.files.xǁ"
+_HAS_MODE = (
+    "the fallback mode of a path that exists: read_path always gives an existing path its mode"
+)
+_RACE = (
+    "RACE ONLY: make_parents(target, root) has just walked the same directories refusing "
+    "links; without root only a link swapped in between the two calls would be followed "
+    "(no deterministic test reaches that window)"
+)
 _UNDO_NAME = (
     "the name given to the undo's run() is used only in the CommandFailed that unwind catches "
     "and logs"
@@ -55,6 +64,27 @@ EQUIVALENT: dict[str, str] = {
     f"{_E}_apply_deferred__mutmut_4": "the name a deferred step gets is used only in the "
     "CommandFailed it raises, re-raised here as ActionFailed naming ops.configuration",
     **{f"{_E}_restore_after_probe__mutmut_{n}": _LOG for n in (10, 11)},
+    # -- ccm/plan/files.py, operations.py
+    **{f"{_FK}WriteFileǁapply__mutmut_{n}": _JOURNAL for n in (21, 46, 50)},
+    **{f"{_FK}EnsureDirectoryǁapply__mutmut_{n}": _JOURNAL for n in (22, 47)},
+    f"{_FK}RemoveFileǁapply__mutmut_25": _JOURNAL,
+    **{f"{_FK}WriteFileǁapply__mutmut_{n}": _HAS_MODE for n in (30, 32)},
+    **{f"{_FK}EnsureDirectoryǁapply__mutmut_{n}": _HAS_MODE for n in (39, 41)},
+    **{f"{_FK}RemoveFileǁapply__mutmut_{n}": _HAS_MODE for n in (21, 23)},
+    f"{_FK}WriteFileǁapply__mutmut_27": "an existing path a File plans to write is a regular "
+    "file (File.compare refuses anything else), whose content read_path always reads",
+    **{f"{_FK}WriteFileǁapply__mutmut_{n}": _RACE for n in (66, 72, 77, 82)},
+    **{
+        f"{_FK}Directoryǁcompare__mutmut_{n}": "read_path reads content only of a regular "
+        "file, which Directory.compare refuses right after; EnsureDirectory never reads it"
+        for n in (3, 5, 7)
+    },
+    f"{_FK}Directoryǁ_refuse_foreign_owner__mutmut_1": "read_path gives uid None exactly when "
+    "the path does not exist: 'not exists or uid is None' and 'and' agree",
+    "ccm.plan.operations.x__keep__mutmut_6": "only changes with an origin reach _keep, and every "
+    "kind with an origin (File, Directory, Account) has keep",
+    "ccm.plan.operations.x_compute_operations__mutmut_25": "a kind without origin: None and () "
+    "are both falsy, and origin is iterated only when truthy",
     # -- ccm/plan/accounts.py, actions.py
     f"{_A}CreateAccountǁapply__mutmut_22": _JOURNAL,
     f"{_A}ModifyAccountǁapply__mutmut_34": _JOURNAL,
