@@ -12,7 +12,7 @@ generated here: it mutates that module only and runs only the tests listed for i
 (``pytest_add_cli_args_test_selection``), so one module takes minutes, not hours.
 Results stay in the scratch copy: run a module again and mutants of changed code run,
 and so do the earlier survivors (the tests may have changed; which tests reach which
-function is collected afresh each run); the rest keep their result.
+function is collected afresh when a test file changed); the rest keep their result.
 Log calls are not mutated (see ``DO_NOT_MUTATE``).
 
 Why mutmut rather than cosmic-ray: mutmut 3 (3.8.1 here) maps each test to the functions
@@ -32,6 +32,7 @@ At the end it prints killed / total per module and lists every survivor with its
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -212,6 +213,22 @@ def mutmut(destination: Path, *args: str, log: Path | None = None) -> str:
     return result.stdout if log is None else ""
 
 
+def keep_test_map(destination: Path) -> None:
+    """Which tests reach which function: kept while no test file changed, else collected
+    afresh (mutmut re-collects only for new tests, and an edited test may reach more
+    functions than it did). A fresh map makes mutmut run every mutant of the module
+    again (the lock's take about 25 minutes); a kept one, only new code's and survivors."""
+    tests = sorted((destination / "tests").rglob("*.py"))
+    digest = hashlib.sha256()
+    for test in tests:
+        digest.update(str(test.relative_to(destination)).encode() + b"\0" + test.read_bytes())
+    recorded = destination / "mutants" / "ccm-tests-digest"
+    if not recorded.exists() or recorded.read_text() != digest.hexdigest():
+        (destination / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+    recorded.parent.mkdir(exist_ok=True)
+    recorded.write_text(digest.hexdigest())
+
+
 def statuses(destination: Path) -> dict[str, str]:
     """Every mutant's status, from ``mutmut results --all true``."""
     found = {}
@@ -254,9 +271,7 @@ def main() -> None:
         print(f"   mutmut's output: {log}", flush=True)
         children = ("--max-children", str(options.max_children))
         earlier = [m for m, status in statuses(destination).items() if status in NOT_KILLED]
-        # which tests reach which function: collected afresh, since mutmut re-collects
-        # only for new tests, and an edited test may reach more functions than it did
-        (destination / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+        keep_test_map(destination)
         mutmut(destination, "run", *children, log=log)  # new and changed code
         now = statuses(destination)
         earlier = [m for m in earlier if now.get(m) in NOT_KILLED]  # still there, not killed
