@@ -137,6 +137,7 @@ EQUIVALENT: dict[str, str] = {
     f"{_KA}stop__mutmut_1": "stop() never runs on the keep-alive thread; a dead one joins at once",
     f"{_CL}acquire__mutmut_28": "JSON whitespace only: every reader parses the value",
     f"{_CL}acquire__mutmut_30": "JSON whitespace only: every reader parses the value",
+    f"{_CL}_wait__mutmut_6": "no limit: more keys read, [0] is still the nearest ahead",
     f"{_CL}_wait__mutmut_12": "no limit: more keys read, [0] is still the nearest ahead",
     f"{_CL}_wait__mutmut_18": "limit 2: more keys read, [0] is still the nearest ahead",
     f"{_CL}_wait__mutmut_40": "_wait_deleted checks the deadline first thing anyway",
