@@ -1,6 +1,7 @@
 """etcd fixtures: one real etcd per test session, and a fresh key prefix per test.
 
-Only etcd fixtures live here (other fixtures belong in the test files that use them).
+Only etcd fixtures live here, and ``registry`` (used by two files); other fixtures belong
+in the test files that use them.
 Tests never share keys: each gets its own prefix (``/ccm-t<pid>-<n>``), so they need no
 cleanup and cannot see each other. A missing ``/usr/bin/etcd`` FAILS the tests that need
 it (it never skips them): a green run must mean the cluster code was exercised.
@@ -17,6 +18,7 @@ from etcd_server import EtcdServer, EtcdServerError
 
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.store import ObjectStore
+from ccm.models.base import object_types
 from ccm.settings import EtcdSettings
 
 _prefixes = itertools.count(1)
@@ -72,3 +74,14 @@ def etcd_client(etcd_settings: EtcdSettings) -> Iterator[EtcdClient]:
 @pytest.fixture
 def store(etcd_client: EtcdClient, etcd_settings: EtcdSettings) -> ObjectStore:
     return ObjectStore(etcd_client, etcd_settings.prefix, writer="tests")
+
+
+@pytest.fixture
+def registry() -> Iterator[None]:
+    """Types a test defines are registered; they are removed again afterwards."""
+    before = dict(object_types)
+    try:
+        yield
+    finally:
+        object_types.clear()
+        object_types.update(before)

@@ -11,7 +11,6 @@ snapshots that compare by revision and content.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar
 
 import pytest
@@ -174,17 +173,6 @@ def test_free_text_with_a_line_break_says_so() -> None:
         match=r"Value error, must not contain control characters or line breaks \(newline, …\) \[",
     ):
         word_probe().model_validate({"id": 1, "word": "a", "text": "one\ntwo"})
-
-
-@pytest.fixture
-def registry() -> Iterator[None]:
-    """Types a test defines are registered; they are removed again afterwards."""
-    before = dict(object_types)
-    try:
-        yield
-    finally:
-        object_types.clear()
-        object_types.update(before)
 
 
 def test_references_are_derived_from_every_spelling_of_a_ref(registry: None) -> None:

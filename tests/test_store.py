@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from races import race_after_read
 
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.store import InvalidStoredObject, ObjectStore
@@ -516,21 +517,15 @@ def test_a_concurrent_write_between_read_and_commit_is_seen_on_retry(
     """Another writer takes the username after this put read the state: it must retry,
     see it, and refuse, instead of committing a duplicate."""
     other = ObjectStore(etcd_client, store.prefix, writer="other")
-    real_read = store._read
-    reads = 0
 
-    def read_then_race(*args: Any) -> Any:
-        nonlocal reads
-        reads += 1
-        state = real_read(*args)
+    def race(reads: int) -> None:
         if reads == 1:
             other.put("unix-users", [user(2, "alice")])
-        return state
 
-    monkeypatch.setattr(store, "_read", read_then_race)
+    racing = race_after_read(monkeypatch, store, race)
     with pytest.raises(ValidationFailed, match="already used by unix-users/2"):
         store.put("unix-users", [user(1, "alice")])
-    assert reads == 2
+    assert racing.reads == 2
     assert [u.id for u in store.list("unix-users")] == [2]
 
 
@@ -539,21 +534,15 @@ def test_a_reference_deleted_between_read_and_commit(
 ) -> None:
     store.put("unix-users", [user(1, "alice")])
     other = ObjectStore(etcd_client, store.prefix, writer="other")
-    real_read = store._read
-    reads = 0
 
-    def read_then_race(*args: Any) -> Any:
-        nonlocal reads
-        reads += 1
-        state = real_read(*args)
+    def race(reads: int) -> None:
         if reads == 1:
             other.delete("unix-users", 1)
-        return state
 
-    monkeypatch.setattr(store, "_read", read_then_race)
+    racing = race_after_read(monkeypatch, store, race)
     with pytest.raises(DanglingReference, match="unix-users/1"):
         store.put("crons", [cron(1, 1)])
-    assert reads == 2
+    assert racing.reads == 2
     assert store.list("crons") == []
 
 
@@ -561,16 +550,12 @@ def test_a_write_that_keeps_losing_races_gives_up(
     store: ObjectStore, etcd_client: EtcdClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     other = ObjectStore(etcd_client, store.prefix, writer="other")
-    real_read = store._read
-    counter = iter(range(100, 200))
 
-    def read_then_race(*args: Any) -> Any:
-        state = real_read(*args)
-        n = next(counter)
+    def race(reads: int) -> None:
+        n = 100 + reads
         other.put("unix-users", [user(n, f"u{n}")])
-        return state
 
-    monkeypatch.setattr(store, "_read", read_then_race)
+    race_after_read(monkeypatch, store, race)
     with pytest.raises(StoreError, match="5 times in a row; nothing was stored"):
         store.put("unix-users", [user(1, "alice")])
     assert 1 not in {u.id for u in store.list("unix-users")}

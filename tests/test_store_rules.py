@@ -16,30 +16,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
+from races import race_after_read
 from test_store import cron, pool, stored_state, user, vhost
 
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.store import InvalidStoredObject, ObjectStore
 from ccm.errors import DanglingReference, StoreError, ValidationFailed
 from ccm.models import CcmObject, ObjectsView, UnixUser, parse_object
-from ccm.models.base import object_types
-
-
-@pytest.fixture
-def registry() -> Iterator[None]:
-    """Types a test defines are registered; they are removed again afterwards."""
-    before = dict(object_types)
-    try:
-        yield
-    finally:
-        object_types.clear()
-        object_types.update(before)
-
 
 # -- what a stored key holds ----------------------------------------------------------------
 
@@ -252,21 +239,15 @@ def test_a_put_with_many_references_still_sees_one_deleted_before_it_commits(
     count = 70
     store.put("unix-users", [user(i, f"user{i}") for i in range(1, count + 1)])
     other = ObjectStore(etcd_client, store.prefix, writer="other")
-    real_read = store._read
-    reads = 0
 
-    def read_then_race(*args: Any) -> Any:
-        nonlocal reads
-        reads += 1
-        state = real_read(*args)
+    def race(reads: int) -> None:
         if reads == 1:
             other.delete("unix-users", count)
-        return state
 
-    monkeypatch.setattr(store, "_read", read_then_race)
+    racing = race_after_read(monkeypatch, store, race)
     with pytest.raises(DanglingReference, match=f"unix-users/{count}"):
         store.put("crons", [cron(i, i) for i in range(1, count + 1)])
-    assert reads == 2
+    assert racing.reads == 2
     assert store.list("crons") == []
 
 
@@ -277,17 +258,13 @@ def test_writes_that_keep_losing_races_say_what_they_were(
     store.put("fpm-pools", [pool(1, 1, "web")])
     other = ObjectStore(etcd_client, store.prefix, writer="other")
     impatient = ObjectStore(etcd_client, store.prefix, writer="tests", max_attempts=2)
-    real_read = impatient._read
-    names = iter(range(100, 200))
 
-    def read_then_race(*args: Any) -> Any:
-        state = real_read(*args)
-        n = next(names)
+    def race(reads: int) -> None:
+        n = 100 + reads
         other.put("unix-users", [user(n, f"u{n}")])
         other.put("fpm-pools", [pool(n, 1, f"p{n}")])
-        return state
 
-    monkeypatch.setattr(impatient, "_read", read_then_race)
+    race_after_read(monkeypatch, impatient, race)
     with pytest.raises(StoreError) as lost:
         impatient.put("unix-users", [user(2, "bob")])
     assert str(lost.value).startswith("put unix-users: concurrent writes changed what it ")
