@@ -375,7 +375,7 @@ def test_php_versions_must_stay_installed(store: ObjectStore) -> None:
     with pytest.raises(ValidationFailed, match="8.1 is not installed"):
         store.put("fpm-pools", [pool(1, 1, "a", php_version="8.1")])
     store.put("fpm-pools", [pool(1, 1, "a", php_version="8.3")])
-    with pytest.raises(ValidationFailed, match="8.3 is still used by fpm-pools/1"):
+    with pytest.raises(ValidationFailed, match="fpm-pools/1: php_version: 8.3 is not installed"):
         store.put("clusters", [{"id": 2, "php_versions": ["8.4"]}])
     before = stored_state(store)
     with pytest.raises(ValidationFailed, match="fpm-pools/1: php_version: 8.3 is not installed"):

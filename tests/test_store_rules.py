@@ -4,8 +4,9 @@
 - a stored key that is not ``<type>/<id>``, not JSON, invalid or holding another id is
   reported naming the key and what is wrong with it;
 - the events key says when (UTC) and who; ``event_revisions`` at a past revision;
-- every object a write breaks is named, not only the last one; a delete that would
-  break the objects whose rules read its type is refused naming each of them;
+- every object a write breaks is named, not only the last one; a write or delete that
+  would break the objects whose rules read its type is refused naming each of them (rules
+  hold both ways);
 - the fence of a write with many references still catches a concurrent delete;
 - refusals and retries name the type and what was being done;
 - extension types (defined at run time): identities of more than one field are kept
@@ -174,6 +175,40 @@ def test_a_delete_that_breaks_the_rules_of_its_readers_names_each(
     assert stored_state(store) == before
 
 
+def test_a_rule_holds_both_ways_a_write_of_a_read_type_runs_its_readers_rules(
+    store: ObjectStore, registry: None
+) -> None:
+    """A redirect's rule ("no vhost serves my name") runs when a vhost is written later."""
+
+    class Redirect(CcmObject):
+        TYPE: ClassVar[str] = "test-redirects"
+        READS: ClassVar[tuple[str, ...]] = ("virtual-hosts",)
+        domain: str
+
+        def problems(self, view: ObjectsView) -> list[str]:
+            return [
+                f"{self.describe()}: domain: {self.domain} is served by {other.describe()}"
+                for other in view.list_type("virtual-hosts")
+                if getattr(other, "domain", None) == self.domain
+            ]
+
+    store.put("unix-users", [user(1, "alice")])
+    store.put("test-redirects", [{"id": 1, "domain": "shop.example.com"}])
+    store.put("virtual-hosts", [vhost(1, 1, "other.example.com", "/home/alice/a")])
+    before = stored_state(store)
+    with pytest.raises(ValidationFailed) as refused:
+        store.put("virtual-hosts", [vhost(2, 1, "shop.example.com", "/home/alice/b")])
+    assert refused.value.type_name == "virtual-hosts"
+    assert refused.value.problems == [
+        "test-redirects/1: domain: shop.example.com is served by virtual-hosts/2"
+    ]
+    assert stored_state(store) == before
+    # a rewrite that takes the name is refused the same way; one that does not is stored
+    with pytest.raises(ValidationFailed):
+        store.put("virtual-hosts", [vhost(1, 1, "shop.example.com", "/home/alice/a")])
+    store.put("virtual-hosts", [vhost(1, 1, "www.example.com", "/home/alice/a")])
+
+
 def test_a_rule_reading_a_type_it_did_not_declare_is_an_error_saying_so(
     store: ObjectStore, registry: None
 ) -> None:
@@ -263,6 +298,8 @@ def test_writes_that_keep_losing_races_say_what_they_were(
         n = 100 + reads
         other.put("unix-users", [user(n, f"u{n}")])
         other.put("fpm-pools", [pool(n, 1, f"p{n}")])
+        # a vhost: what a pool's delete reads (its referrers) changes too
+        other.put("virtual-hosts", [vhost(n, 1, f"s{n}.example.com", f"/home/alice/{n}")])
 
     race_after_read(monkeypatch, impatient, race)
     with pytest.raises(StoreError) as lost:

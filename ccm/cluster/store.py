@@ -34,7 +34,7 @@ from __future__ import annotations
 import builtins
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -134,6 +134,28 @@ class _View:
 
     def problems(self, obj: CcmObject) -> builtins.list[str]:
         return cross_object_problems(obj, self.lookup, self.list_type)
+
+
+def _broken_readers(
+    state: _State,
+    readers: Iterable[str],
+    after: _View,
+    skip: Collection[tuple[str, int]] = (),
+) -> builtins.list[str]:
+    """Rule problems a write or delete creates in the objects whose rules read its type.
+
+    Only new problems count: a stored object that already broke a rule (written before
+    the rule existed) does not block unrelated writes. ``skip``: the written objects,
+    whose own rules already ran.
+    """
+    before = _View(state)
+    problems: builtins.list[str] = []
+    for reader_type in readers:
+        for obj in after.list_type(reader_type):
+            if (obj.TYPE, obj.id) not in skip:
+                old = set(before.problems(obj))
+                problems += [p for p in after.problems(obj) if p not in old]
+    return problems
 
 
 def _encode(obj: CcmObject) -> bytes:
@@ -399,9 +421,14 @@ class ObjectStore:
     def _put_once(self, type_name: str, objects: builtins.list[CcmObject]) -> int:
         referrers = referrers_of(type_name)
         referrer_types = {t for t, _ in referrers}
-        complete = {type_name, *reads_of(type_name), *referrer_types}
-        for referrer_type in referrer_types:  # their rules are run again: read what they read
-            complete.update(reads_of(referrer_type))
+        # Types whose rules read this type run again too ("rules hold both ways"): a vhost
+        # written later cannot take a name another type's rule keeps for itself.
+        # A type's rules over its own type are symmetric (a vhost checks its names against
+        # every other vhost), so the written objects' own rules already cover their kind.
+        readers = [t for t in readers_of(type_name) if t != type_name]
+        complete = {type_name, *reads_of(type_name), *referrer_types, *readers}
+        for other_type in referrer_types | set(readers):  # their rules run again: read their reads
+            complete.update(reads_of(other_type))
 
         references = [
             (obj, name, target, value)
@@ -440,8 +467,10 @@ class ObjectStore:
         for obj in objects:
             problems += after.problems(obj)
         problems += self._broken_referrers(state, referrers, objects, after)
+        written = {(obj.TYPE, obj.id) for obj in objects}
+        problems += _broken_readers(state, readers, after, skip=written)
         if problems:
-            raise ValidationFailed(type_name, problems)
+            raise ValidationFailed(type_name, builtins.list(dict.fromkeys(problems)))
 
         ops: builtins.list[Op] = [
             Put(self.object_key(type_name, o.id), _encode(o)) for o in objects
@@ -533,12 +562,8 @@ class ObjectStore:
         if using:
             raise ReferencedObject(f"{type_name}/{object_id}", _ordered(using))
 
-        before, after = _View(state), _View(state, deleted=(type_name, object_id))
-        problems: builtins.list[str] = []
-        for dependent in dependents:
-            for obj in after.list_type(dependent):
-                old = set(before.problems(obj))
-                problems += [p for p in after.problems(obj) if p not in old]
+        after = _View(state, deleted=(type_name, object_id))
+        problems = _broken_readers(state, dependents, after)
         if problems:
             raise ValidationFailed(type_name, problems)
 

@@ -464,8 +464,11 @@ class MailAccount(CcmObject):
 
 
 class Cluster(CcmObject):
+    """The PHP versions the cluster provides. A pool's rule reads every ``clusters``
+    object (``FpmPool.READS``), so writing or deleting one re-runs it: a version still in
+    use cannot be taken away (rules hold both ways)."""
+
     TYPE: ClassVar[str] = "clusters"
-    READS: ClassVar[tuple[str, ...]] = ("fpm-pools",)
     php_versions: list[PhpVersion] = Field(default_factory=list, max_length=20)
 
     @field_validator("php_versions")
@@ -474,11 +477,3 @@ class Cluster(CcmObject):
         if len(set(value)) != len(value):
             raise ValueError("PHP versions must be distinct")
         return value
-
-    def problems(self, view: ObjectsView) -> list[str]:
-        return [
-            f"{self.describe()}: php_versions: {pool.php_version} is still used by "
-            f"{pool.describe()} ({pool.name})"
-            for pool in view.list_type(FpmPool.TYPE)
-            if isinstance(pool, FpmPool) and pool.php_version not in self.php_versions
-        ]
