@@ -12,8 +12,13 @@ pool refuses ``*.php`` instead of serving PHP source as plain text. Dotfiles (``
 ``.env``, ``.htaccess``) are refused everywhere, except ``/.well-known/``. nginx reads
 every tenant's home (group ``www-data``, see ``unix-users``), so it follows no symlink
 whose owner differs from its target's (``disable_symlinks if_not_owner``): a tenant
-cannot publish another tenant's file through a link. No per-vhost log files: the
-server's global logs apply, and ``nginx -t`` opens no extra paths.
+cannot publish another tenant's file through a link. Every component of the path is
+checked, from ``/``: the tenant owns everything in its home, the document root too, and
+``from=$document_root`` would let a document root that is (or passes through) a link to
+another home serve that home. php-fpm then opens ``SCRIPT_FILENAME`` as the tenant, so
+a link swapped after nginx's check still reaches only what the tenant may read. No
+per-vhost log files: the server's global logs apply, and ``nginx -t`` opens no extra
+paths.
 
 Always, even with no vhosts: ``/etc/nginx/sites-enabled/ccm-default.conf`` from
 ``templates/nginx-default-server.conf.j2``, the ``default_server`` for ports 80 and 443.

@@ -7,6 +7,12 @@ listens on ``/run/php/<name>.sock``, owned by the user and group ``www-data`` wi
 
 Process manager: ``pm = dynamic``, sized from ``max_children`` by ``spare_servers``.
 
+All pools of a PHP version run under one php-fpm master and share its OPcache, so every
+pool file sets ``OPCACHE_ISOLATION`` with ``php_admin_value`` (a script cannot change it),
+before the tenant's ``php_settings``: php-fpm applies a pool's ``php_admin_value`` lines
+last to first, so the first line of a name wins. The model refuses every ``opcache.*``
+setting in ``php_settings`` anyway (``FORBIDDEN_PHP_SETTINGS`` in ``ccm.models.objects``).
+
 Checks and reloads: for every PHP version this node may have pool files of — versions
 of current pools plus the ``clusters`` objects' ``php_versions`` — a ``php_fpm_check``
 and a reload of ``php<version>-fpm``, both triggered by that version's ``pool.d/``. A
@@ -35,6 +41,22 @@ from configurations._common import referenced
 WEB_SERVER_GROUP = "www-data"
 #: Section names php-fpm gives a meaning of its own: a pool may not be called so.
 RESERVED_POOL_NAMES = frozenset({"global"})
+#: ``opcache.restrict_api`` in every pool: only scripts under this path may call OPcache's
+#: API, and no script is there (no home is, and a tenant cannot create it)
+OPCACHE_API_NOWHERE = "/nonexistent/"
+#: Set in every pool with ``php_admin_value`` (a tenant's ``php_settings`` may not name
+#: them: the model refuses every ``opcache.*``). All pools of a PHP version share one
+#: php-fpm master and so one OPcache, and Debian ships these off/empty:
+#: ``validate_permission`` — a cached script runs only if this pool may read its file
+#: (else alice's ``include`` of bob's file runs bob's cached copy while bob's request has
+#: it fresh); ``validate_root`` — the cache key holds the root (pools in a chroot);
+#: ``restrict_api`` — ``opcache_get_status()`` lists every pool's scripts and
+#: ``opcache_reset()`` empties the cache for all, so no tenant's script may call them.
+OPCACHE_ISOLATION: tuple[tuple[str, str | bool], ...] = (
+    ("opcache.validate_permission", True),
+    ("opcache.validate_root", True),
+    ("opcache.restrict_api", OPCACHE_API_NOWHERE),
+)
 
 
 def pool_dir(php_version: str) -> str:
@@ -100,7 +122,9 @@ class PoolView:
     listen_group: str
     max_children: int
     spare: SpareServers
-    #: (setting name, quoted value), sorted by name
+    #: (setting name, quoted value): ccm's own, the same in every pool
+    fixed_admin_values: tuple[tuple[str, str], ...]
+    #: (setting name, quoted value): the tenant's ``php_settings``, sorted by name
     php_admin_values: tuple[tuple[str, str], ...]
 
 
@@ -152,6 +176,9 @@ class PhpFpmPools(Configuration):
                 listen_group=WEB_SERVER_GROUP,
                 max_children=pool.max_children,
                 spare=spare_servers(pool.max_children),
+                fixed_admin_values=tuple(
+                    (name, ini_quote(value)) for name, value in OPCACHE_ISOLATION
+                ),
                 php_admin_values=tuple(
                     (name, ini_quote(value)) for name, value in sorted(pool.php_settings.items())
                 ),

@@ -74,6 +74,7 @@ from ccm.plan.changes import Playbook
 from ccm.plan.node import Accounts
 from ccm.plan.paths import file_name
 from ccm.settings import EtcdSettings, Settings
+from configurations.php_fpm_pools import OPCACHE_ISOLATION
 
 UID_BASE = 20000
 EXAMPLES = int(os.environ.get("CCM_PROPERTY_EXAMPLES", "200"))
@@ -425,7 +426,8 @@ def check_node(root: Path, snapshot: Snapshot) -> None:
             else:
                 keys.add(key)
         assert keys == POOL_KEYS, f"{pool.describe()} directives {sorted(keys)}"
-        assert settings_read == {k: ini_value(v) for k, v in pool.php_settings.items()}
+        fixed_and_tenants = [*OPCACHE_ISOLATION, *pool.php_settings.items()]
+        assert settings_read == {k: ini_value(v) for k, v in fixed_and_tenants}
         assert f"user = {user.username}" in lines and f"chdir = {user.home}" in lines
 
 

@@ -455,6 +455,10 @@ def test_pool_file(render: TemplateRenderer) -> None:
     ]:
         assert expected in lines
     assert [line for line in lines if line.startswith("php_admin_value")] == [
+        # ccm's own, in every pool: the OPcache all pools share is not a way between them
+        'php_admin_value[opcache.validate_permission] = "On"',
+        'php_admin_value[opcache.validate_root] = "On"',
+        'php_admin_value[opcache.restrict_api] = "/nonexistent/"',
         'php_admin_value[a.b] = "1"',
         'php_admin_value[display_errors] = "On"',
         'php_admin_value[upload_max_filesize] = "64M"',
@@ -547,7 +551,8 @@ def test_nginx_vhosts(render: TemplateRenderer) -> None:
         assert "include" not in content  # nothing the check would have to find on disk
         assert "_log" not in content  # no per-vhost logs
     for content in (php.content, plain.content):
-        assert "    disable_symlinks if_not_owner from=$document_root;\n" in content
+        # every component is checked, the document root's too (no from=)
+        assert "    disable_symlinks if_not_owner;\n" in content
     assert only(changes, Check) == [Check("nginx_check", ("/etc/nginx/sites-enabled/",))]
     assert only(changes, UnitAction) == [
         UnitAction("nginx", "reload", ("/etc/nginx/sites-enabled/",))

@@ -24,7 +24,7 @@ from ccm.models import CcmObject, FpmPool, Snapshot, UnixUser, VirtualHost
 from ccm.plan.changes import Change, File
 from ccm.plan.templates import TemplateRenderer, default_templates_dir
 from configurations.nginx_vhosts import NginxVhosts
-from configurations.php_fpm_pools import PhpFpmPools
+from configurations.php_fpm_pools import OPCACHE_ISOLATION, PhpFpmPools
 
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
@@ -274,7 +274,7 @@ def test_php_fpm_reads_php_values_back_exactly(tmp_path: Path, render: TemplateR
     parsed = dict(re.findall(r"php_admin_value\[([a-z_.]+)\] = (.*)$", output, flags=re.MULTILINE))
     expected = {
         name: ("On" if value else "Off") if isinstance(value, bool) else str(value)
-        for name, value in TRICKY_SETTINGS.items()
+        for name, value in [*OPCACHE_ISOLATION, *TRICKY_SETTINGS.items()]
     }
     assert parsed == expected
 

@@ -8,13 +8,16 @@ unchanged, inside a private mount + network + PID namespace (``serving_node.py``
 root's accounts, homes, pool and site directories and cron spool are bind-mounted over
 the real paths there, and the machine's own ``/etc``, ``/home`` and ``/var`` are never
 written. The servers start once for this module; real HTTP requests over loopback (curl)
-check what a visitor and a tenant get. Missing programs fail the tests (never skipped).
+check what a visitor and a tenant get, and what a tenant gets of another's files: through
+a link, a document root that is a link, or the OPcache all pools share. Missing programs
+fail the tests (never skipped).
 """
 
 from __future__ import annotations
 
 import grp
 import itertools
+import json
 import os
 import stat
 import subprocess
@@ -32,12 +35,14 @@ from ccm.models import CcmObject, Cron, FpmPool, MailAccount, Snapshot, UnixUser
 from ccm.plan.commands import fill
 from configurations import CONFIGURATIONS
 from configurations.nginx_vhosts import NginxVhosts
-from configurations.php_fpm_pools import PhpFpmPools
+from configurations.php_fpm_pools import OPCACHE_API_NOWHERE, PhpFpmPools
 
 UID_BASE = 20000
 ALICE_UID, BOB_UID = UID_BASE + 1, UID_BASE + 2
 PASSWORD = "correct horse battery staple"
 SECRET = "bob's secret: 7f3a9c"
+DB_BACKUP = "-- bob's database dump: 5be1d0\n"
+PHP_SECRET = "bob's compiled secret: 0c4e7d"
 
 
 def objects(password_hash: str) -> list[CcmObject]:
@@ -75,6 +80,22 @@ def objects(password_hash: str) -> list[CcmObject]:
             document_root="/home/bob/www",
             fpm_pool_id=2,
         ),
+        # alice's document roots that are, or pass through, links she makes after the apply
+        *(
+            VirtualHost(
+                id=vhost_id,
+                domain=domain,
+                unix_user_id=1,
+                document_root=document_root,
+                fpm_pool_id=1,
+                front_controller=False,
+            )
+            for vhost_id, domain, document_root in [
+                (5, "linked.alice.example.com", "/home/alice/linked"),  # -> /home/bob
+                (6, "through.alice.example.com", "/home/alice/through/www"),  # through -> bob
+                (7, "current.alice.example.com", "/home/alice/current"),  # -> her own www
+            ]
+        ),
         Cron(
             id=1,
             unix_user_id=1,
@@ -100,10 +121,43 @@ PEEK = (
     "$content = @file_get_contents($_GET['path']);\n"
     'echo $content === false ? "DENIED" : $content;\n'
 )
+# alice's page for the shared OPcache: "someone requests bob's page" (this request fetches
+# it, so bob's pool compiles it into the cache now: the cached copy is stamped with bob's
+# request time, never earlier than this request's, so it is inside this request's
+# revalidation window whatever the machine's load), then she includes bob's file.
+STEAL = r"""<?php
+$target = "/home/bob/www/secret.php";
+$context = stream_context_create(["http" => ["header" => "Host: bob.example.net"]]);
+$page = @file_get_contents("http://127.0.0.1/secret.php", false, $context);
+echo "bob's page: ", $page === false ? "UNREACHABLE" : $page, "\n";
+echo is_readable($target) ? "readable" : "unreadable", "\n";
+ob_start();  // bob's page prints itself: keep only what alice gets from it
+@include $target;
+ob_end_clean();
+echo isset($secret) ? $secret : "NO-SECRET", "\n";
+"""
+# alice asks the shared OPcache what it holds, and shows her pool's OPcache settings.
+OPCACHE_STATUS = r"""<?php
+$status = @opcache_get_status(true);
+$scripts = is_array($status) ? array_keys($status["scripts"] ?? []) : [];
+$names = ["enable", "validate_permission", "validate_root", "restrict_api"];
+$settings = [];
+foreach ($names as $name) { $settings[$name] = ini_get("opcache.$name"); }
+echo json_encode([
+    "loaded" => extension_loaded("Zend OPcache"),
+    "settings" => $settings,
+    "status" => $status !== false,
+    "others" => array_values(
+        array_filter($scripts, fn($p) => !str_starts_with($p, "/home/alice/"))
+    ),
+]);
+"""
 SITE_FILES: dict[str, tuple[int, str]] = {
     "alice/www/index.php": (ALICE_UID, FRONT_CONTROLLER),
     "alice/www/whoami.php": (ALICE_UID, WHOAMI),
     "alice/www/peek.php": (ALICE_UID, PEEK),
+    "alice/www/steal.php": (ALICE_UID, STEAL),
+    "alice/www/opcache-status.php": (ALICE_UID, OPCACHE_STATUS),
     "alice/www/hello.txt": (ALICE_UID, "hello from alice\n"),
     "alice/www/.env": (ALICE_UID, "DB_PASSWORD=alice-dotfile-secret\n"),
     "alice/www/.well-known/acme-challenge/token": (ALICE_UID, "acme-token\n"),
@@ -113,7 +167,11 @@ SITE_FILES: dict[str, tuple[int, str]] = {
     "bob/www/whoami.php": (BOB_UID, WHOAMI),
     "bob/www/peek.php": (BOB_UID, PEEK),
     "bob/www/secret.txt": (BOB_UID, SECRET + "\n"),
+    "bob/www/secret.php": (BOB_UID, f'<?php $secret = "{PHP_SECRET}"; echo "bob\'s page";\n'),
+    "bob/private/db-backup.sql": (BOB_UID, DB_BACKUP),
 }
+#: files older than OPcache's file_update_protection (2 s): cached on their first request
+AN_HOUR_AGO = 3600
 
 
 def put_site_files(root: Path) -> None:
@@ -128,10 +186,20 @@ def put_site_files(root: Path) -> None:
         path.write_text(content)
         os.chown(path, uid, uid)
         path.chmod(0o644)
-    # alice links bob's file into her document root: nginx can read it, she must not get it
-    link = home / "alice/www/bobs-secret.txt"
-    link.symlink_to("/home/bob/www/secret.txt")  # the path as seen on the node
-    os.lchown(link, ALICE_UID, ALICE_UID)
+        then = path.stat().st_mtime - AN_HOUR_AGO
+        os.utime(path, (then, then))
+    # the links alice makes (targets as seen on the node): nginx can read every home, so
+    # she must not get bob's files through them; links to her own files keep working
+    for relative, target in [
+        ("alice/www/bobs-secret.txt", "/home/bob/www/secret.txt"),
+        ("alice/www/hello-link.txt", "/home/alice/www/hello.txt"),
+        ("alice/linked", "/home/bob"),
+        ("alice/through", "/home/bob"),
+        ("alice/current", "/home/alice/www"),
+    ]:
+        link = home / relative
+        link.symlink_to(target)
+        os.lchown(link, ALICE_UID, ALICE_UID)
 
 
 def dovecot_config(base: Path) -> Path:
@@ -292,6 +360,82 @@ def test_a_tenants_symlink_to_another_tenants_file_is_not_served(served: Served)
         200,
         "front controller of alice: /bobs-secret.txt query=",
     ), str(result)
+
+
+NGINX_404 = "<center><h1>404 Not Found</h1></center>"
+
+
+def test_a_link_to_the_tenants_own_file_is_served(served: Served) -> None:
+    result = served.node.get("plain.alice.example.com", "/hello-link.txt")
+    assert (result.status, result.body) == (200, "hello from alice\n"), str(result)
+    # a document root that is a link to her own directory (a deploy's "current")
+    for path, content in [("/hello.txt", "hello from alice\n"), ("/whoami.php", "alice")]:
+        result = served.node.get("current.alice.example.com", path)
+        assert (result.status, result.body) == (200, content), str(result)
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "content"),
+    [
+        # the document root IS a link to bob's home: even files outside bob's document root
+        ("linked.alice.example.com", "/private/db-backup.sql", DB_BACKUP),
+        ("linked.alice.example.com", "/www/secret.txt", SECRET),
+        ("linked.alice.example.com", "/www/secret.php", PHP_SECRET),
+        ("linked.alice.example.com", "/www/whoami.php", "bob"),
+        # the document root passes through a link to bob's home
+        ("through.alice.example.com", "/secret.txt", SECRET),
+        ("through.alice.example.com", "/secret.php", PHP_SECRET),
+        ("through.alice.example.com", "/whoami.php", "bob"),
+    ],
+)
+def test_a_document_root_through_a_link_to_another_tenant_serves_nothing(
+    served: Served, host: str, path: str, content: str
+) -> None:
+    """``disable_symlinks`` checks every component of the path, the document root's too:
+    alice owns everything in her home, so a ``from=$document_root`` that skips them lets
+    her link her document root to bob's home. nginx refuses the file itself (404), static
+    or ``.php``: no request reaches alice's pool with a path into bob's home."""
+    result = served.node.get(host, path)
+    assert result.status == 404, str(result)
+    assert content.strip() not in result.body
+    assert NGINX_404 in result.body, str(result)  # nginx's answer, not php-fpm's
+
+
+# --- the shared OPcache: one php-fpm master, one cache for every pool -----------------
+
+
+def test_a_tenant_cannot_include_another_tenants_cached_script(served: Served) -> None:
+    """bob's page is compiled into the OPcache all pools share; alice's ``include`` of
+    it must not run the cached copy she could never read (``opcache.validate_permission``,
+    set by ccm in every pool with ``php_admin_value``)."""
+    result = served.node.get("bob.example.net", "/secret.php")
+    assert (result.status, result.body) == (200, "bob's page"), str(result)
+    result = served.node.get("alice.example.com", "/steal.php")
+    assert result.status == 200, str(result)
+    page, readable, secret = result.body.splitlines()
+    assert page == "bob's page: bob's page"  # the sequence ran: bob's page was served
+    assert readable == "unreadable"  # alice may not read the file ...
+    assert secret == "NO-SECRET"  # ... nor run its cached copy
+    assert PHP_SECRET not in result.body
+
+
+def test_the_shared_opcache_is_on_and_closed_to_each_tenant(served: Served) -> None:
+    """OPcache runs in the pools (so the test above means something), with ccm's
+    settings; its API, which sees the whole shared cache, answers no tenant."""
+    result = served.node.get("bob.example.net", "/secret.php")  # bob's script is cached
+    assert result.status == 200, str(result)
+    result = served.node.get("alice.example.com", "/opcache-status.php")
+    assert result.status == 200, str(result)
+    report = json.loads(result.body)
+    assert report["loaded"] is True
+    assert report["settings"] == {
+        "enable": "1",  # Debian's php.ini
+        "validate_permission": "On",  # ccm's pool file
+        "validate_root": "On",
+        "restrict_api": OPCACHE_API_NOWHERE,
+    }
+    assert report["status"] is False  # opcache_get_status() is refused ...
+    assert report["others"] == []  # ... so bob's paths are not listed
 
 
 # --- mail and cron -------------------------------------------------------------------

@@ -91,6 +91,60 @@ def test_a_pool_may_not_load_native_code(tenants: ObjectStore) -> None:
     refused(tenants, "fpm-pools", raw, "php_settings", "extension")
 
 
+# -- issue 15, finding 2: every pool of a php-fpm shares its OPcache ---------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        # how ccm's pool file guards the shared cache
+        ("opcache.validate_permission", False, "OPcache"),
+        ("opcache.validate_root", "0", "OPcache"),
+        ("opcache.restrict_api", "", "OPcache"),
+        # compiled code from a directory of the tenant's into the shared memory
+        ("opcache.file_cache", "/home/alice/.opcache", "OPcache"),
+        ("opcache.file_cache_consistency_checks", False, "OPcache"),
+        ("opcache.preload", "/home/alice/preload.php", "OPcache"),
+        ("opcache.preload_user", "root", "OPcache"),
+        ("opcache.enable", 0, "OPcache"),  # every opcache.* setting: the prefix is refused
+        # the worker's memory, with the shared cache in it
+        ("ffi.enable", True, "FFI"),
+        ("ffi.preload", "/home/alice/ffi.h", "FFI"),
+        ("zend_extension", "/home/alice/evil.so", "native code"),
+        ("extension_dir", "/home/alice/ext", "native code"),
+    ],
+)
+def test_a_pool_may_not_set_what_reaches_the_shared_opcache(
+    tenants: ObjectStore, name: str, value: str | bool | int, reason: str
+) -> None:
+    raw = pool(1, 1, "alice", php_settings={"memory_limit": "256M", name: value})
+    refused(tenants, "fpm-pools", raw, "php_settings", repr(name), reason)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        # opened or run as the tenant, or narrowing only the tenant's own pool
+        ("error_log", "/home/alice/logs/php.log"),
+        ("auto_prepend_file", "/home/alice/prepend.php"),
+        ("session.save_path", "/home/alice/sessions"),
+        ("upload_tmp_dir", "/home/alice/tmp"),
+        ("sys_temp_dir", "/home/alice/tmp"),
+        ("sendmail_path", "/usr/sbin/sendmail -t -i"),
+        ("open_basedir", "/home/alice:/tmp"),
+        ("disable_functions", "exec,passthru"),
+        ("opcache", "1"),  # not under the prefix "opcache." (and no php.ini setting)
+        ("ffi", "1"),
+    ],
+)
+def test_a_pool_may_set_what_stays_in_its_own_account(
+    tenants: ObjectStore, name: str, value: str
+) -> None:
+    tenants.put("fpm-pools", [pool(1, 1, "alice", php_settings={name: value})])
+    stored = tenants.get("fpm-pools", 1)
+    assert isinstance(stored, FpmPool) and stored.php_settings == {name: value}
+
+
 @pytest.mark.parametrize("object_id", [2**31, 2**63, 10**30])
 def test_ids_beyond_an_int32_are_refused(store: ObjectStore, object_id: int) -> None:
     before = stored_state(store)

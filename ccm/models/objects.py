@@ -313,8 +313,42 @@ class Cron(CcmObject):
         return {"unix_user_id+name": (self.unix_user_id, self.name)}
 
 
-#: php.ini settings a pool may not set: they load native code into the pool
-FORBIDDEN_PHP_SETTINGS = frozenset({"extension", "zend_extension", "extension_dir"})
+#: Why a pool may not set a php.ini setting (the refusal says it). A pool's settings apply
+#: in its workers after they became the tenant, so most give a tenant nothing its own PHP
+#: (or its crons) could not do: paths such as ``error_log``, ``auto_prepend_file`` or
+#: ``session.save_path`` are opened as the tenant, ``sendmail_path`` runs as the tenant,
+#: ``open_basedir`` and ``disable_functions`` only narrow the tenant's own pool. What all
+#: pools of a php-fpm share is its memory: the OPcache, mapped read-write into every
+#: worker, holding every tenant's compiled scripts. These reach it:
+_NATIVE_CODE = (
+    "loads native code into the worker, which can read and rewrite the OPcache that every "
+    "pool shares (other tenants' compiled scripts)"
+)
+FORBIDDEN_PHP_SETTINGS: dict[str, str] = {
+    "extension": _NATIVE_CODE,
+    "zend_extension": _NATIVE_CODE,
+    "extension_dir": "chooses the directory extension= loads native code from",
+}
+#: The same for every setting under a prefix.
+FORBIDDEN_PHP_SETTING_PREFIXES: dict[str, str] = {
+    "opcache.": "every pool shares one OPcache: ccm sets how it guards each tenant "
+    "(validate_permission, validate_root, restrict_api), its file cache would load "
+    "compiled code into the shared memory, and its other settings are the node's",
+    "ffi.": "FFI gives PHP code the worker's memory, which holds the OPcache every pool "
+    "shares: other tenants' compiled scripts could be read or rewritten",
+}
+
+
+def forbidden_php_setting(name: str) -> str | None:
+    """Why a pool may not set ``name``, or None when it may."""
+    if name in FORBIDDEN_PHP_SETTINGS:
+        return FORBIDDEN_PHP_SETTINGS[name]
+    for prefix, reason in FORBIDDEN_PHP_SETTING_PREFIXES.items():
+        if name.startswith(prefix):
+            return reason
+    return None
+
+
 MAX_PHP_SETTINGS = 100
 MAX_PHP_SETTING_BYTES = 1024
 _PHP_SETTING_NAME = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*")
@@ -346,8 +380,9 @@ class FpmPool(CcmObject):
                     f"setting name {name!r} must be a php.ini name like memory_limit "
                     "or session.gc_maxlifetime (at most 128 characters)"
                 )
-            if name in FORBIDDEN_PHP_SETTINGS:
-                raise ValueError(f"setting {name!r} may not be set by a pool")
+            reason = forbidden_php_setting(name)
+            if reason is not None:
+                raise ValueError(f"setting {name!r} may not be set by a pool: {reason}")
             if isinstance(setting, float) and not math.isfinite(setting):
                 raise ValueError(f"setting {name!r}: {setting!r} is not a finite number")
             if isinstance(setting, int) and not isinstance(setting, bool):
