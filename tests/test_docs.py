@@ -1,8 +1,11 @@
-"""The documentation in ``docs/`` matches the code.
+"""The documentation in ``docs/`` matches the code, and nothing in the repository points
+outside it.
 
 The tables between ``<!-- generated: … -->`` markers are written by ``ccm.docs`` from the
 registered object types, ``ccm.settings.Settings`` and the click commands; a page whose
 tables differ from what the code says now fails here, with the command that fixes it.
+A clone of the repository must be readable on its own: no pointer to a file it does not
+have, no link to a missing page or heading.
 """
 
 from __future__ import annotations
@@ -229,3 +232,104 @@ def test_check_lists_a_stale_page_and_changes_nothing(tmp_path: Path, capsys: An
     assert gen_docs([str(page)]) == 0
     assert "| `CCM_ETCD_PREFIX` | `etcd.prefix` |" in page.read_text()
     assert gen_docs(["--check", str(page)]) == 0
+
+
+# -- nothing points outside the repository -------------------------------------------------
+
+
+def _tracked() -> list[Path]:
+    listed = subprocess.run(
+        ["git", "-C", str(CHECKOUT), "ls-files", "-z"],
+        capture_output=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    return [CHECKOUT / name for name in listed.decode().split("\0") if name]
+
+
+def _texts() -> Iterator[tuple[Path, str]]:
+    for path in _tracked():
+        try:
+            yield path, path.read_text()
+        except (UnicodeDecodeError, IsADirectoryError, FileNotFoundError):
+            continue  # binary, or deleted in the work tree
+
+
+def _outside_code(text: str, spans: bool = False) -> Iterator[str]:
+    """The lines of a markdown text outside fenced code blocks, without inline code
+    (``spans``: with it)."""
+    fence = ""
+    for line in text.splitlines():
+        marker = re.match(r"\s*(`{3,}|~{3,})", line)
+        if marker and not fence:
+            fence = marker[1]
+        elif marker and marker[1].startswith(fence):
+            fence = ""
+        elif not fence:
+            yield line if spans else re.sub(r"(`+).+?\1", "", line)
+
+
+#: the shared folder beside the checkout, spelt without matching this file itself
+_OUTSIDE = re.compile("|".join([r"\.\./" + "shared", "/work/" + "shared", "shared" + r"\s+docs"]))
+_MD_NAME = re.compile(r"[\w./-]*\b[\w-]+\.md\b")
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_no_tracked_file_points_to_the_shared_folder_outside_the_checkout() -> None:
+    found = [
+        f"{path.relative_to(CHECKOUT)}:{number}: {line.strip()}"
+        for path, text in _texts()
+        for number, line in enumerate(text.splitlines(), 1)
+        if _OUTSIDE.search(line.lower())
+    ]
+    assert not found, "these point outside the repository:\n" + "\n".join(found)
+
+
+def test_every_markdown_file_a_tracked_file_names_is_in_the_repository() -> None:
+    tracked = set(_tracked())
+    names = {path.name for path in tracked}
+    missing = []
+    for path, text in _texts():
+        if path.is_relative_to(CHECKOUT / "tests"):
+            continue  # tests name the files they make (``page.md`` in a temporary folder)
+        for mention in _MD_NAME.findall(text):
+            here = {(path.parent / mention).resolve(), (CHECKOUT / mention).resolve()}
+            bare = "/" not in mention and mention in names
+            if not bare and not here & tracked:
+                missing.append(f"{path.relative_to(CHECKOUT)}: {mention}")
+    assert not missing, "no such file in the repository:\n" + "\n".join(missing)
+
+
+def _slug(heading: str) -> str:
+    """The anchor GitHub gives a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(text: str) -> set[str]:
+    found: set[str] = set()
+    for line in _outside_code(text, spans=True):
+        heading = re.match(r"#{1,6}\s+(.*)", line)
+        if heading:
+            slug = _slug(heading[1])
+            count = sum(1 for known in found if re.fullmatch(rf"{re.escape(slug)}(-\d+)?", known))
+            found.add(slug if count == 0 else f"{slug}-{count}")
+    return found
+
+
+def test_every_link_in_the_markdown_reaches_a_file_and_heading_in_the_repository() -> None:
+    tracked = set(_tracked())
+    folders = {parent for path in tracked for parent in path.parents}
+    broken = []
+    for path, text in _texts():
+        if path.suffix != ".md":
+            continue
+        for line in _outside_code(text):
+            for target in _LINK.findall(line):
+                if re.match(r"[a-z]+:", target):
+                    continue  # https:, mailto:
+                file, _, anchor = target.partition("#")
+                resolved = (path.parent / file).resolve() if file else path
+                if resolved not in tracked and resolved not in folders:
+                    broken.append(f"{path.relative_to(CHECKOUT)}: {target} (no such file)")
+                elif anchor and resolved.suffix == ".md":
+                    if anchor not in _anchors(resolved.read_text()):
+                        broken.append(f"{path.relative_to(CHECKOUT)}: {target} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)
