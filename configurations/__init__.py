@@ -1,8 +1,11 @@
-"""The built-in configurations of ccm, loaded through the ``ccm.configurations`` entry point.
+"""The built-in object types of ccm, each one module, loaded through the
+``ccm.configurations`` entry point like any third-party package.
 
-Each module holds one configuration: a pure planner that turns a snapshot of objects
-into the full intended state (typed changes from ``ccm.plan.changes``), rendering files
-from ``templates/``. They import only ``ccm.models``, ``ccm.plan`` and ``ccm.errors``.
+A module ``configurations/<type>.py`` holds everything about its type: the model with its
+rules and references, and the configuration(s) that plan what a node makes of it. Its
+templates are in ``templates/<type>/`` (beside the modules as ``configurations/templates``).
+They import only ``ccm.models``, ``ccm.plan`` and ``ccm.errors``: a built-in type has the
+shape of a plugin.
 
 Run order follows ``depends_on``::
 
@@ -16,13 +19,14 @@ Run order follows ``depends_on``::
 from __future__ import annotations
 
 from ccm.plan.configuration import Configuration
-from configurations.crontabs import Crontabs
-from configurations.dovecot_users import DovecotUsers
-from configurations.nginx_vhosts import NginxVhosts
-from configurations.php_fpm_pools import PhpFpmPools
-from configurations.php_versions import PhpVersions
+from configurations.clusters import PhpVersions
+from configurations.crons import Crontabs
+from configurations.fpm_pools import PhpFpmPools
+from configurations.mail_accounts import DovecotUsers
 from configurations.unix_users import UnixUsers
+from configurations.virtual_hosts import NginxVhosts
 
+#: every built-in configuration, listed once (the entry point's value)
 CONFIGURATIONS: tuple[type[Configuration], ...] = (
     UnixUsers,
     Crontabs,
@@ -31,13 +35,3 @@ CONFIGURATIONS: tuple[type[Configuration], ...] = (
     NginxVhosts,
     DovecotUsers,
 )
-
-__all__ = [
-    "CONFIGURATIONS",
-    "Crontabs",
-    "DovecotUsers",
-    "NginxVhosts",
-    "PhpFpmPools",
-    "PhpVersions",
-    "UnixUsers",
-]

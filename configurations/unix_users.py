@@ -21,10 +21,70 @@ refused by nginx itself (``disable_symlinks if_not_owner``, in ``nginx-vhosts``)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar
 
-from ccm.models import Snapshot, UnixUser
+from pydantic import Field, ValidationInfo, field_validator
+
+from ccm.models.base import CcmObject
+from ccm.models.fields import AbsolutePath, Email, pattern
+from ccm.models.reserved import reserved_name, uid_problem
+from ccm.models.snapshot import Snapshot
 from ccm.plan.changes import Account, Change, Directory
 from ccm.plan.configuration import Configuration, Render
+
+
+class UnixUser(CcmObject):
+    TYPE: ClassVar[str] = "unix-users"
+    # The account, its uid (derived from the id) and its home are the user's identity on
+    # every node: a rename would orphan the home. Delete and create a new user instead.
+    IMMUTABLE: ClassVar[tuple[str, ...]] = ("username",)
+    username: Annotated[
+        str,
+        Field(strict=True),
+        pattern(r"[a-z_][a-z0-9_-]{0,31}", "a user name of a-z, 0-9, _ and - (at most 32)"),
+    ]
+    email: Email | None = None
+    shell: AbsolutePath = "/bin/bash"
+
+    @field_validator("username")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if reserved_name(value):
+            raise ValueError(f"{value!r} is reserved for a system account or group")
+        return value
+
+    @field_validator("shell")
+    @classmethod
+    def _shell(cls, value: str) -> str:
+        if value == "/" or len(value) > 255:
+            raise ValueError(f"{value!r} is not a shell (an absolute path of at most 255)")
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _uid(cls, value: int, info: ValidationInfo) -> int:
+        """The account's uid is ``uid_base + id``: it must be a usable, unreserved uid.
+
+        Checked at write time, with the writer's ``uid_base`` in the validation context;
+        a stored object is read without it, and each node checks the uid it would give
+        with its own ``uid_base`` (refusing that one account, not halting).
+        """
+        context = info.context if isinstance(info.context, dict) else {}
+        if "uid_base" not in context:
+            return value
+        uid_base = int(context["uid_base"])
+        problem = uid_problem(uid_base + value)
+        if problem:
+            raise ValueError(f"the account would get {problem} (uid_base {uid_base} + id)")
+        return value
+
+    @property
+    def home(self) -> str:
+        return f"/home/{self.username}"
+
+    def unique_keys(self) -> dict[str, Any]:
+        return {"username": self.username}
+
 
 #: the web server's group (Debian's nginx workers run as www-data)
 WEB_SERVER_GROUP = "www-data"

@@ -58,23 +58,17 @@ from ccm.cluster.store import ObjectStore
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.errors import CcmError
-from ccm.models import (
-    OBJECT_TYPES,
-    CcmObject,
-    Cron,
-    FpmPool,
-    MailAccount,
-    Snapshot,
-    UnixUser,
-    VirtualHost,
-    parse_object,
-)
+from ccm.models import OBJECT_TYPES, CcmObject, Snapshot, parse_object
 from ccm.plan.ansible import PlaybookPreview, default_playbooks_dir, fingerprint
 from ccm.plan.changes import Playbook
 from ccm.plan.node import Accounts
 from ccm.plan.paths import file_name
 from ccm.settings import EtcdSettings, Settings
-from configurations.php_fpm_pools import OPCACHE_ISOLATION
+from configurations.crons import Cron
+from configurations.fpm_pools import OPCACHE_ISOLATION, FpmPool
+from configurations.mail_accounts import MailAccount
+from configurations.unix_users import UnixUser
+from configurations.virtual_hosts import VirtualHost
 
 UID_BASE = 20000
 EXAMPLES = int(os.environ.get("CCM_PROPERTY_EXAMPLES", "200"))

@@ -30,19 +30,7 @@ import pytest
 
 import configurations
 from ccm.errors import PlanError
-from ccm.models import (
-    OBJECT_TYPES,
-    CcmObject,
-    Cluster,
-    Cron,
-    FpmPool,
-    MailAccount,
-    Snapshot,
-    UnixUser,
-    VirtualHost,
-    cross_object_problems,
-    parse_object,
-)
+from ccm.models import OBJECT_TYPES, CcmObject, Snapshot, cross_object_problems, parse_object
 from ccm.plan.changes import (
     Account,
     Change,
@@ -54,14 +42,14 @@ from ccm.plan.changes import (
     UnitAction,
 )
 from ccm.plan.configuration import Configuration
-from ccm.plan.templates import TemplateRenderer, default_templates_dir
+from ccm.plan.templates import TemplateRenderer, package_templates
 from configurations import CONFIGURATIONS
-from configurations.crontabs import Crontabs
-from configurations.dovecot_users import DovecotUsers, passwd_file_line
-from configurations.nginx_vhosts import NginxVhosts
-from configurations.php_fpm_pools import PhpFpmPools, SpareServers, ini_quote, spare_servers
-from configurations.php_versions import PhpVersions
-from configurations.unix_users import UnixUsers
+from configurations.clusters import Cluster, PhpVersions
+from configurations.crons import Cron, Crontabs
+from configurations.fpm_pools import FpmPool, PhpFpmPools, SpareServers, ini_quote, spare_servers
+from configurations.mail_accounts import DovecotUsers, MailAccount, passwd_file_line
+from configurations.unix_users import UnixUser, UnixUsers
+from configurations.virtual_hosts import NginxVhosts, VirtualHost
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(path.name for path in GOLDEN.iterdir() if (path / "objects.json").is_file())
@@ -70,7 +58,7 @@ UPDATE = os.environ.get("CCM_UPDATE_GOLDEN") == "1"
 
 @pytest.fixture(scope="module")
 def render() -> TemplateRenderer:
-    return TemplateRenderer(default_templates_dir())
+    return TemplateRenderer(package_templates(UnixUsers))
 
 
 # --- helpers -------------------------------------------------------------------------

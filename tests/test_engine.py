@@ -93,8 +93,8 @@ def test_a_stored_object_that_no_longer_validates_is_a_plan_error_naming_it() ->
     from ccm.cluster.store import InvalidStoredObject
     from ccm.engine.run import Engine
     from ccm.errors import PlanError
-    from ccm.models import UnixUser
     from ccm.settings import Settings
+    from configurations.unix_users import UnixUser
 
     def reads_users(self: Configuration, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         snapshot.all(UnixUser)

@@ -13,12 +13,13 @@ from noderoot import actions, logging_command, node_settings, seed_root
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.errors import ActionFailed, CheckFailed, LockLost, PlanError, RunError
-from ccm.models import Snapshot, UnixUser
+from ccm.models import Snapshot
 from ccm.plan.changes import Account, Change, Check, Directory, File, UnitAction
 from ccm.plan.configuration import Configuration, Render
 from ccm.plan.diff import actions_that_would_run
 from ccm.plan.executor import Executor
 from ccm.settings import Settings
+from configurations.unix_users import UnixUser
 
 
 class Planned:
@@ -432,8 +433,10 @@ sys.path.insert(0, {tests!r})
 from noderoot import node_settings
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
-from ccm.models import Snapshot, UnixUser, VirtualHost
+from ccm.models import Snapshot
 from configurations import CONFIGURATIONS
+from configurations.unix_users import UnixUser
+from configurations.virtual_hosts import VirtualHost
 settings = node_settings(__import__("pathlib").Path({root!r}),
                          commands={{"nginx_check": ["sh", "-c", "kill -9 $PPID; sleep 5"]}})
 snapshot = Snapshot.of(1, [
@@ -452,8 +455,9 @@ def test_files_written_by_a_run_killed_before_their_check_are_checked_next_time(
     import subprocess
     import sys
 
-    from ccm.models import UnixUser, VirtualHost
     from configurations import CONFIGURATIONS
+    from configurations.unix_users import UnixUser
+    from configurations.virtual_hosts import VirtualHost
 
     script = CRASH_DURING_CHECK.format(tests=str(Path(__file__).parent), root=str(root))
     crashed = subprocess.run([sys.executable, "-c", script], capture_output=True, check=False)

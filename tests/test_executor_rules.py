@@ -21,11 +21,12 @@ from ccm import faults
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.errors import ActionFailed, CheckFailed, CommandFailed, RunError
-from ccm.models import Snapshot, UnixUser
+from ccm.models import Snapshot
 from ccm.plan.changes import Account, Change, Check, File, Playbook, UnitAction
 from ccm.plan.configuration import Configuration, Render
 from ccm.plan.executor import Executor
 from ccm.settings import Settings
+from configurations.unix_users import UnixUser
 
 
 class Planned:

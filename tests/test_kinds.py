@@ -17,9 +17,12 @@ from noderoot import node_settings, seed_root
 
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
-from ccm.models import Cron, FpmPool, Snapshot, UnixUser
+from ccm.models import Snapshot
 from ccm.plan.diff import describe_json, describe_text
 from configurations import CONFIGURATIONS
+from configurations.crons import Cron
+from configurations.fpm_pools import FpmPool
+from configurations.unix_users import UnixUser
 
 ALICE = UnixUser(id=1, username="alice")
 POOL = FpmPool(id=1, name="alice-web", unix_user_id=1, php_version="8.2")

@@ -21,23 +21,23 @@ from ccm.errors import ValidationFailed
 from ccm.models import (
     AbsolutePath,
     CcmObject,
-    Cluster,
-    Cron,
-    FpmPool,
-    MailAccount,
     Node,
     ObjectId,
     Ref,
     Snapshot,
     Text,
-    UnixUser,
-    VirtualHost,
     model_for,
     parse_object,
     parse_objects,
     pattern,
 )
 from ccm.models.base import object_types
+from configurations.clusters import Cluster
+from configurations.crons import Cron
+from configurations.fpm_pools import FpmPool
+from configurations.mail_accounts import MailAccount
+from configurations.unix_users import UnixUser
+from configurations.virtual_hosts import VirtualHost
 
 
 def problems_of(type_name: str, raw: Any) -> list[str]:

@@ -22,9 +22,13 @@ from ccm.daemon.node_run import NodeRun
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.errors import RunError
-from ccm.models import CcmObject, Cron, FpmPool, Snapshot, UnixUser, VirtualHost
+from ccm.models import CcmObject, Snapshot
 from ccm.settings import EtcdSettings, Settings
 from configurations import Crontabs, NginxVhosts, PhpFpmPools, PhpVersions, UnixUsers
+from configurations.crons import Cron
+from configurations.fpm_pools import FpmPool
+from configurations.unix_users import UnixUser
+from configurations.virtual_hosts import VirtualHost
 
 CONFIGURATIONS = [UnixUsers, Crontabs, PhpVersions, PhpFpmPools, NginxVhosts]
 ALICE = UnixUser(id=1, username="alice")

@@ -19,8 +19,12 @@ from ccm.cluster.store import ObjectStore
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.errors import ReferencedObject, ValidationFailed
-from ccm.models import Cron, MailAccount, Node, Snapshot, UnixUser, VirtualHost
+from ccm.models import Node, Snapshot
 from configurations import CONFIGURATIONS
+from configurations.crons import Cron
+from configurations.mail_accounts import MailAccount
+from configurations.unix_users import UnixUser
+from configurations.virtual_hosts import VirtualHost
 
 HASH = "$6$saltsalt$" + "a" * 86
 ALICE = UnixUser(id=1, username="alice")

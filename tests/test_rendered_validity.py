@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from ccm.models import CcmObject, FpmPool, Snapshot, UnixUser, VirtualHost
+from ccm.models import CcmObject, Snapshot
 from ccm.plan.changes import Change, File
-from ccm.plan.templates import TemplateRenderer, default_templates_dir
-from configurations.nginx_vhosts import NginxVhosts
-from configurations.php_fpm_pools import OPCACHE_ISOLATION, PhpFpmPools
+from ccm.plan.templates import TemplateRenderer, package_templates
+from configurations.fpm_pools import OPCACHE_ISOLATION, FpmPool, PhpFpmPools
+from configurations.unix_users import UnixUser, UnixUsers
+from configurations.virtual_hosts import NginxVhosts, VirtualHost
 
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
@@ -54,7 +55,7 @@ def write_files(root: Path, changes: Sequence[Change]) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def render() -> TemplateRenderer:
-    return TemplateRenderer(default_templates_dir())
+    return TemplateRenderer(package_templates(UnixUsers))
 
 
 # --- nginx ---------------------------------------------------------------------------

@@ -31,11 +31,14 @@ from serving_node import ServedNode, ServingError
 
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
-from ccm.models import CcmObject, Cron, FpmPool, MailAccount, Snapshot, UnixUser, VirtualHost
+from ccm.models import CcmObject, Snapshot
 from ccm.plan.commands import fill
 from configurations import CONFIGURATIONS
-from configurations.nginx_vhosts import NginxVhosts
-from configurations.php_fpm_pools import OPCACHE_API_NOWHERE, PhpFpmPools
+from configurations.crons import Cron
+from configurations.fpm_pools import OPCACHE_API_NOWHERE, FpmPool, PhpFpmPools
+from configurations.mail_accounts import MailAccount
+from configurations.unix_users import UnixUser
+from configurations.virtual_hosts import NginxVhosts, VirtualHost
 
 UID_BASE = 20000
 ALICE_UID, BOB_UID = UID_BASE + 1, UID_BASE + 2

@@ -24,7 +24,11 @@ from ccm.errors import (
     StoreError,
     ValidationFailed,
 )
-from ccm.models import Cron, FpmPool, MailAccount, UnixUser, VirtualHost
+from configurations.crons import Cron
+from configurations.fpm_pools import FpmPool
+from configurations.mail_accounts import MailAccount
+from configurations.unix_users import UnixUser
+from configurations.virtual_hosts import VirtualHost
 
 HASH = "$6$rounds=5000$saltsalt$abcdefghijklmnopqrstuvwxyzABCDEF0123456789./"
 

@@ -27,7 +27,8 @@ from test_store import cron, pool, stored_state, user, vhost
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.store import InvalidStoredObject, ObjectStore
 from ccm.errors import DanglingReference, StoreError, ValidationFailed
-from ccm.models import CcmObject, ObjectsView, UnixUser, parse_object
+from ccm.models import CcmObject, ObjectsView, parse_object
+from configurations.unix_users import UnixUser
 
 # -- what a stored key holds ----------------------------------------------------------------
 

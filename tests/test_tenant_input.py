@@ -14,8 +14,13 @@ from test_store import HASH, cron, mail, pool, stored_state, user, vhost
 
 from ccm.cluster.store import ObjectStore
 from ccm.errors import ValidationFailed
-from ccm.models import Cron, FpmPool, MailAccount, UnixUser, VirtualHost, parse_object
+from ccm.models import parse_object
 from ccm.models.reserved import RESERVED_NAMES, reserved_name
+from configurations.crons import Cron
+from configurations.fpm_pools import FpmPool
+from configurations.mail_accounts import MailAccount
+from configurations.unix_users import UnixUser
+from configurations.virtual_hosts import VirtualHost
 
 
 @pytest.fixture

@@ -7,16 +7,13 @@ from the ``ccm.configurations`` entry points (the built-in ones live in the top-
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Iterator
 from importlib.metadata import entry_points
-from pathlib import Path
 
 from ccm.errors import GraphError
 from ccm.models import OBJECT_TYPES
+from ccm.models.types import ENTRY_POINT_GROUP
 from ccm.plan.configuration import Configuration
-
-ENTRY_POINT_GROUP = "ccm.configurations"
 
 
 class Registry:
@@ -49,17 +46,6 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._by_name)
-
-    def template_dirs(self) -> list[Path]:
-        """``templates/`` folders beside the configurations' modules (an extension's)."""
-        found: list[Path] = []
-        for configuration in self:
-            module = sys.modules.get(type(configuration).__module__)
-            source = getattr(module, "__file__", None)
-            folder = Path(source).parent / "templates" if source else None
-            if folder is not None and folder.is_dir() and folder not in found:
-                found.append(folder)
-        return found
 
     @property
     def groups(self) -> frozenset[str]:

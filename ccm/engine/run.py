@@ -24,7 +24,7 @@ from ccm.plan.executor import Executor, PlaybookExecutor, RunReport
 from ccm.plan.manifest import Manifest
 from ccm.plan.node import Accounts
 from ccm.plan.operations import ConfigurationOperations, Refusal, compute_operations
-from ccm.plan.templates import TemplateRenderer, default_templates_dir
+from ccm.plan.templates import TemplateRenderer, renderer_for
 from ccm.settings import Settings
 
 
@@ -62,10 +62,10 @@ class Engine:
         self.bus = EventBus(registry, self.graph)
         self.runner = runner
         self.playbooks: PlaybookExecutor = playbooks or AnsiblePlaybooks(settings)
-        templates = Path(settings.templates_dir) if settings.templates_dir else None
-        self.renderer = TemplateRenderer(
-            templates or default_templates_dir(), registry.template_dirs()
-        )
+        override = Path(settings.templates_dir) if settings.templates_dir else None
+        self.renderers: dict[str, TemplateRenderer] = {
+            c.name: renderer_for(type(c), c.name, override) for c in registry
+        }
 
     @property
     def manifest_path(self) -> Path:
@@ -101,11 +101,11 @@ class Engine:
         refused: dict[str, Refusal] = {}
         for name in self.select(types):
             configuration = self.registry[name]
-            self.renderer.configuration = name
             try:
                 # a configuration whose groups this node lacks plans nothing: what it
                 # wrote here earlier is removed (a group taken away)
-                changes = configuration.plan(snapshot, self.renderer) if name in here else []
+                render = self.renderers[name]
+                changes = configuration.plan(snapshot, render) if name in here else []
                 operations.append(
                     compute_operations(
                         name,
@@ -134,8 +134,7 @@ class Engine:
         snapshot = snapshot.viewed_from(self.settings.node)
         failures = []
         for name in sorted(self.runs_here(snapshot)):
-            self.renderer.configuration = name
-            for change in self.registry[name].plan(snapshot, self.renderer):
+            for change in self.registry[name].plan(snapshot, self.renderers[name]):
                 if not isinstance(change, Probe):
                     continue
                 argv = fill(

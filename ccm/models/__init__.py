@@ -1,26 +1,31 @@
-"""Layer 1: the object types as pydantic models (pure data, strict validation)."""
+"""Layer 1: the models' framework: the base of every object type, the field toolkit,
+the ``nodes`` type, snapshots and the type registry (pure data, strict validation).
+
+The object types themselves live with their configurations (``configurations/<type>.py``
+and third-party packages); they register by being defined.
+"""
 
 from ccm.models.base import CcmObject, ObjectsView
-from ccm.models.objects import (
+from ccm.models.fields import (
     AbsolutePath,
     Alias,
-    Cluster,
-    Cron,
-    FpmPool,
+    Email,
+    GroupName,
     Hostname,
-    MailAccount,
-    Node,
     ObjectId,
     Ref,
+    SafeFileName,
     Text,
-    UnixUser,
-    VirtualHost,
+    fullmatch,
+    path_inside,
     pattern,
 )
+from ccm.models.node import Node
 from ccm.models.snapshot import Snapshot
 from ccm.models.types import (
     OBJECT_TYPES,
     cross_object_problems,
+    load_types,
     model_for,
     parse_object,
     parse_objects,
@@ -32,27 +37,27 @@ from ccm.models.types import (
 __all__ = [
     "AbsolutePath",
     "Alias",
+    "CcmObject",
+    "Email",
+    "GroupName",
     "Hostname",
+    "Node",
+    "OBJECT_TYPES",
     "ObjectId",
     "ObjectsView",
     "Ref",
-    "Text",
-    "pattern",
-    "readers_of",
-    "reads_of",
-    "OBJECT_TYPES",
-    "CcmObject",
-    "Cluster",
-    "Cron",
-    "FpmPool",
-    "MailAccount",
-    "Node",
+    "SafeFileName",
     "Snapshot",
-    "UnixUser",
-    "VirtualHost",
+    "Text",
     "cross_object_problems",
+    "fullmatch",
+    "load_types",
     "model_for",
     "parse_object",
     "parse_objects",
+    "path_inside",
+    "pattern",
+    "readers_of",
+    "reads_of",
     "referrers_of",
 ]

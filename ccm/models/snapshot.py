@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ccm.models.base import CcmObject
-from ccm.models.objects import Node
+from ccm.models.node import Node
 
 T = TypeVar("T", bound=CcmObject)
 

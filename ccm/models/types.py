@@ -4,18 +4,28 @@ Cross-object rules are the checks a single model cannot make alone (a vhost's do
 root must lie inside its user's home). The object store runs them at write time against
 the objects it read, and fences the write on those objects' revisions, so a rule checked
 here still holds when the write lands.
+
+Types register by being defined, in the modules the ``ccm.configurations`` entry points
+name (the built-in ``configurations`` package and third-party packages). ``load_types``
+imports them once; the lookups below call it, so a Cluster API that uses the object
+store directly knows every installed type without loading any configuration itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from functools import cache
+from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from ccm.errors import ValidationFailed
-from ccm.models import objects as _builtin  # noqa: F401 - defining the types registers them
 from ccm.models.base import CcmObject, ObjectsView, object_types
+from ccm.models.node import Node as _Node  # noqa: F401 - the framework's own type
+
+#: the entry point group that names the packages of object types and configurations
+ENTRY_POINT_GROUP = "ccm.configurations"
 
 #: every registered object type, TYPE → model: the built-in ones and every type a
 #: ``configurations`` module or an extension defines (importing it registers it)
@@ -29,7 +39,18 @@ Lookup = Callable[[str, int], CcmObject | None]
 ListType = Callable[[str], Iterable[CcmObject]]
 
 
+@cache
+def load_types() -> tuple[str, ...]:
+    """Import every ``ccm.configurations`` entry point once (defining a type registers
+    it); the names of the registered types."""
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        entry.load()
+    return tuple(sorted(OBJECT_TYPES))
+
+
 def model_for(type_name: str) -> type[CcmObject]:
+    if type_name not in OBJECT_TYPES:
+        load_types()
     try:
         return OBJECT_TYPES[type_name]
     except KeyError:
@@ -80,6 +101,7 @@ def parse_objects(
 
 def referrers_of(type_name: str) -> list[tuple[str, str]]:
     """``(referring type, field)`` pairs of every reference to ``type_name``."""
+    load_types()
     return [
         (model.TYPE, field)
         for model in OBJECT_TYPES.values()
@@ -108,4 +130,5 @@ def reads_of(type_name: str) -> tuple[str, ...]:
 
 def readers_of(type_name: str) -> list[str]:
     """The types whose rules read every object of ``type_name``."""
+    load_types()
     return sorted(t for t, model in OBJECT_TYPES.items() if type_name in model.READS)

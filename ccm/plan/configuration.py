@@ -9,10 +9,14 @@ changes. It is pure: it reads nothing but the snapshot and its templates (throug
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 
-from ccm.models import Snapshot
+from ccm.errors import PlanError
+from ccm.models.base import CcmObject
+from ccm.models.snapshot import Snapshot
 from ccm.plan.changes import Change
+
+T = TypeVar("T", bound=CcmObject)
 
 
 class Render(Protocol):
@@ -44,3 +48,29 @@ class Configuration:
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         raise NotImplementedError
+
+
+def referenced(
+    snapshot: Snapshot,
+    model: type[T],
+    object_id: int,
+    *,
+    referrer: CcmObject,
+    field: str,
+    configuration: str,
+) -> T:
+    """The object ``referrer.field`` points at; ``PlanError`` if the snapshot lacks it.
+
+    The object store refuses dangling references at write time and a snapshot is read at
+    one revision, so a missing referenced object means a broken invariant: the planner
+    raises, naming both objects, rather than silently dropping the referrer (which would
+    make the executor delete what the referrer produced).
+    """
+    found = snapshot.get(model, object_id)
+    if found is None:
+        raise PlanError(
+            configuration,
+            f"{referrer.describe()}: {field} refers to {model.TYPE}/{object_id}, "
+            f"which is not in the snapshot (revision {snapshot.revision})",
+        )
+    return found

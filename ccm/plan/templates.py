@@ -1,27 +1,30 @@
-"""Jinja2 rendering for configurations; template errors name the file and line."""
+"""Jinja2 rendering for configurations; template errors name the file and line.
+
+Every configuration renders from its own package's ``templates/`` folder, the one beside
+its module (``configurations/templates/virtual-hosts/…`` for a built-in type, which is
+the top-level ``templates/`` folder; ``ccm_motd/templates/motd.j2`` for a plugin), so two
+packages can never shadow each other's templates. An operator's ``templates_dir`` is
+searched first: a template of the same name there replaces the shipped one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
 from pathlib import Path
 
 import jinja2
 
 from ccm.errors import PlanError
-from ccm.plan.resources import resource_dir
 
 
 class TemplateRenderer:
-    """A ``Render`` over a templates folder: strict undefined, trailing newline kept.
+    """A ``Render`` over template folders (searched in order): strict undefined,
+    trailing newline kept; errors name ``configuration``."""
 
-    ``extra`` folders are searched after ``directory``: an extension's configuration
-    ships its templates in a ``templates/`` folder beside its module.
-    """
-
-    def __init__(self, directory: Path, extra: Sequence[Path] = ()) -> None:
-        self.directory = directory
+    def __init__(self, *directories: Path, configuration: str = "(template)") -> None:
+        self.directories = directories
         self.environment = jinja2.Environment(
-            loader=jinja2.FileSystemLoader([str(directory), *map(str, extra)]),
+            loader=jinja2.FileSystemLoader([str(d) for d in directories]),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
             trim_blocks=True,
@@ -31,7 +34,7 @@ class TemplateRenderer:
             # deployment, and the daemon builds a new renderer on SIGHUP
             auto_reload=False,
         )
-        self.configuration = "(template)"
+        self.configuration = configuration
 
     def __call__(self, template: str, /, **variables: object) -> str:
         try:
@@ -43,13 +46,24 @@ class TemplateRenderer:
             ) from error
         except jinja2.TemplateNotFound as error:
             raise PlanError(
-                self.configuration, f"template {error.name!r} not found in {self.directory}"
+                self.configuration,
+                f"template {error.name!r} not found in "
+                + ", ".join(str(d) for d in self.directories),
             ) from error
         except jinja2.UndefinedError as error:
             raise PlanError(self.configuration, f"template {template}: {error.message}") from error
 
 
-def default_templates_dir() -> Path:
-    """The templates shipped in the package (``ccm/data/templates`` of a wheel), or the
-    ``templates/`` folder of the checkout an editable install runs from."""
-    return resource_dir("templates")
+def package_templates(owner: type) -> Path:
+    """The ``templates/`` folder beside the module that defines ``owner`` (a configuration)."""
+    source = getattr(sys.modules.get(owner.__module__), "__file__", None)
+    if source is None:
+        raise PlanError(owner.__qualname__, f"module {owner.__module__} has no file")
+    return Path(source).parent / "templates"
+
+
+def renderer_for(owner: type, name: str, override: Path | None = None) -> TemplateRenderer:
+    """The ``Render`` of one configuration: ``override`` (an operator's folder), then its
+    own package's templates."""
+    folders = [override] if override is not None else []
+    return TemplateRenderer(*folders, package_templates(owner), configuration=name)

@@ -1,7 +1,7 @@
 """``php-fpm-pools``: one PHP-FPM pool file per ``fpm-pools`` object, then check and reload.
 
 Writes ``/etc/php/<version>/fpm/pool.d/<name>.conf`` (0644 root) from
-``templates/fpm-pool.conf.j2``: the pool runs as its unix user in the user's home and
+``templates/fpm-pools/fpm-pool.conf.j2``: the pool runs as its unix user in the user's home and
 listens on ``/run/php/<name>.sock``, owned by the user and group ``www-data`` with mode
 0660, so exactly the user and nginx (``www-data``) can connect.
 
@@ -11,7 +11,7 @@ All pools of a PHP version run under one php-fpm master and share its OPcache, s
 pool file sets ``OPCACHE_ISOLATION`` with ``php_admin_value`` (a script cannot change it),
 before the tenant's ``php_settings``: php-fpm applies a pool's ``php_admin_value`` lines
 last to first, so the first line of a name wins. The model refuses every ``opcache.*``
-setting in ``php_settings`` anyway (``FORBIDDEN_PHP_SETTINGS`` in ``ccm.models.objects``).
+setting in ``php_settings`` anyway (``FORBIDDEN_PHP_SETTINGS`` below).
 
 Checks and reloads: for every PHP version this node may have pool files of — versions
 of current pools plus the ``clusters`` objects' ``php_versions`` — a ``php_fpm_check``
@@ -28,14 +28,132 @@ pool name cannot contain a dot, so no pool file planned here can be that file.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field, field_validator
 
 from ccm.errors import PlanError
-from ccm.models import Cluster, FpmPool, Snapshot, UnixUser
+from ccm.models.base import CcmObject, ObjectsView
+from ccm.models.fields import CONTROL, ObjectId, Ref, pattern
+from ccm.models.snapshot import Snapshot
 from ccm.plan.changes import Change, Check, File, Probe, UnitAction
-from ccm.plan.configuration import Configuration, Render
-from configurations._common import referenced
+from ccm.plan.configuration import Configuration, Render, referenced
+from configurations.clusters import Cluster, PhpVersion
+from configurations.unix_users import UnixUser
+
+#: Why a pool may not set a php.ini setting (the refusal says it). A pool's settings apply
+#: in its workers after they became the tenant, so most give a tenant nothing its own PHP
+#: (or its crons) could not do: paths such as ``error_log``, ``auto_prepend_file`` or
+#: ``session.save_path`` are opened as the tenant, ``sendmail_path`` runs as the tenant,
+#: ``open_basedir`` and ``disable_functions`` only narrow the tenant's own pool. What all
+#: pools of a php-fpm share is its memory: the OPcache, mapped read-write into every
+#: worker, holding every tenant's compiled scripts. These reach it:
+_NATIVE_CODE = (
+    "loads native code into the worker, which can read and rewrite the OPcache that every "
+    "pool shares (other tenants' compiled scripts)"
+)
+FORBIDDEN_PHP_SETTINGS: dict[str, str] = {
+    "extension": _NATIVE_CODE,
+    "zend_extension": _NATIVE_CODE,
+    "extension_dir": "chooses the directory extension= loads native code from",
+}
+#: The same for every setting under a prefix.
+FORBIDDEN_PHP_SETTING_PREFIXES: dict[str, str] = {
+    "opcache.": "every pool shares one OPcache: ccm sets how it guards each tenant "
+    "(validate_permission, validate_root, restrict_api), its file cache would load "
+    "compiled code into the shared memory, and its other settings are the node's",
+    "ffi.": "FFI gives PHP code the worker's memory, which holds the OPcache every pool "
+    "shares: other tenants' compiled scripts could be read or rewritten",
+}
+
+
+def forbidden_php_setting(name: str) -> str | None:
+    """Why a pool may not set ``name``, or None when it may."""
+    if name in FORBIDDEN_PHP_SETTINGS:
+        return FORBIDDEN_PHP_SETTINGS[name]
+    for prefix, reason in FORBIDDEN_PHP_SETTING_PREFIXES.items():
+        if name.startswith(prefix):
+            return reason
+    return None
+
+
+MAX_PHP_SETTINGS = 100
+MAX_PHP_SETTING_BYTES = 1024
+_PHP_SETTING_NAME = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*")
+
+
+class FpmPool(CcmObject):
+    TYPE: ClassVar[str] = "fpm-pools"
+    READS: ClassVar[tuple[str, ...]] = ("clusters",)
+    name: Annotated[
+        str,
+        Field(strict=True, max_length=64),
+        pattern(r"[a-z0-9_-]+", "a pool name of a-z, 0-9, _ and -"),
+    ]
+    unix_user_id: Annotated[ObjectId, Ref("unix-users")]
+    php_version: PhpVersion
+    max_children: int = Field(default=5, ge=1, le=1000, strict=True)
+    php_settings: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("php_settings")
+    @classmethod
+    def _php_settings(
+        cls, value: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        if len(value) > MAX_PHP_SETTINGS:
+            raise ValueError(f"{len(value)} settings: at most {MAX_PHP_SETTINGS}")
+        for name, setting in value.items():
+            if len(name) > 128 or not _PHP_SETTING_NAME.fullmatch(name):
+                raise ValueError(
+                    f"setting name {name!r} must be a php.ini name like memory_limit "
+                    "or session.gc_maxlifetime (at most 128 characters)"
+                )
+            reason = forbidden_php_setting(name)
+            if reason is not None:
+                raise ValueError(f"setting {name!r} may not be set by a pool: {reason}")
+            if isinstance(setting, float) and not math.isfinite(setting):
+                raise ValueError(f"setting {name!r}: {setting!r} is not a finite number")
+            if isinstance(setting, int) and not isinstance(setting, bool):
+                if abs(setting) >= 2**63:
+                    raise ValueError(f"setting {name!r}: {setting} does not fit in 64 bits")
+            if isinstance(setting, str):
+                if CONTROL.search(setting) or '"' in setting:
+                    raise ValueError(f"setting {name!r}: value must not hold '\"' or control chars")
+                if len(setting.encode()) > MAX_PHP_SETTING_BYTES:
+                    raise ValueError(
+                        f"setting {name!r}: value longer than {MAX_PHP_SETTING_BYTES} bytes"
+                    )
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved_pool(cls, value: str) -> str:
+        # "[global]" is php-fpm's global section; "www" is Debian's own default pool file
+        if value in {"global", "www"}:
+            raise ValueError(f"{value!r} is reserved by php-fpm / Debian")
+        return value
+
+    @property
+    def socket(self) -> str:
+        return f"/run/php/{self.name}.sock"
+
+    def unique_keys(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    def problems(self, view: ObjectsView) -> list[str]:
+        clusters = [c for c in view.list_type(Cluster.TYPE) if isinstance(c, Cluster)]
+        listed = {version for cluster in clusters for version in cluster.php_versions}
+        if clusters and self.php_version not in listed:
+            return [
+                f"{self.describe()}: php_version: {self.php_version} is not installed on the "
+                f"cluster (clusters list {', '.join(sorted(listed)) or 'none'})"
+            ]
+        return []
+
 
 #: The group nginx's workers run as on Debian: it must be able to connect to the sockets.
 WEB_SERVER_GROUP = "www-data"
@@ -186,7 +304,7 @@ class PhpFpmPools(Configuration):
             changes.append(
                 File(
                     f"{pool_dir(pool.php_version)}{pool.name}.conf",
-                    render("fpm-pool.conf.j2", pool=view),
+                    render("fpm-pools/fpm-pool.conf.j2", pool=view),
                     origin=(pool.describe(),),
                 )
             )

@@ -19,10 +19,34 @@ pool directory are in place before its first pool is written and checked.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, ClassVar
 
-from ccm.models import Cluster, Snapshot
+from pydantic import Field, field_validator
+
+from ccm.models.base import CcmObject
+from ccm.models.fields import pattern
+from ccm.models.snapshot import Snapshot
 from ccm.plan.changes import Change, Playbook
 from ccm.plan.configuration import Configuration, Render
+
+PhpVersion = Annotated[str, Field(strict=True), pattern(r"[5-9]\.[0-9]", "a PHP version like 8.3")]
+
+
+class Cluster(CcmObject):
+    """The PHP versions the cluster provides. A pool's rule reads every ``clusters``
+    object (``FpmPool.READS``), so writing or deleting one re-runs it: a version still in
+    use cannot be taken away (rules hold both ways)."""
+
+    TYPE: ClassVar[str] = "clusters"
+    php_versions: list[PhpVersion] = Field(default_factory=list, max_length=20)
+
+    @field_validator("php_versions")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("PHP versions must be distinct")
+        return value
+
 
 PLAYBOOK = "php-versions.yml"
 

@@ -19,10 +19,42 @@ empty passwd-file simply knows no users. So deleting the last account empties th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar
 
-from ccm.models import MailAccount, Snapshot
+from pydantic import Field
+
+from ccm.models.base import CcmObject
+from ccm.models.fields import Hostname, pattern
+from ccm.models.snapshot import Snapshot
 from ccm.plan.changes import Change, File, UnitAction
 from ccm.plan.configuration import Configuration, Render
+
+
+class MailAccount(CcmObject):
+    TYPE: ClassVar[str] = "mail-accounts"
+    local_part: Annotated[
+        str,
+        Field(strict=True),
+        pattern(r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?", "a lower-case mailbox name"),
+    ]
+    domain: Hostname
+    password_hash: Annotated[
+        str,
+        Field(strict=True, max_length=512),
+        pattern(
+            r"(?:\{[A-Z0-9.-]+\})?\$[0-9a-z]+(?:\$[A-Za-z0-9=,]+)?\$[./A-Za-z0-9$]+",
+            "a crypt(3) hash like $6$salt$hash, optionally with a {SCHEME} prefix",
+        ),
+    ]
+    quota_mib: int | None = Field(default=None, ge=1, le=2**40, strict=True)
+
+    @property
+    def address(self) -> str:
+        return f"{self.local_part}@{self.domain}"
+
+    def unique_keys(self) -> dict[str, Any]:
+        return {"address": self.address}
+
 
 USERS_FILE = "/etc/dovecot/users"
 
@@ -46,7 +78,9 @@ class DovecotUsers(Configuration):
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         accounts = sorted(snapshot.all(MailAccount), key=lambda account: account.address)
-        content = render("dovecot-users.j2", lines=[passwd_file_line(a) for a in accounts])
+        content = render(
+            "mail-accounts/dovecot-users.j2", lines=[passwd_file_line(a) for a in accounts]
+        )
         return [
             File(USERS_FILE, content, mode=0o640, owner="root", group="dovecot"),
             UnitAction("dovecot", "reload", triggers=(USERS_FILE,)),

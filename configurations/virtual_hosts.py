@@ -2,8 +2,8 @@
 then check and reload.
 
 Writes ``/etc/nginx/sites-enabled/<domain>.conf`` (0644 root) from
-``templates/nginx-vhost.conf.j2``: port 80 on IPv4 and IPv6, the domain and its aliases,
-the document root. A vhost with an FPM pool passes ``*.php`` to the pool's socket; the
+``templates/virtual-hosts/nginx-vhost.conf.j2``: port 80 on IPv4 and IPv6, the domain and
+its aliases, the document root. A vhost with an FPM pool passes ``*.php`` to the pool's socket; the
 FastCGI parameters are written inline (Debian's ``fastcgi.conf`` set) so the file
 references no other file and checks the same under any root. With a pool and
 ``front_controller`` (the default), a path that is no file goes to ``/index.php`` with
@@ -21,7 +21,8 @@ per-vhost log files: the server's global logs apply, and ``nginx -t`` opens no e
 paths.
 
 Always, even with no vhosts: ``/etc/nginx/sites-enabled/ccm-default.conf`` from
-``templates/nginx-default-server.conf.j2``, the ``default_server`` for ports 80 and 443.
+``templates/virtual-hosts/nginx-default-server.conf.j2``, the ``default_server`` for ports
+80 and 443.
 A name nobody serves would otherwise reach the alphabetically first vhost (a tenant's
 PHP); now port 80 closes the connection (444) and port 443 rejects the TLS handshake.
 A domain always contains a dot, so no vhost file can be named ``ccm-default.conf``.
@@ -35,12 +36,67 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
 
-from ccm.models import FpmPool, Snapshot, UnixUser, VirtualHost
+from pydantic import Field
+
+from ccm.models.base import CcmObject, ObjectsView
+from ccm.models.fields import AbsolutePath, Alias, Hostname, ObjectId, Ref
+from ccm.models.snapshot import Snapshot
 from ccm.plan.changes import Change, Check, File, Probe, UnitAction
-from ccm.plan.configuration import Configuration, Render
+from ccm.plan.configuration import Configuration, Render, referenced
 from ccm.plan.paths import file_name
-from configurations._common import referenced
+from configurations.fpm_pools import FpmPool
+from configurations.unix_users import UnixUser
+
+MAX_SERVER_ALIASES = 100
+
+
+class VirtualHost(CcmObject):
+    TYPE: ClassVar[str] = "virtual-hosts"
+    #: every vhost: no two may serve the same name
+    READS: ClassVar[tuple[str, ...]] = ("virtual-hosts",)
+    domain: Hostname
+    server_aliases: list[Alias] = Field(default_factory=list, max_length=MAX_SERVER_ALIASES)
+    unix_user_id: Annotated[ObjectId, Ref("unix-users")]
+    document_root: AbsolutePath
+    fpm_pool_id: Annotated[ObjectId, Ref("fpm-pools")] | None = None
+    #: with a pool, unknown paths go to /index.php (WordPress, Laravel); False: plain 404s
+    front_controller: bool = Field(default=True, strict=True)
+
+    def unique_keys(self) -> dict[str, Any]:
+        return {"domain": self.domain}
+
+    def problems(self, view: ObjectsView) -> list[str]:
+        where = self.describe()
+        problems: list[str] = []
+        names = [self.domain, *self.server_aliases]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            problems.append(f"{where}: server_aliases: {', '.join(repeated)} given twice")
+        for other in view.list_type(VirtualHost.TYPE):
+            if isinstance(other, VirtualHost) and other.id != self.id:
+                taken = set(names) & {other.domain, *other.server_aliases}
+                if taken:  # nginx would serve one of the two at random: a hijack
+                    problems.append(
+                        f"{where}: {', '.join(sorted(taken))} already served by "
+                        f"{other.describe()} ({other.domain})"
+                    )
+        user = view.lookup(UnixUser.TYPE, self.unix_user_id)
+        if isinstance(user, UnixUser) and not self.document_root.startswith(user.home + "/"):
+            problems.append(
+                f"{where}: document_root: {self.document_root!r} is not inside the home "
+                f"of {user.username!r} ({user.home}/)"
+            )
+        if self.fpm_pool_id is not None:
+            pool = view.lookup(FpmPool.TYPE, self.fpm_pool_id)
+            if isinstance(pool, FpmPool) and pool.unix_user_id != self.unix_user_id:
+                problems.append(
+                    f"{where}: fpm_pool_id: pool {pool.name!r} runs as unix-users/"
+                    f"{pool.unix_user_id}, not as this vhost's unix-users/{self.unix_user_id}"
+                )
+        return problems
+
 
 SITES_DIR = "/etc/nginx/sites-enabled/"
 DEFAULT_SERVER = f"{SITES_DIR}ccm-default.conf"
@@ -71,7 +127,9 @@ class NginxVhosts(Configuration):
     probes = {"nginx_probe": ("bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/80")}
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
-        changes: list[Change] = [File(DEFAULT_SERVER, render("nginx-default-server.conf.j2"))]
+        changes: list[Change] = [
+            File(DEFAULT_SERVER, render("virtual-hosts/nginx-default-server.conf.j2"))
+        ]
         for vhost in snapshot.all(VirtualHost):
             referenced(
                 snapshot,
@@ -102,7 +160,7 @@ class NginxVhosts(Configuration):
             changes.append(
                 File(
                     SITES_DIR + file_name(vhost.domain, ".conf"),
-                    render("nginx-vhost.conf.j2", vhost=view),
+                    render("virtual-hosts/nginx-vhost.conf.j2", vhost=view),
                     origin=(vhost.describe(),),
                 )
             )
