@@ -186,6 +186,7 @@ class Crontabs(Configuration):
     depends_on = ("unix-users",)
     summary = "per-user crontabs in /var/spool/cron/crontabs"
     groups = ("cron",)
+    needs_accounts = True
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         by_user: dict[int, list[Cron]] = {}

@@ -252,6 +252,7 @@ class PhpFpmPools(Configuration):
     depends_on = ("unix-users", "php-versions")
     summary = "PHP-FPM pools per PHP version; check, then reload php<v>-fpm"
     groups = ("php",)
+    needs_accounts = True
     checks = {"php_fpm_check": ("php-fpm{version}", "-t")}
     #: the pool answers FastCGI on its socket: its ping path replies "pong" (cgi-fcgi is
     #: Debian's libfcgi-bin)

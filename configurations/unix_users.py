@@ -94,8 +94,9 @@ class UnixUsers(Configuration):
     name = "unix-users"
     subscribes = (UnixUser.TYPE,)
     summary = "unix accounts and their home directories"
-    #: every group whose configurations run something as a tenant's account
-    groups = ("nginx", "php", "cron")
+    #: on the nodes of every configuration that ``needs_accounts`` (crontabs, pools,
+    #: vhosts; a plugin's daemons or FTP users), with no list kept here
+    provides_accounts = True
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         changes: list[Change] = []

@@ -122,6 +122,7 @@ class NginxVhosts(Configuration):
     depends_on = ("unix-users", "php-fpm-pools")
     summary = "nginx server blocks and a default server in sites-enabled; check, reload nginx"
     groups = ("nginx",)
+    needs_accounts = True
     checks = {"nginx_check": ("nginx", "-t")}
     #: nginx accepts connections on port 80 after the reload (bash's /dev/tcp: no tool)
     probes = {"nginx_probe": ("bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/80")}

@@ -6,7 +6,7 @@ test runs three real daemons with different groups against one real etcd.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.errors import ReferencedObject, ValidationFailed
 from ccm.models import Node, Snapshot
+from ccm.plan.changes import Change
+from ccm.plan.configuration import Configuration, Render
 from configurations import CONFIGURATIONS
 from configurations.crons import Cron
 from configurations.mail_accounts import MailAccount
@@ -111,6 +113,34 @@ def test_taking_a_group_away_removes_what_its_configurations_wrote(tmp_path: Pat
 
 
 # -- the writer ------------------------------------------------------------------------------
+
+
+class TenantDaemons(Configuration):
+    """A plugin's configuration that runs processes as its tenants' accounts."""
+
+    name = "test-daemons"
+    groups = ("daemons",)
+    needs_accounts = True
+
+    def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
+        return []
+
+
+def test_accounts_are_made_on_every_node_whose_configurations_need_them(tmp_path: Path) -> None:
+    builtin = Registry(CONFIGURATIONS)
+    assert builtin.groups_of(builtin["unix-users"]) == ("cron", "nginx", "php")
+    extended = Registry([*CONFIGURATIONS, TenantDaemons])
+    assert extended.groups_of(extended["unix-users"]) == ("cron", "daemons", "nginx", "php")
+    assert extended.groups_of(extended["test-daemons"]) == ("daemons",)
+    daemons_only = Node(id=4, hostname="run1", groups=["daemons"])
+    snapshot = Snapshot.of(1, [daemons_only, ALICE]).viewed_from("run1")
+    settings = node_settings(seed_root(tmp_path / "run1"), node="run1")
+    assert Engine(extended, settings).runs_here(snapshot) == {"unix-users", "test-daemons"}
+    # without a configuration that needs them there, no accounts are made on that node
+    assert Engine(builtin, settings).runs_here(snapshot) == set()
+    assert "unix-users" not in Engine(builtin, settings).runs_here(
+        Snapshot.of(1, [MAIL1, ALICE]).viewed_from("mail1")
+    )
 
 
 def node(id: int, hostname: str, *groups: str, primary: tuple[str, ...] = ()) -> dict[str, Any]:

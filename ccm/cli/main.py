@@ -347,7 +347,8 @@ def graph(context: Context, node_name: str | None) -> None:
             )
             click.echo(f"     subscribes: {', '.join(configuration.subscribes) or '-'}")
             click.echo(f"     depends on: {', '.join(configuration.depends_on) or '-'}")
-            click.echo(f"     groups:     {', '.join(configuration.groups) or '(every node)'}")
+            placed = ", ".join(registry.groups_of(configuration)) or "(every node)"
+            click.echo(f"     groups:     {placed}")
 
 
 @cli.group()

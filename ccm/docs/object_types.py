@@ -116,6 +116,8 @@ def _facts(
     used = [c for c in configurations if model.TYPE in c.subscribes]
     for configuration in used:
         groups = ", ".join(configuration.groups) or "every node"
+        if configuration.provides_accounts:
+            groups = "wherever a configuration that needs accounts runs"
         summary = f": {configuration.summary}" if configuration.summary else ""
         facts.append(f"Configuration {code(configuration.name)} (groups: {groups}){summary}.")
     return facts

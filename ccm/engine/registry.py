@@ -47,6 +47,16 @@ class Registry:
     def __len__(self) -> int:
         return len(self._by_name)
 
+    def groups_of(self, configuration: Configuration) -> tuple[str, ...]:
+        """The node groups ``configuration`` runs on (empty: every node). A configuration
+        that provides accounts runs on the groups of every one that needs them."""
+        if not configuration.provides_accounts:
+            return configuration.groups
+        needing = [c for c in self if c.needs_accounts]
+        if any(not c.groups for c in needing):
+            return ()  # one of them runs on every node
+        return tuple(sorted({group for c in needing for group in c.groups}))
+
     @property
     def groups(self) -> frozenset[str]:
         """Every node group a registered configuration declares."""

@@ -82,8 +82,8 @@ class Engine:
             configuration.name
             for configuration in self.registry
             if node is None
-            or not configuration.groups
-            or not set(configuration.groups).isdisjoint(node.groups)
+            or not (groups := self.registry.groups_of(configuration))
+            or not set(groups).isdisjoint(node.groups)
         }
 
     def plan(

@@ -39,6 +39,12 @@ class Configuration:
     #: node groups (``nginx``, ``cron`` …): it runs on a registered node that has any of
     #: them (on an unregistered node, everything runs); empty: on every node
     groups: ClassVar[tuple[str, ...]] = ()
+    #: its changes run as its tenants' unix accounts (a pool's ``user =``, a crontab's
+    #: owner): the accounts must exist on every node this configuration runs on
+    needs_accounts: ClassVar[bool] = False
+    #: it makes the tenants' accounts: it runs exactly on the nodes where a configuration
+    #: that ``needs_accounts`` runs (its own ``groups`` are that union, not a fixed list)
+    provides_accounts: ClassVar[bool] = False
     #: the checks its ``Check`` changes name, with their default argv (``{root}`` and
     #: the change's variables filled in); settings override one by name in ``[checks]``
     checks: ClassVar[Mapping[str, tuple[str, ...]]] = {}
