@@ -34,7 +34,7 @@ Then ``nginx_check`` and a reload of ``nginx``, triggered by ``sites-enabled/``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
@@ -99,6 +99,15 @@ class VirtualHost(CcmObject):
 
 
 SITES_DIR = "/etc/nginx/sites-enabled/"
+#: ``nginx -t`` over every site: another type that writes into ``sites-enabled/``
+#: (redirects) reuses it with ``checks = NGINX_CHECKS`` and ``Check(NGINX_CHECK, …)``
+NGINX_CHECK = "nginx_check"
+NGINX_CHECKS: Mapping[str, tuple[str, ...]] = {NGINX_CHECK: ("nginx", "-t")}
+#: nginx accepts connections on port 80 after the reload (bash's /dev/tcp: no tool)
+NGINX_PROBE = "nginx_probe"
+NGINX_PROBES: Mapping[str, tuple[str, ...]] = {
+    NGINX_PROBE: ("bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/80")
+}
 DEFAULT_SERVER = f"{SITES_DIR}ccm-default.conf"
 
 
@@ -123,9 +132,8 @@ class NginxVhosts(Configuration):
     summary = "nginx server blocks and a default server in sites-enabled; check, reload nginx"
     groups = ("nginx",)
     needs_accounts = True
-    checks = {"nginx_check": ("nginx", "-t")}
-    #: nginx accepts connections on port 80 after the reload (bash's /dev/tcp: no tool)
-    probes = {"nginx_probe": ("bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/80")}
+    checks = NGINX_CHECKS
+    probes = NGINX_PROBES
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         changes: list[Change] = [
@@ -165,7 +173,7 @@ class NginxVhosts(Configuration):
                     origin=(vhost.describe(),),
                 )
             )
-        changes.append(Check("nginx_check", triggers=(SITES_DIR,)))
+        changes.append(Check(NGINX_CHECK, triggers=(SITES_DIR,)))
         changes.append(UnitAction("nginx", "reload", triggers=(SITES_DIR,)))
-        changes.append(Probe("nginx_probe", triggers=(SITES_DIR,)))
+        changes.append(Probe(NGINX_PROBE, triggers=(SITES_DIR,)))
         return changes

@@ -113,3 +113,23 @@ def test_a_stored_object_that_no_longer_validates_is_a_plan_error_naming_it() ->
     engine = Engine(Registry([users]), Settings(root="/nonexistent-root"))
     with pytest.raises(PlanError, match="users: .*unix-users/7.*reserved"):
         engine.plan(snapshot)
+
+
+def test_a_check_or_probe_name_two_packages_declare_differently_is_refused_naming_both() -> None:
+    from configurations import CONFIGURATIONS
+    from configurations.virtual_hosts import NGINX_CHECKS, NGINX_PROBES
+
+    hijack = type("Hijack", (make("redirects"),), {"checks": {"nginx_check": ("true",)}})
+    with pytest.raises(GraphError) as refused:
+        Registry([*CONFIGURATIONS, hijack])
+    assert str(refused.value) == (
+        "check 'nginx_check' is declared by nginx-vhosts (nginx -t) and by redirects (true): "
+        "give one of them another name, or reuse the other's by importing its declaration"
+    )
+    probe = type("Probe", (make("other"),), {"probes": {"nginx_probe": ("false",)}})
+    with pytest.raises(GraphError, match="probe 'nginx_probe' is declared by nginx-vhosts"):
+        Registry([*CONFIGURATIONS, probe])
+    # the built-in declaration imported: one check, shared
+    reuse = type("Reuse", (make("redirects"),), {"checks": NGINX_CHECKS, "probes": NGINX_PROBES})
+    registry = Registry([*CONFIGURATIONS, reuse])
+    assert registry["redirects"].checks == registry["nginx-vhosts"].checks

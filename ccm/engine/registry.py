@@ -7,12 +7,12 @@ from the ``ccm.configurations`` entry points (the built-in ones live in the top-
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import entry_points
 
 from ccm.errors import GraphError
 from ccm.models import OBJECT_TYPES
-from ccm.models.types import ENTRY_POINT_GROUP
+from ccm.models.types import ENTRY_POINT_GROUP, load_types
 from ccm.plan.configuration import Configuration
 
 
@@ -29,11 +29,33 @@ class Registry:
             raise GraphError(f"{configuration.__qualname__} has no name")
         if name in self._by_name:
             raise GraphError(f"configuration {name!r} is registered twice")
+        if any(t not in OBJECT_TYPES for t in configuration.subscribes):
+            load_types()  # the installed packages' types, which define themselves on import
         unknown = [t for t in configuration.subscribes if t not in OBJECT_TYPES]
         if unknown:
             raise GraphError(f"{name} subscribes to unknown object types: {', '.join(unknown)}")
+        self._refuse_clashing_commands(configuration)
         self._by_name[name] = configuration()
         return configuration
+
+    def _refuse_clashing_commands(self, configuration: type[Configuration]) -> None:
+        """A check or probe name means one command in the whole registry. Two packages
+        declaring the same name with different default argv would silently replace one
+        another's (the settings' ``[checks]`` override names just one), so that is refused
+        naming both owners. The same declaration is shared: a plugin reuses a built-in
+        check by importing its constant (``configurations.virtual_hosts.NGINX_CHECKS``)."""
+        for kind in ("checks", "probes"):
+            mine: Mapping[str, tuple[str, ...]] = getattr(configuration, kind)
+            for other in self:
+                theirs: Mapping[str, tuple[str, ...]] = getattr(other, kind)
+                for name in sorted(set(mine) & set(theirs)):
+                    if tuple(mine[name]) != tuple(theirs[name]):
+                        raise GraphError(
+                            f"{kind[:-1]} {name!r} is declared by {other.name} "
+                            f"({' '.join(theirs[name])}) and by {configuration.name} "
+                            f"({' '.join(mine[name])}): give one of them another name, or "
+                            f"reuse the other's by importing its declaration"
+                        )
 
     def __getitem__(self, name: str) -> Configuration:
         return self._by_name[name]
