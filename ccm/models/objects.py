@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import posixpath
 import re
+from functools import cached_property
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
@@ -21,6 +22,7 @@ from pydantic import (
 )
 
 from ccm.models.base import MAX_OBJECT_ID, CcmObject, ObjectsView, References
+from ccm.models.names import ServedNames, ServerName, canonical, is_public_suffix, overlap
 from ccm.models.reserved import reserved_name, uid_problem
 
 #: Every pattern is applied with ``fullmatch``: ``$`` in ``re.match`` also matches before
@@ -61,7 +63,14 @@ def _hostname(value: str) -> str:
 
 
 def _alias(value: str) -> str:
-    _hostname(value[2:] if value.startswith("*.") else value)
+    if not value.startswith("*."):
+        return _hostname(value)
+    base = _hostname(value[2:])
+    if is_public_suffix(base):
+        raise ValueError(
+            f"{value!r} is a wildcard directly under the public suffix {base!r}: it would "
+            "take the domains of everyone who registered one there"
+        )
     return value
 
 
@@ -406,21 +415,50 @@ class VirtualHost(CcmObject):
     def unique_keys(self) -> dict[str, Any]:
         return {"domain": self.domain}
 
+    @cached_property
+    def served(self) -> ServedNames:
+        """Every name this vhost serves, as nginx compares them (kept: a write compares
+        each written vhost with every stored one)."""
+        return ServedNames((self.domain, *self.server_aliases))
+
+    def _carve_outs(self, other: VirtualHost, theirs: frozenset[str]) -> list[str]:
+        """Names of ``self`` that share a ``Host`` with a name of ``other``, another
+        owner's vhost, through a wildcard (``ccm.models.names``): whichever nginx picks,
+        one owner takes names from the other. Refused both ways: the name below another
+        owner's wildcard, and the wildcard above another owner's name."""
+        found = []
+        mine = [("domain", self.domain), *(("server_aliases", a) for a in self.server_aliases)]
+        for field, name in mine:
+            for their in sorted(theirs):
+                if overlap(name, their):
+                    inside = ServerName.parse(their).matches(ServerName.parse(name).base)
+                    how = "is covered by" if inside else "covers"
+                    found.append(
+                        f"{self.describe()}: {field}: {name} {how} {their}, served by "
+                        f"{other.describe()} ({other.domain}) of another owner "
+                        f"(unix-users/{other.unix_user_id}); nginx would give names of one "
+                        "owner to the other"
+                    )
+        return found
+
     def problems(self, view: ObjectsView) -> list[str]:
         where = self.describe()
         problems: list[str] = []
-        names = [self.domain, *self.server_aliases]
+        names = [canonical(name) for name in (self.domain, *self.server_aliases)]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             problems.append(f"{where}: server_aliases: {', '.join(repeated)} given twice")
+        mine = self.served
         for other in view.list_type(VirtualHost.TYPE):
             if isinstance(other, VirtualHost) and other.id != self.id:
-                taken = set(names) & {other.domain, *other.server_aliases}
+                taken = mine.names & other.served.names
                 if taken:  # nginx would serve one of the two at random: a hijack
                     problems.append(
                         f"{where}: {', '.join(sorted(taken))} already served by "
                         f"{other.describe()} ({other.domain})"
                     )
+                if other.unix_user_id != self.unix_user_id and mine.overlaps(other.served):
+                    problems += self._carve_outs(other, other.served.names - taken)
         user = view.lookup(UnixUser.TYPE, self.unix_user_id)
         if isinstance(user, UnixUser) and not self.document_root.startswith(user.home + "/"):
             problems.append(
