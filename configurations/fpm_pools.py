@@ -40,7 +40,7 @@ from ccm.errors import PlanError
 from ccm.models.base import CcmObject, ObjectsView
 from ccm.models.fields import CONTROL, ObjectId, Ref, pattern
 from ccm.models.snapshot import Snapshot
-from ccm.plan.changes import Change, Check, File, Probe, UnitAction
+from ccm.plan.changes import Change, Check, File, Prerequisite, Probe, UnitAction
 from ccm.plan.configuration import Configuration, Render, referenced
 from configurations.clusters import Cluster, PhpVersion
 from configurations.unix_users import UnixUser
@@ -271,6 +271,7 @@ class PhpFpmPools(Configuration):
         changes: list[Change] = []
         probes: list[Change] = []  # after the reloads: each pool answers on its socket
         versions: set[str] = set()
+        listed = {version for cluster in snapshot.all(Cluster) for version in cluster.php_versions}
         for pool in snapshot.all(FpmPool):
             if pool.name in RESERVED_POOL_NAMES:
                 raise PlanError(
@@ -302,6 +303,7 @@ class PhpFpmPools(Configuration):
                     (name, ini_quote(value)) for name, value in sorted(pool.php_settings.items())
                 ),
             )
+            changes.extend(installed_here(pool, listed))
             changes.append(
                 File(
                     f"{pool_dir(pool.php_version)}{pool.name}.conf",
@@ -330,6 +332,22 @@ class PhpFpmPools(Configuration):
             changes.append(UnitAction(f"php{version}-fpm", "reload", triggers=(pool_dir(version),)))
         changes.extend(probes)
         return changes
+
+
+def installed_here(pool: FpmPool, listed: set[str]) -> list[Change]:
+    """Who provides the pool's PHP version on this node (issue 15, finding 3).
+
+    A version a ``clusters`` object lists is installed by the ``php-versions`` playbook,
+    which runs first in the same run (the writer refuses a pool of an unlisted version
+    while a ``clusters`` object exists). Without one, versions are not managed: the
+    node has those someone installed, whose ``pool.d/`` exists. A pool of any other
+    version is refused on this node alone (``/ccm/failures``): its check would run a
+    ``php-fpm<v>`` that is not there, and halt the fleet.
+    """
+    if pool.php_version in listed:
+        return []
+    reason = f"PHP {pool.php_version} is not installed on this node and no clusters object lists it"
+    return [Prerequisite(pool_dir(pool.php_version), reason, origin=(pool.describe(),))]
 
 
 def _version_key(version: str) -> tuple[int, ...]:

@@ -36,12 +36,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
 
 from ccm.models.base import CcmObject, ObjectsView
 from ccm.models.fields import AbsolutePath, Alias, Hostname, ObjectId, Ref
+from ccm.models.names import ServedNames, ServerName, canonical, overlap
 from ccm.models.snapshot import Snapshot
 from ccm.plan.changes import Change, Check, File, Probe, UnitAction
 from ccm.plan.configuration import Configuration, Render, referenced
@@ -67,21 +69,50 @@ class VirtualHost(CcmObject):
     def unique_keys(self) -> dict[str, Any]:
         return {"domain": self.domain}
 
+    @cached_property
+    def served(self) -> ServedNames:
+        """Every name this vhost serves, as nginx compares them (kept: a write compares
+        each written vhost with every stored one)."""
+        return ServedNames((self.domain, *self.server_aliases))
+
+    def _carve_outs(self, other: VirtualHost, theirs: frozenset[str]) -> list[str]:
+        """Names of ``self`` that share a ``Host`` with a name of ``other``, another
+        owner's vhost, through a wildcard (``ccm.models.names``): whichever nginx picks,
+        one owner takes names from the other. Refused both ways: the name below another
+        owner's wildcard, and the wildcard above another owner's name."""
+        found = []
+        mine = [("domain", self.domain), *(("server_aliases", a) for a in self.server_aliases)]
+        for field, name in mine:
+            for their in sorted(theirs):
+                if overlap(name, their):
+                    inside = ServerName.parse(their).matches(ServerName.parse(name).base)
+                    how = "is covered by" if inside else "covers"
+                    found.append(
+                        f"{self.describe()}: {field}: {name} {how} {their}, served by "
+                        f"{other.describe()} ({other.domain}) of another owner "
+                        f"(unix-users/{other.unix_user_id}); nginx would give names of one "
+                        "owner to the other"
+                    )
+        return found
+
     def problems(self, view: ObjectsView) -> list[str]:
         where = self.describe()
         problems: list[str] = []
-        names = [self.domain, *self.server_aliases]
+        names = [canonical(name) for name in (self.domain, *self.server_aliases)]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             problems.append(f"{where}: server_aliases: {', '.join(repeated)} given twice")
+        mine = self.served
         for other in view.list_type(VirtualHost.TYPE):
             if isinstance(other, VirtualHost) and other.id != self.id:
-                taken = set(names) & {other.domain, *other.server_aliases}
+                taken = mine.names & other.served.names
                 if taken:  # nginx would serve one of the two at random: a hijack
                     problems.append(
                         f"{where}: {', '.join(sorted(taken))} already served by "
                         f"{other.describe()} ({other.domain})"
                     )
+                if other.unix_user_id != self.unix_user_id and mine.overlaps(other.served):
+                    problems += self._carve_outs(other, other.served.names - taken)
         user = view.lookup(UnixUser.TYPE, self.unix_user_id)
         if isinstance(user, UnixUser) and not self.document_root.startswith(user.home + "/"):
             problems.append(

@@ -456,7 +456,8 @@ class Cluster:
         """
         if name in self.nodes:
             raise HarnessError(f"{name} is already in the cluster")
-        root = seed_root(self.base / "roots" / name)
+        # PHP 8.2 and 8.3 installed by hand: the scenarios' pools use both, no clusters
+        root = seed_root(self.base / "roots" / name, php_versions=("8.2", "8.3"))
         node = NodeProcess(self, name, self.node_settings(name, root, **overrides), drain=drain)
         self.nodes[name] = node
         if start:

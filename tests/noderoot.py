@@ -16,9 +16,21 @@ from ccm.settings import Settings
 ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow", "login.defs")
 
 
-def seed_root(root: Path, *, extra_groups: tuple[str, ...] = ("crontab", "dovecot")) -> Path:
+#: the PHP versions a seeded node has installed (this machine's php8.2-fpm): a pool of a
+#: version no ``clusters`` object lists applies only where its ``pool.d/`` exists
+INSTALLED_PHP = ("8.2",)
+
+
+def seed_root(
+    root: Path,
+    *,
+    extra_groups: tuple[str, ...] = ("crontab", "dovecot"),
+    php_versions: tuple[str, ...] = INSTALLED_PHP,
+) -> Path:
     etc = root / "etc"
     etc.mkdir(parents=True, exist_ok=True)
+    for version in php_versions:  # what Debian's phpX.Y-fpm package ships
+        (etc / f"php/{version}/fpm/pool.d").mkdir(parents=True, exist_ok=True)
     for name in ACCOUNT_FILES:
         source = Path("/etc") / name
         if source.exists():

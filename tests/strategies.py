@@ -139,6 +139,10 @@ class Context:
     drawn: dict[str, list[Raw]] = field(default_factory=dict)
     #: percent of values that are not plausible (a fifth of them wild)
     hostility: int = 10
+    #: a calm batch: several owners, few attacker's edits, vhost names from one family
+    #: that overlaps through wildcards (``CONTESTED``), no ``clusters`` object: most
+    #: objects are valid and reach the rules between owners and the node's refusals
+    calm: bool = False
 
     def ids(self, type_name: str) -> list[Any]:
         return [raw.get("id") for raw in self.drawn.get(type_name, []) if isinstance(raw, dict)]
@@ -250,7 +254,19 @@ def maybe(raw: Raw, key: str, value: Any, *, absent: bool) -> None:
 
 label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
 long_label = st.integers(40, 63).map(lambda n: "l" * n)
-tld = st.sampled_from(["com", "net", "org", "nl", "example", "io"])
+tld = st.sampled_from(["com", "net", "org", "nl", "example", "io", "co.uk"])
+#: wildcards directly under a public suffix (ICANN and private): refused at write time
+PUBLIC_SUFFIX_WILDCARDS = ("*.co.uk", "*.com.au", "*.github.io", "*.blogspot.com")
+#: one family of names that overlap as nginx matches them (a wildcard takes any depth
+#: below it, not its base): drawn by several owners, they contest each other's names
+CONTESTED = (
+    "bob.example.net",
+    "x.bob.example.net",
+    "a.b.bob.example.net",
+    "example.net",
+    "shop.example.net",
+)
+CONTESTED_WILDCARDS = ("*.bob.example.net", "*.x.bob.example.net", "*.example.net")
 
 
 @st.composite
@@ -283,7 +299,9 @@ email = st.one_of(
 @st.composite
 def unix_user(draw: st.DrawFn, context: Context, index: int) -> Raw:
     raw: Raw = {"id": draw(object_id(context, index))}
-    raw["username"] = draw(field_value(context, plausible_username()))
+    # calm batches: owners with distinct names (hypothesis likes to repeat a draw)
+    usernames = st.just(f"uowner{index}") if context.calm else plausible_username()
+    raw["username"] = draw(field_value(context, usernames))
     maybe(raw, "email", draw(field_value(context, email)), absent=draw(st.booleans()))
     shells = st.sampled_from(["/bin/bash", "/bin/sh", "/usr/sbin/nologin", "/bin/false"])
     maybe(raw, "shell", draw(field_value(context, shells)), absent=draw(st.booleans()))
@@ -332,12 +350,24 @@ setting_value = st.one_of(
 
 @st.composite
 def fpm_pool(draw: st.DrawFn, context: Context, index: int) -> Raw:
-    versions = st.sampled_from(["8.2", "8.2", "8.3", "7.4"])
+    # 8.2 is installed on the node; the others only if a clusters object lists them,
+    # and without one (the README allows it) a pool of those is refused on the node
+    if context.drawn.get("clusters"):
+        versions = st.sampled_from(["8.2", "8.2", "8.2", "8.3", "7.4", "8.1", "9.9"])
+    else:  # versions no clusters object provides: half of them the node lacks
+        versions = st.sampled_from(["8.2", "8.2", "8.3", "7.4", "9.9", "5.0"])
     settings = st.dictionaries(
         st.one_of(*[setting_name] * 4, mutated(setting_name), st.text(max_size=8)),
         field_value(context, setting_value, mutate=False),
         max_size=3,
     )
+    if context.calm:  # a pool that applies wherever its version is there
+        return {
+            "id": index,
+            "name": f"pool{index}",
+            "unix_user_id": draw(reference(context, "unix-users")),
+            "php_version": draw(versions),
+        }
     raw: Raw = {
         "id": draw(object_id(context, index)),
         "name": draw(
@@ -375,10 +405,24 @@ def document_root(draw: st.DrawFn, username: Any) -> str:
     return "/".join([base, *parts]) + ("/" if draw(st.integers(0, 9)) == 0 else "")
 
 
+def overlapping(name: str) -> st.SearchStrategy[str]:
+    """Names that share a host with ``name`` as nginx matches them: below it (any
+    depth), a wildcard on it, or a wildcard on its parent (``*.example.net`` over
+    ``shop.example.net``)."""
+    base = name.removeprefix("*.")
+    parent = base.partition(".")[2]
+    found = [f"x.{base}", f"a.b.{base}", f"*.{base}", f"*.x.{base}"]
+    if "." in parent:
+        found.append(f"*.{parent}")
+    return st.sampled_from(found)
+
+
 @st.composite
 def virtual_host(draw: st.DrawFn, context: Context, index: int) -> Raw:
     users = [r for r in context.drawn.get("unix-users", []) if isinstance(r, dict)]
     user_id = draw(reference(context, "unix-users"))
+    if context.calm and users:  # the vhosts go round the owners
+        user_id = users[(index - 1) % len(users)].get("id")
     owner = next((u for u in users if u.get("id") == user_id), {})
     taken = [d for d in context.values("virtual-hosts", "domain") if isinstance(d, str)]
     taken += [
@@ -388,18 +432,28 @@ def virtual_host(draw: st.DrawFn, context: Context, index: int) -> Raw:
         for a in aliases
         if isinstance(a, str)
     ]
-    # another tenant's name, as is or as an attacker spells it
+    # another tenant's name, as is, as an attacker spells it, or next to it through a
+    # wildcard (a subdomain of it, a wildcard over it or over its parent)
     stolen = (
-        st.sampled_from(taken).flatmap(lambda d: st.one_of(st.just(d), mutated(st.just(d))))
+        st.sampled_from(taken).flatmap(
+            lambda d: st.one_of(st.just(d), mutated(st.just(d)), overlapping(d))
+        )
         if taken
         else plausible_domain()
     )
-    name = st.one_of(*[plausible_domain()] * 5, stolen)
+    name = st.one_of(*[plausible_domain()] * 3, stolen, st.sampled_from(CONTESTED))
+    wildcard = st.one_of(
+        *[plausible_domain().map(lambda d: "*." + d)] * 2,
+        stolen.map(lambda d: d if d.startswith("*.") else "*." + d),
+        st.sampled_from(CONTESTED_WILDCARDS),
+        st.sampled_from(PUBLIC_SUFFIX_WILDCARDS),
+    )
+    if context.calm:  # each vhost another name of the family
+        shift = draw(st.integers(0, len(CONTESTED) - 1)) + index
+        name = st.just(CONTESTED[shift % len(CONTESTED)])
+        wildcard = st.just(CONTESTED_WILDCARDS[shift % len(CONTESTED_WILDCARDS)])
     aliases = st.lists(
-        st.one_of(
-            field_value(context, name),
-            field_value(context, plausible_domain().map(lambda d: "*." + d)),
-        ),
+        st.one_of(field_value(context, name), field_value(context, wildcard)),
         max_size=3,
     )
     pool_ids = [
@@ -413,7 +467,10 @@ def virtual_host(draw: st.DrawFn, context: Context, index: int) -> Raw:
         "unix_user_id": user_id,
         "document_root": draw(field_value(context, document_root(owner.get("username")))),
     }
-    maybe(raw, "server_aliases", draw(aliases), absent=draw(st.booleans()))
+    if context.calm and draw(st.integers(0, 3)):
+        raw["server_aliases"] = [draw(wildcard)]  # the wildcard that contests
+    else:
+        maybe(raw, "server_aliases", draw(aliases), absent=draw(st.booleans()))
     pool = st.sampled_from(pool_ids) if pool_ids else reference(context, "fpm-pools")
     maybe(raw, "fpm_pool_id", draw(st.one_of(pool, st.none())), absent=draw(st.booleans()))
     maybe(
@@ -500,7 +557,8 @@ STRATEGIES: dict[str, Strategy] = {
     "clusters": cluster,
     "nodes": node,
 }
-#: how many objects of a type one batch holds (at most)
+#: how many objects of a type one batch holds (at most); half the batches have no
+#: ``clusters`` object (the README allows it: PHP versions are then not managed)
 MAX_PER_TYPE: dict[str, int] = {"clusters": 1, "unix-users": 3}
 
 
@@ -533,7 +591,10 @@ class Batch:
 @st.composite
 def batches(draw: st.DrawFn, types: tuple[str, ...] | None = None) -> Batch:
     """A few objects of every type (or of ``types``), referring to each other."""
-    context = Context(hostility=draw(st.sampled_from([0, 3, 10, 25, 50])))
+    calm = draw(st.integers(0, 3)) == 0  # a quarter of the batches (see Context)
+    context = Context(
+        hostility=draw(st.sampled_from([0, 3] if calm else [0, 3, 10, 25, 50])), calm=calm
+    )
     objects: list[tuple[str, list[Raw]]] = []
     for type_name in write_order():
         if types is not None and type_name not in types:
@@ -541,7 +602,11 @@ def batches(draw: st.DrawFn, types: tuple[str, ...] | None = None) -> Batch:
         strategy = STRATEGIES[type_name]  # KeyError: a new type without a strategy
         count = draw(st.integers(0, MAX_PER_TYPE.get(type_name, 3)))
         if type_name == "unix-users":
-            count = max(count, 1)
+            count = max(count, 2 if calm else 1)
+        if type_name == "virtual-hosts" and calm:
+            count = max(count, 2)
+        if type_name == "clusters" and calm:
+            count = 0  # PHP versions not managed: pools of a version the node lacks
         raws: list[Raw] = []
         context.drawn[type_name] = raws
         for index in range(1, count + 1):

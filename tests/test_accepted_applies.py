@@ -10,14 +10,21 @@ homoglyphs, several KB) and boundary ids. Then, for each batch:
    the same, byte for byte and revision for revision);
 2. the snapshot holds exactly what was accepted, and the real engine applies all of it
    on a fresh node root: real ``useradd --prefix``, real ``nginx -t`` and real
-   ``php-fpm8.2 -t`` (see ``NGINX_CHECK`` / ``PHP_FPM_CHECK``), reloads logged. A second
-   plan has nothing to do;
+   ``php-fpm -t`` (see ``NGINX_CHECK`` / ``PHP_FPM_CHECK``), reloads logged. A second
+   plan has nothing to do. The node has PHP 8.2 installed (``INSTALLED_PHP``) and the
+   versions a ``clusters`` object lists (the playbook's); the check of any other
+   version fails as ``php-fpm9.9 -t`` does (exit 127), which would halt the fleet. So
+   an accepted pool of a version the node lacks (possible only without a ``clusters``
+   object) must be refused on this node alone, with the vhosts on it, and nothing else
+   (issue 15, finding 3);
 3. the rendered files mean exactly what was accepted: accounts (uid, shell, home), each
    crontab parses back (as cron reads it: lines end at ``\\n`` only) to the entries
    written with their ``MAILTO``, the Dovecot passwd-file has one line of exactly 8
    fields per account, every ``server_name`` token in ``sites-enabled`` is a name of that
    vhost and no name (after normalisation: case, trailing dot, surrounding blanks, NFKC)
-   is served twice, each pool file holds exactly its own section and settings.
+   is served twice, no host is matched by the names (wildcards included, as nginx
+   matches them) of two owners (issue 15, finding 4), each pool file holds exactly its
+   own section and settings.
 
 Playbooks: ``clusters`` plans the ``php-versions`` playbook. ``PlaceholderPlaybooks`` is
 a real executor doing, under the temporary root, exactly what the playbook does there
@@ -37,6 +44,7 @@ Run more examples with ``benchmarks/property_soak.py``.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import shutil
@@ -49,8 +57,8 @@ from typing import Any
 
 import jinja2
 import pytest
-from hypothesis import HealthCheck, given, settings
-from noderoot import node_settings, seed_root
+from hypothesis import HealthCheck, event, given, settings
+from noderoot import INSTALLED_PHP, node_settings, seed_root
 from strategies import STRATEGIES, Batch, batches, write_order
 
 from ccm.cluster.etcd import EtcdClient
@@ -64,6 +72,7 @@ from ccm.plan.changes import Playbook
 from ccm.plan.node import Accounts
 from ccm.plan.paths import file_name
 from ccm.settings import EtcdSettings, Settings
+from configurations.clusters import Cluster
 from configurations.crons import Cron
 from configurations.fpm_pools import OPCACHE_ISOLATION, FpmPool
 from configurations.mail_accounts import MailAccount
@@ -89,6 +98,14 @@ NGINX_CHECK = [
 _PHP_FPM_SCRIPT = r"""
 set -e
 root=$1 version=$2
+# the node's php-fpm of that version: the machine's own (8.2), or, for a version the
+# php-versions playbook installed (PlaceholderPlaybooks records it as the playbook
+# does), the machine's as its stand-in. Any other is missing, as on a real node.
+binary="php-fpm$version"
+if ! command -v "$binary" >/dev/null && grep -qs "\"$version\"" "$root/$STATE_FILE"; then
+  binary=php-fpm8.2
+fi
+command -v "$binary" >/dev/null || { echo "$binary: not found"; exit 127; }
 conf="$root/php-fpm-$version.conf"
 printf '[global]\npid = %s\nerror_log = %s\ninclude = %s\n' \
   "$root/php-fpm-$version.pid" "$root/php-fpm-$version.log" \
@@ -97,12 +114,15 @@ mkdir -p "$root/home"
 mount --bind "$root/etc/passwd" /etc/passwd
 mount --bind "$root/etc/group" /etc/group
 mount --bind "$root/home" /home
-if ! php-fpm8.2 -t -y "$conf" 2>&1; then
+if ! "$binary" -t -y "$conf" 2>&1; then
   cat "$root/php-fpm-$version.log" 2>/dev/null
   exit 1
 fi
 """
-#: real php-fpm8.2 -t with the root's accounts and homes (a private mount namespace)
+#: where the php-versions playbook records the versions it installed (under the root)
+STATE_FILE = "var/lib/ccm/php-versions.json"
+#: real php-fpm -t with the root's accounts and homes (a private mount namespace); a
+#: version the node lacks fails it (exit 127), as ``php-fpm9.9 -t`` does on a node
 PHP_FPM_CHECK = [
     "unshare",
     "--mount",
@@ -110,7 +130,7 @@ PHP_FPM_CHECK = [
     "private",
     "sh",
     "-c",
-    _PHP_FPM_SCRIPT,
+    _PHP_FPM_SCRIPT.replace("$STATE_FILE", STATE_FILE),
     "sh",
     "{root}",
     "{version}",
@@ -159,10 +179,14 @@ class PlaceholderPlaybooks:
     def __call__(self, configuration: str, playbook: Playbook) -> None:
         assert playbook.playbook == "php-versions.yml", playbook
         self.runs += 1
-        for version in playbook.extra_vars["php_versions"]:
+        versions = playbook.extra_vars["php_versions"]
+        for version in versions:
             pool_d = self.root / f"etc/php/{version}/fpm/pool.d"
             pool_d.mkdir(parents=True, exist_ok=True)
             (pool_d / "ccm.placeholder.conf").write_text(self.template.render(item=version))
+        state = self.root / STATE_FILE
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(json.dumps({"php_versions": versions}))
 
     def check(self, configuration: str, playbook: Playbook) -> PlaybookPreview:
         return PlaybookPreview(configuration, playbook.playbook)
@@ -197,6 +221,8 @@ class Outcome:
     accepted: int = 0
     refused: int = 0
     applied: int = 0
+    #: accepted, and refused on the node alone (a PHP version it lacks): never a halt
+    refused_on_node: int = 0
     refusals: list[str] = field(default_factory=list)
 
 
@@ -230,7 +256,25 @@ def write_batch(
 # --- applying and reading back --------------------------------------------------------------
 
 
-def apply_on_node(root: Path, snapshot: Snapshot) -> Engine:
+def refused_here(snapshot: Snapshot) -> set[str]:
+    """What this node must refuse of an accepted snapshot: the pools of a PHP version
+    it lacks (no ``clusters`` object lists it, and it is not installed here), and the
+    vhosts on those pools. Nothing else: the strategies never draw a person's login on
+    this machine, which a write cannot know (test_node_refusals)."""
+    listed = {version for cluster in snapshot.all(Cluster) for version in cluster.php_versions}
+    provided = listed | set(INSTALLED_PHP)
+    pools = {p.describe() for p in snapshot.all(FpmPool) if p.php_version not in provided}
+    vhosts = {
+        v.describe()
+        for v in snapshot.all(VirtualHost)
+        if v.fpm_pool_id is not None and f"fpm-pools/{v.fpm_pool_id}" in pools
+    }
+    return pools | vhosts
+
+
+def apply_on_node(root: Path, snapshot: Snapshot) -> tuple[Engine, set[str]]:
+    """Apply as a node would (real checks); what it refused, which must be exactly
+    ``refused_here``. A failed check raises: the fleet would halt."""
     settings = node_settings(
         root, commands={"nginx_check": NGINX_CHECK, "php_fpm_check": PHP_FPM_CHECK}
     )
@@ -238,10 +282,13 @@ def apply_on_node(root: Path, snapshot: Snapshot) -> Engine:
         Registry.from_entry_points(), settings, playbooks=PlaceholderPlaybooks(settings)
     )
     report = engine.apply(snapshot)
-    # accepted means it applies: the node refuses nothing (the strategies never draw a
-    # person's login on this machine, which a write cannot know: test_node_refusals)
-    assert report.refused == {}, f"accepted, but the node refused: {report.refused}"
-    return engine
+    # accepted means it applies, or is refused on this node alone, never halts the fleet
+    refused = refused_here(snapshot)
+    assert set(report.refused) == refused, f"the node refused {report.refused}"
+    for name in refused:
+        if name.startswith("fpm-pools/"):
+            assert "is not installed on this node" in report.refused[name].reason
+    return engine, refused
 
 
 def cron_lines(text: str) -> list[str]:
@@ -342,8 +389,9 @@ def cron_accepts(root: Path, crontab: Path) -> None:
     assert result.returncode == 0, f"cron refuses {crontab.name}: {result.stderr.strip()}"
 
 
-def check_node(root: Path, snapshot: Snapshot) -> None:
-    """The rendered files mean exactly what the snapshot holds."""
+def check_node(root: Path, snapshot: Snapshot, refused: set[str]) -> None:
+    """The rendered files mean exactly what the snapshot holds (what the node refused
+    is not there)."""
     users = {u.id: u for u in snapshot.all(UnixUser)}
     accounts = Accounts(root)
     for user in users.values():
@@ -382,7 +430,7 @@ def check_node(root: Path, snapshot: Snapshot) -> None:
 
     # nginx
     sites = root / "etc/nginx/sites-enabled"
-    vhosts = snapshot.all(VirtualHost)
+    vhosts = [v for v in snapshot.all(VirtualHost) if v.describe() not in refused]
     present = sorted(p.name for p in sites.iterdir()) if sites.is_dir() else []
     expected = ["ccm-default.conf", *(file_name(v.domain, ".conf") for v in vhosts)]
     assert present == sorted(expected), f"sites {present!r}"
@@ -400,8 +448,13 @@ def check_node(root: Path, snapshot: Snapshot) -> None:
         roots = re.findall(r"^    root (.*);$", text, flags=re.MULTILINE)
         assert roots == [vhost.document_root], f"{vhost.describe()} root lines {roots!r}"
 
+    assert_no_carve_outs(vhosts)
+
     # php-fpm pools
-    pools = snapshot.all(FpmPool)
+    for pool in snapshot.all(FpmPool):
+        if pool.describe() in refused:
+            assert not (root / f"etc/php/{pool.php_version}/fpm/pool.d/{pool.name}.conf").exists()
+    pools = [p for p in snapshot.all(FpmPool) if p.describe() not in refused]
     for pool in pools:
         user = users[pool.unix_user_id]
         path = root / f"etc/php/{pool.php_version}/fpm/pool.d/{pool.name}.conf"
@@ -425,6 +478,33 @@ def check_node(root: Path, snapshot: Snapshot) -> None:
         assert f"user = {user.username}" in lines and f"chdir = {user.home}" in lines
 
 
+def _nginx_serves(name: str, host: str) -> bool:
+    """nginx's match of a ``server_name`` entry (exact, ``*.`` or ``.``) and a host."""
+    name, host = normalised(name), normalised(host)
+    if name.startswith("*."):
+        return host.endswith(name[1:])
+    if name.startswith("."):
+        return host == name[1:] or host.endswith(name)
+    return host == name
+
+
+def assert_no_carve_outs(vhosts: list[VirtualHost]) -> None:
+    """No host is matched by names of two owners: probed with each name of the two vhosts
+    and a name one label below it (enough to meet nginx's wildcards)."""
+    for one, other in itertools.combinations(vhosts, 2):
+        if one.unix_user_id == other.unix_user_id:
+            continue
+        mine, theirs = [one.domain, *one.server_aliases], [other.domain, *other.server_aliases]
+        bases = {normalised(n).removeprefix("*.").removeprefix(".") for n in mine + theirs}
+        for host in sorted(bases | {"probe." + base for base in bases}):
+            a = [n for n in mine if _nginx_serves(n, host)]
+            b = [n for n in theirs if _nginx_serves(n, host)]
+            assert not (a and b), (
+                f"{host} is served by {one.describe()} ({', '.join(a)}) and by "
+                f"{other.describe()} ({', '.join(b)}) of another owner"
+            )
+
+
 _examples = itertools.count(1)
 
 
@@ -444,9 +524,10 @@ def run_property(
     shutil.copytree(template, root, symlinks=True)
     try:
         nginx_main_config(root)
-        engine = apply_on_node(root, snapshot)
-        outcome.applied = outcome.accepted
-        check_node(root, snapshot)
+        engine, refused = apply_on_node(root, snapshot)
+        outcome.refused_on_node = len(refused)
+        outcome.applied = outcome.accepted - len(refused)
+        check_node(root, snapshot, refused)
         assert not engine.plan(snapshot).has_changes, "a second run would change something"
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -490,7 +571,11 @@ def test_every_accepted_batch_applies_and_means_what_was_accepted(
     workdir: Path,
     batch: Batch,
 ) -> None:
-    run_property(etcd_client, etcd_settings.prefix, node_template, workdir, batch)
+    outcome = run_property(etcd_client, etcd_settings.prefix, node_template, workdir, batch)
+    # what the run covered (pytest --hypothesis-show-statistics)
+    clusters = next((raws for name, raws in batch.objects if name == "clusters"), [])
+    event("clusters object: " + ("none" if not clusters else "drawn"))
+    event(f"refused on the node (a PHP version it lacks): {outcome.refused_on_node > 0}")
 
 
 # --- the distinct failures the property found (issue 7), each as its smallest batch --------

@@ -25,7 +25,7 @@ POOL = FpmPool(id=1, name="alice-old", unix_user_id=1, php_version="8.1")
 
 
 def test_deleting_the_last_pool_of_a_version_still_reloads_its_php_fpm(tmp_path: Path) -> None:
-    root = seed_root(tmp_path / "root")
+    root = seed_root(tmp_path / "root", php_versions=("8.1",))  # installed by hand
     engine = Engine(Registry(CONFIGURATIONS), node_settings(root))
     engine.apply(Snapshot.of(1, [ALICE, POOL]))
     assert "reload php8.1-fpm" in actions(root)
@@ -45,7 +45,7 @@ def test_deleting_the_last_pool_of_a_version_still_reloads_its_php_fpm(tmp_path:
 
 
 def test_the_user_of_a_deleted_pool_goes_after_the_reload(tmp_path: Path) -> None:
-    root = seed_root(tmp_path / "root")
+    root = seed_root(tmp_path / "root", php_versions=("8.1",))  # installed by hand
     settings = node_settings(
         root,
         commands={

@@ -31,6 +31,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from ccm.models.base import MAX_OBJECT_ID, References
+from ccm.models.names import is_public_suffix
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 #: one DNS label of a host name ccm serves: lower case, no leading or trailing hyphen
@@ -73,7 +74,15 @@ def hostname(value: str) -> str:
 
 
 def alias(value: str) -> str:
-    hostname(value[2:] if value.startswith("*.") else value)
+    """A host name, or a wildcard ``*.name`` that is not directly under a public suffix."""
+    if not value.startswith("*."):
+        return hostname(value)
+    base = hostname(value[2:])
+    if is_public_suffix(base):
+        raise ValueError(
+            f"{value!r} is a wildcard directly under the public suffix {base!r}: it would "
+            "take the domains of everyone who registered one there"
+        )
     return value
 
 

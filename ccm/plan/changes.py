@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from ccm.plan.accounts import Account
 from ccm.plan.actions import Check, Command, Playbook, Probe, UnitAction
-from ccm.plan.files import Directory, File
+from ccm.plan.files import Directory, File, Prerequisite
 
-Change = File | Directory | Account | Check | Probe | UnitAction | Command | Playbook
+Change = File | Directory | Prerequisite | Account | Check | Probe | UnitAction | Command | Playbook
 
 __all__ = [
     "Account",
@@ -33,6 +33,7 @@ __all__ = [
     "Directory",
     "File",
     "Playbook",
+    "Prerequisite",
     "Probe",
     "UnitAction",
 ]

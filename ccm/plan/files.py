@@ -2,7 +2,8 @@
 
 A ``File`` compares its content, mode and ownership with the node and plans a
 ``WriteFile`` (or nothing); a ``Directory`` plans an ``EnsureDirectory``; a file a
-configuration owned and no longer plans becomes a ``RemoveFile``. Each step writes
+configuration owned and no longer plans becomes a ``RemoveFile``. A ``Prerequisite``
+plans nothing: it refuses its objects on a node that lacks a directory. Each step writes
 atomically and without following links (``ccm.plan.fsutil``), and records how to put
 back exactly what was there before.
 """
@@ -124,6 +125,23 @@ class Directory:
                 f"({node.accounts.user_name(before.uid)}), not to {self.owner}; refusing to "
                 "hand it over (move it away if it is meant for this account)",
             )
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    """A directory the node must already have; ccm never makes it (the ``pool.d/`` of a
+    PHP version someone installed on this node). Without it, the ``origin`` objects are
+    refused on this node alone, before any of their changes is compared (list it ahead
+    of them): ``reason`` says what is missing."""
+
+    path: str
+    reason: str
+    origin: tuple[str, ...] = ()
+
+    def compare(self, ops: ConfigurationOperations, node: NodeView) -> None:
+        # without a trailing slash: lstat then sees a link as a link, not its target
+        if not read_path(node.under(self.path.rstrip("/")), with_content=False).is_dir:
+            raise TenantConflict(ops.configuration, f"{self.reason} (no {self.path} here)")
 
 
 def mode_owner_reasons(
