@@ -113,7 +113,7 @@ def test_a_changed_tenant_shows_the_modification_and_the_content_diff(engine: En
         "kind": "file",
         "operation": "remove",
     }
-    assert removed["diff"].startswith(f"--- a{POOL_FILE}\n+++ /dev/null\n@@ -1,22 +0,0 @@\n")
+    assert removed["diff"].startswith(f"--- a{POOL_FILE}\n+++ /dev/null\n@@ -1,29 +0,0 @@\n")
     assert data["actions"] == ["reload php8.2-fpm"]
 
     assert "~ account alice (shell /bin/bash -> /bin/sh)\n" in text
