@@ -50,7 +50,6 @@ from typing import Any
 import jinja2
 import pytest
 from hypothesis import HealthCheck, given, settings
-from noderoot import node_settings, seed_root
 from strategies import STRATEGIES, Batch, batches, write_order
 
 from ccm.cluster.etcd import EtcdClient
@@ -64,6 +63,7 @@ from ccm.plan.changes import Playbook
 from ccm.plan.node import Accounts
 from ccm.plan.paths import file_name
 from ccm.settings import EtcdSettings, Settings
+from ccm.testing.noderoot import node_settings, seed_root
 from configurations.crons import Cron
 from configurations.fpm_pools import OPCACHE_ISOLATION, FpmPool
 from configurations.mail_accounts import MailAccount
