@@ -136,8 +136,9 @@ def ccm_settings(
     nothing touches the machine: every reload and unit action, and every check the
     installed configurations declare, appends a line to ``ROOT/actions.log``
     (``reload nginx``, ``check nginx``, ``check <name>``); every probe is ``true``;
-    accounts are made with ``useradd --prefix ROOT``. Override this fixture to change a
-    key: ``ccm.testing.node_settings(root, etcd=…, checks={…})`` builds the same."""
+    accounts are made with ``useradd --prefix ROOT``. To change a key, override this
+    fixture and return ``ccm_settings.model_copy(update={…})``, or build settings with
+    ``ccm.testing.node_settings(root, etcd=…, checks={…})``."""
     from ccm.testing.noderoot import node_settings
 
     checks, probes = ccm_declared_commands
