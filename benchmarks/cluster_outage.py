@@ -25,7 +25,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from cluster_harness import Cluster, NodeProcess, wait_until  # noqa: E402
-from etcd_server import EtcdServer  # noqa: E402
+
+from ccm.testing.etcd import EtcdServer  # noqa: E402
 
 
 def user(id: int, username: str) -> dict[str, object]:

@@ -35,7 +35,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from cluster_harness import Cluster, parse_time  # noqa: E402
-from etcd_server import EtcdCluster  # noqa: E402
 from test_faults import (  # noqa: E402
     alice_objects,
     config_tree,
@@ -50,6 +49,7 @@ from test_faults import (  # noqa: E402
 
 from ccm.cluster.etcd import EtcdClient  # noqa: E402
 from ccm.cluster.store import ObjectStore  # noqa: E402
+from ccm.testing.etcd import EtcdCluster  # noqa: E402
 
 
 def figures(name: str, values: list[float], unit: str = "s") -> str:

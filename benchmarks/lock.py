@@ -34,12 +34,11 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from etcd_server import EtcdServer  # noqa: E402
-
 from ccm.cluster.etcd import EtcdClient, Watch  # noqa: E402
 from ccm.cluster.lock import ClusterLock, LockTimeout  # noqa: E402
 from ccm.log import configure_logging  # noqa: E402
 from ccm.settings import EtcdSettings  # noqa: E402
+from ccm.testing.etcd import EtcdServer  # noqa: E402
 
 DOOMED = """
 import sys

@@ -26,16 +26,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from etcd_server import EtcdServer  # noqa: E402
 from hypothesis import HealthCheck, Phase, find, given, seed, settings  # noqa: E402
 from hypothesis.errors import NoSuchExample  # noqa: E402
-from noderoot import seed_root  # noqa: E402
 from strategies import Batch, batches  # noqa: E402
 from test_accepted_applies import Outcome, run_property  # noqa: E402
 
 from ccm.cluster.etcd import EtcdClient  # noqa: E402
 from ccm.log import configure_logging  # noqa: E402
 from ccm.settings import EtcdSettings  # noqa: E402
+from ccm.testing.etcd import EtcdServer  # noqa: E402
+from ccm.testing.noderoot import seed_root  # noqa: E402
 
 
 def signature(error: BaseException) -> str:

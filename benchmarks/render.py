@@ -28,12 +28,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from etcd_server import EtcdServer  # noqa: E402
-from noderoot import seed_root  # noqa: E402
-
 from ccm.cluster.etcd import EtcdClient  # noqa: E402
 from ccm.cluster.store import ObjectStore  # noqa: E402
 from ccm.settings import EtcdSettings  # noqa: E402
+from ccm.testing.etcd import EtcdServer  # noqa: E402
+from ccm.testing.noderoot import seed_root  # noqa: E402
 
 BATCH = 100  # objects per put (etcd's default --max-txn-ops is 128)
 

@@ -40,7 +40,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from cluster_harness import Cluster, parse_time  # noqa: E402
-from etcd_server import EtcdServer  # noqa: E402
+
+from ccm.testing.etcd import EtcdServer  # noqa: E402
 
 
 @dataclass

@@ -27,13 +27,12 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from etcd_server import EtcdServer  # noqa: E402
-
 from ccm.cluster.etcd import EtcdClient, Put, Watch  # noqa: E402
 from ccm.cluster.watcher import EventWatcher  # noqa: E402
 from ccm.errors import ClusterError  # noqa: E402
 from ccm.log import configure_logging  # noqa: E402
 from ccm.settings import EtcdSettings  # noqa: E402
+from ccm.testing.etcd import EtcdServer  # noqa: E402
 
 
 class Seen:

@@ -16,9 +16,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from etcd_server import EtcdServer  # noqa: E402
-from noderoot import logging_command, seed_root  # noqa: E402
 from serving_node import ServedNode, ServingError  # noqa: E402
+
+from ccm.testing.etcd import EtcdServer  # noqa: E402
+from ccm.testing.noderoot import logging_command, seed_root  # noqa: E402
 
 CCM = str(Path(sys.executable).parent / "ccm")
 NODES = ("web01", "web02", "mail01")

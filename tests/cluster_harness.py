@@ -51,14 +51,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from etcd_server import EtcdServer, die_with_parent
-from noderoot import logging_command, seed_root
-
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.lock import LockEntry, lock_queue
 from ccm.cluster.nodes import LastRun, NodeRecord, NodeRecords
 from ccm.cluster.store import ObjectStore
 from ccm.settings import EtcdSettings
+from ccm.testing.etcd import EtcdServer, die_with_parent
+from ccm.testing.noderoot import logging_command, seed_root
 
 T = TypeVar("T")
 

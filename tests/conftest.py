@@ -1,68 +1,42 @@
-"""etcd fixtures: one real etcd per test session, and a fresh key prefix per test.
+"""etcd fixtures: ccm's own tests use the ``ccm_…`` fixtures of ``ccm.testing.plugin``
+(installed with ccm, loaded by its ``pytest11`` entry point) under shorter names.
 
 Only etcd fixtures live here, and ``registry`` (used by two files); other fixtures belong
 in the test files that use them.
-Tests never share keys: each gets its own prefix (``/ccm-t<pid>-<n>``), so they need no
+Tests never share keys: each gets its own prefix (``ccm_etcd_settings``), so they need no
 cleanup and cannot see each other. A missing ``/usr/bin/etcd`` FAILS the tests that need
 it (it never skips them): a green run must mean the cluster code was exercised.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
 from collections.abc import Iterator
 
 import pytest
-from etcd_server import EtcdServer, EtcdServerError
 
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.store import ObjectStore
 from ccm.models.base import object_types
 from ccm.settings import EtcdSettings
-
-_prefixes = itertools.count(1)
-
-
-def _started(server_factory: type[EtcdServer] = EtcdServer) -> EtcdServer:
-    try:
-        server = server_factory()
-        server.start()
-    except EtcdServerError as error:
-        pytest.fail(f"cannot run the etcd the tests need: {error}", pytrace=False)
-    return server
+from ccm.testing.etcd import EtcdServer
 
 
 @pytest.fixture(scope="session")
-def etcd_server() -> Iterator[EtcdServer]:
+def etcd_server(ccm_etcd_server: EtcdServer) -> EtcdServer:
     """The session's etcd (do not kill it: use ``private_etcd_server`` for that)."""
-    server = _started()
-    try:
-        yield server
-    finally:
-        server.close()
+    return ccm_etcd_server
 
 
 @pytest.fixture
-def private_etcd_server() -> Iterator[EtcdServer]:
+def private_etcd_server(ccm_private_etcd_server: EtcdServer) -> EtcdServer:
     """An etcd of this test's own, free to be killed and restarted."""
-    server = _started()
-    try:
-        yield server
-    finally:
-        server.close()
+    return ccm_private_etcd_server
 
 
 @pytest.fixture
-def etcd_settings(etcd_server: EtcdServer) -> EtcdSettings:
+def etcd_settings(ccm_etcd_settings: EtcdSettings) -> EtcdSettings:
     """Settings for the session etcd with a prefix no other test uses."""
-    if not etcd_server.running:  # a test broke it: give the next ones a working etcd
-        etcd_server.restart()
-    return EtcdSettings(
-        endpoints=(etcd_server.endpoint,),
-        prefix=f"/ccm-t{os.getpid()}-{next(_prefixes)}",
-        timeout=5.0,
-    )
+    return ccm_etcd_settings
 
 
 @pytest.fixture
@@ -85,3 +59,7 @@ def registry() -> Iterator[None]:
     finally:
         object_types.clear()
         object_types.update(before)
+
+
+#: a plugin's own tests run in its own pytest, with the plugin installed (test_extension)
+collect_ignore = ["plugins"]

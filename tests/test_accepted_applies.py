@@ -58,7 +58,6 @@ from typing import Any
 import jinja2
 import pytest
 from hypothesis import HealthCheck, event, given, settings
-from noderoot import INSTALLED_PHP, node_settings, seed_root
 from strategies import STRATEGIES, Batch, batches, write_order
 
 from ccm.cluster.etcd import EtcdClient
@@ -72,6 +71,7 @@ from ccm.plan.changes import Playbook
 from ccm.plan.node import Accounts
 from ccm.plan.paths import file_name
 from ccm.settings import EtcdSettings, Settings
+from ccm.testing.noderoot import INSTALLED_PHP, node_settings, seed_root
 from configurations.clusters import Cluster
 from configurations.crons import Cron
 from configurations.fpm_pools import OPCACHE_ISOLATION, FpmPool

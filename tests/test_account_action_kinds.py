@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from noderoot import actions, logging_command, node_settings, seed_root
 
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
@@ -26,6 +25,7 @@ from ccm.plan.changes import Change, Check, Command, File, Probe, UnitAction
 from ccm.plan.configuration import Configuration, Render
 from ccm.plan.diff import describe_text
 from ccm.settings import Settings
+from ccm.testing.noderoot import actions, logging_command, node_settings, seed_root
 
 UID = 20000 + 1  # alice's uid: the default uid_base + her id
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 from cluster_harness import Cluster, parse_time, wait_until
-from etcd_server import EtcdServer
 
 from ccm.cluster.canary import Soak, after_canary, decide
+from ccm.testing.etcd import EtcdServer
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 

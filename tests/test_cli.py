@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import structlog
 from click.testing import CliRunner, Result
-from noderoot import node_settings, seed_root
 
 from ccm.cli.main import cli
 from ccm.cluster.store import ObjectStore
 from ccm.settings import EtcdSettings
+from ccm.testing.noderoot import node_settings, seed_root
 
 
 @pytest.fixture(autouse=True)

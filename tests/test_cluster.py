@@ -25,10 +25,10 @@ from cluster_harness import (
     tree,
     wait_until,
 )
-from etcd_server import EtcdServer
-from noderoot import logging_command
 
 from ccm.errors import ClusterError
+from ccm.testing.etcd import EtcdServer
+from ccm.testing.noderoot import logging_command
 
 SITES = "etc/nginx/sites-enabled"
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from etcd_server import EtcdServer, EtcdServerError, EtcdTls
 
 from ccm.cluster.etcd import (
     Compare,
@@ -33,6 +32,7 @@ from ccm.cluster.etcd import (
 )
 from ccm.errors import ClusterError, SettingsError
 from ccm.settings import EtcdSettings
+from ccm.testing.etcd import EtcdServer, EtcdServerError, EtcdTls
 
 T = TypeVar("T")
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from noderoot import actions, logging_command, node_settings, seed_root
 
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
@@ -19,6 +18,7 @@ from ccm.plan.configuration import Configuration, Render
 from ccm.plan.diff import actions_that_would_run
 from ccm.plan.executor import Executor
 from ccm.settings import Settings
+from ccm.testing.noderoot import actions, logging_command, node_settings, seed_root
 from configurations.unix_users import UnixUser
 
 
@@ -430,7 +430,7 @@ def test_an_unreadable_manifest_halts_instead_of_orphaning_every_file(root: Path
 CRASH_DURING_CHECK = """
 import sys
 sys.path.insert(0, {tests!r})
-from noderoot import node_settings
+from ccm.testing.noderoot import node_settings
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.models import Snapshot

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from noderoot import actions, logging_command, node_settings, seed_root
 from test_executor_rules import SCRIPT
 
 from ccm.engine.registry import Registry
@@ -32,6 +31,7 @@ from ccm.models import Snapshot
 from ccm.plan.changes import Account, Change, Check, Command, File, Probe, UnitAction
 from ccm.plan.configuration import Configuration, Render
 from ccm.settings import Settings
+from ccm.testing.noderoot import actions, logging_command, node_settings, seed_root
 
 #: ``sh -c`` scripts that append a line to ROOT/actions.log (ROOT is ``$1``)
 _LOG = 'echo "{what}" >> "$1/actions.log"'

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from noderoot import actions, logging_command, node_settings, seed_root
 
 from ccm import faults
 from ccm.engine.registry import Registry
@@ -26,6 +25,7 @@ from ccm.plan.changes import Account, Change, Check, File, Playbook, UnitAction
 from ccm.plan.configuration import Configuration, Render
 from ccm.plan.executor import Executor
 from ccm.settings import Settings
+from ccm.testing.noderoot import actions, logging_command, node_settings, seed_root
 from configurations.unix_users import UnixUser
 
 
@@ -154,7 +154,7 @@ SCRIPT = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, {tests!r})
-    from noderoot import node_settings
+    from ccm.testing.noderoot import node_settings
     from test_executor_rules import Planned, engine
     from pathlib import Path
     from ccm.models import Snapshot

@@ -31,12 +31,12 @@ from cluster_harness import (
     tree,
     wait_until,
 )
-from etcd_server import EtcdCluster, EtcdServer, EtcdServerError
 
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.nodes import LastRun
 from ccm.cluster.store import ObjectStore
 from ccm.errors import ObjectNotFound
+from ccm.testing.etcd import EtcdCluster, EtcdServer, EtcdServerError
 
 SITES = "etc/nginx/sites-enabled"
 FOREIGN = f"{SITES}/handmade.conf"

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from noderoot import node_settings, seed_root
 
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
@@ -23,6 +22,7 @@ from ccm.plan.changes import Account, Change, Check, Directory, File
 from ccm.plan.configuration import Configuration, Render
 from ccm.plan.diff import describe_json, describe_text
 from ccm.plan.executor import RunReport
+from ccm.testing.noderoot import node_settings, seed_root
 
 WWW = 33  # www-data's uid and gid on Debian (the seeded root copies the host's accounts)
 NOBODY = 65534  # nobody, nogroup

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from noderoot import node_settings, seed_root
 
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.models import Snapshot
 from ccm.plan.diff import describe_json, describe_text
+from ccm.testing.noderoot import node_settings, seed_root
 from configurations import CONFIGURATIONS
 from configurations.crons import Cron
 from configurations.fpm_pools import FpmPool

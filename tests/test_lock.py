@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from etcd_server import EtcdServer
 
 from ccm.cluster.clock import Clock, ManualClock
 from ccm.cluster.etcd import EtcdClient, Put, Watch, WatchBatch, WatchDisconnected
@@ -34,6 +33,7 @@ from ccm.cluster.lock import (
 from ccm.cluster.status import cluster_status
 from ccm.errors import ClusterError, LockLost
 from ccm.settings import EtcdSettings
+from ccm.testing.etcd import EtcdServer
 
 REPO = Path(__file__).resolve().parent.parent
 

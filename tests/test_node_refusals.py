@@ -13,7 +13,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from noderoot import node_settings, seed_root
 
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.status import cluster_status, format_status
@@ -24,6 +23,7 @@ from ccm.engine.run import Engine
 from ccm.errors import RunError
 from ccm.models import CcmObject, Snapshot
 from ccm.settings import EtcdSettings, Settings
+from ccm.testing.noderoot import node_settings, seed_root
 from configurations import Crontabs, NginxVhosts, PhpFpmPools, PhpVersions, UnixUsers
 from configurations.crons import Cron
 from configurations.fpm_pools import FpmPool

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 from cluster_harness import BROKEN_MARK, Cluster, wait_until
-from etcd_server import EtcdServer
 
 from ccm.cluster.clock import ManualClock
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.history import RunHistory, RunRecord
 from ccm.cluster.rollout import Rollout, rollout, wait_for
+from ccm.testing.etcd import EtcdServer
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ import json
 from pathlib import Path
 
 import pytest
-from noderoot import actions, node_settings, seed_root
 from test_accepted_applies import PHP_FPM_CHECK, PlaceholderPlaybooks
 
 from ccm.cluster.etcd import EtcdClient
@@ -34,6 +33,7 @@ from ccm.engine.run import Engine
 from ccm.models import CcmObject, Snapshot
 from ccm.plan.diff import describe_text
 from ccm.settings import EtcdSettings, Settings
+from ccm.testing.noderoot import actions, node_settings, seed_root
 from configurations import CONFIGURATIONS
 from configurations.clusters import Cluster
 from configurations.fpm_pools import FpmPool

@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 from cluster_harness import Cluster
-from etcd_server import EtcdServer
-from noderoot import node_settings, seed_root
 
 from ccm.cluster.store import ObjectStore
 from ccm.engine.registry import Registry
@@ -22,6 +20,8 @@ from ccm.errors import ReferencedObject, ValidationFailed
 from ccm.models import Node, Snapshot
 from ccm.plan.changes import Change
 from ccm.plan.configuration import Configuration, Render
+from ccm.testing.etcd import EtcdServer
+from ccm.testing.noderoot import node_settings, seed_root
 from configurations import CONFIGURATIONS
 from configurations.crons import Cron
 from configurations.mail_accounts import MailAccount

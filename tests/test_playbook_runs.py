@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from noderoot import node_settings, seed_root
 
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
@@ -18,6 +17,7 @@ from ccm.plan.changes import Change, File, Playbook
 from ccm.plan.configuration import Configuration, Render
 from ccm.plan.diff import describe_text
 from ccm.settings import Settings
+from ccm.testing.noderoot import node_settings, seed_root
 
 PLAYBOOK = """\
 - hosts: localhost

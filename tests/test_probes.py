@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from noderoot import actions, logging_command, node_settings, seed_root
 
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.store import ObjectStore
@@ -25,6 +24,7 @@ from ccm.plan.changes import Change, File, Probe, UnitAction
 from ccm.plan.configuration import Configuration, Render
 from ccm.plan.executor import Executor
 from ccm.settings import EtcdSettings, Settings
+from ccm.testing.noderoot import actions, logging_command, node_settings, seed_root
 
 SITE = "/etc/web/site.conf"
 

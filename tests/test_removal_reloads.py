@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from noderoot import actions, node_settings, seed_root
-
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.models import Snapshot
 from ccm.plan.diff import describe_text
+from ccm.testing.noderoot import actions, node_settings, seed_root
 from configurations import CONFIGURATIONS
 from configurations.fpm_pools import FpmPool
 from configurations.unix_users import UnixUser

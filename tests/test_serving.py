@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from noderoot import node_settings, seed_root
 from serving_node import ServedNode, ServingError
 
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.models import CcmObject, Snapshot
 from ccm.plan.commands import fill
+from ccm.testing.noderoot import node_settings, seed_root
 from configurations import CONFIGURATIONS
 from configurations.crons import Cron
 from configurations.fpm_pools import OPCACHE_API_NOWHERE, FpmPool, PhpFpmPools

@@ -26,11 +26,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from etcd_server import EtcdServer, EtcdServerError, EtcdTls
 
 from ccm.cluster.etcd import EtcdClient
 from ccm.errors import ClusterError
 from ccm.settings import EtcdSettings
+from ccm.testing.etcd import EtcdServer, EtcdServerError, EtcdTls
 
 PASSWORD = "Tls-Auth-" + secrets.token_hex(12)
 WRONG_PASSWORD = "Not-It-" + secrets.token_hex(12)

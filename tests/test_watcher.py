@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from etcd_server import EtcdServer
 
 from ccm.cluster.clock import ManualClock
 from ccm.cluster.etcd import (
@@ -35,6 +34,7 @@ from ccm.cluster.etcd import (
 from ccm.cluster.watcher import EventWatcher
 from ccm.errors import ClusterError
 from ccm.settings import EtcdSettings
+from ccm.testing.etcd import EtcdServer
 
 
 class Reports:
