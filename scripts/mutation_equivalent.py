@@ -31,11 +31,6 @@ _FK = "ccm.plan.files.xǁ"
 _HAS_MODE = (
     "the fallback mode of a path that exists: read_path always gives an existing path its mode"
 )
-_RACE = (
-    "RACE ONLY: make_parents(target, root) has just walked the same directories refusing "
-    "links; without root only a link swapped in between the two calls would be followed "
-    "(no deterministic test reaches that window)"
-)
 _UNDO_NAME = (
     "the name given to the undo's run() is used only in the CommandFailed that unwind catches "
     "and logs"
@@ -45,8 +40,6 @@ _DEAD = "dead store: the loop sets current before anything in it can raise"
 EQUIVALENT: dict[str, str] = {
     # -- ccm/plan/fsutil.py
     f"{_F}_is_link__mutmut_4": "follow_symlinks=None is falsy like False",
-    f"{_F}_is_link__mutmut_9": "stat of the entry open() just refused fails only if it vanished "
-    "in between (a race): the error is then raised as it was",
     f"{_F}_parts__mutmut_5": "PurePath.parts never holds '' (parts are normalised)",
     f"{_F}_parts__mutmut_6": "PurePath.parts never holds '.' (parts are normalised)",
     f"{_F}atomic_write__mutmut_11": "a longer random temp name: still unique, fixed, < 255 bytes",
@@ -73,7 +66,6 @@ EQUIVALENT: dict[str, str] = {
     **{f"{_FK}RemoveFileǁapply__mutmut_{n}": _HAS_MODE for n in (21, 23)},
     f"{_FK}WriteFileǁapply__mutmut_27": "an existing path a File plans to write is a regular "
     "file (File.compare refuses anything else), whose content read_path always reads",
-    **{f"{_FK}WriteFileǁapply__mutmut_{n}": _RACE for n in (66, 72, 77, 82)},
     **{
         f"{_FK}Directoryǁcompare__mutmut_{n}": "read_path reads content only of a regular "
         "file, which Directory.compare refuses right after; EnsureDirectory never reads it"

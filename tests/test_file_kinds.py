@@ -18,6 +18,7 @@ from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.errors import CheckFailed, PlanError, RunError, TenantConflict
 from ccm.models import Snapshot
+from ccm.plan import files
 from ccm.plan.changes import Account, Change, Check, Directory, File
 from ccm.plan.configuration import Configuration, Render
 from ccm.plan.diff import describe_json, describe_text
@@ -237,6 +238,42 @@ def test_a_directory_is_never_changed_through_a_symlink_in_its_path(root: Path) 
     assert failed.value.configuration == "site"
     assert f"refusing to go through {root}/srv/site: it is a symlink" in str(failed.value)
     assert mode_owner(root / "decoy/data") == (0o711, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        File("/etc/site/a.conf", "two\n"),  # atomic_write
+        File("/etc/site/a.conf", "one\n", 0o600, "www-data", "www-data"),  # set_mode_owner
+    ],
+    ids=["content", "mode and owner"],
+)
+def test_a_parent_swapped_for_a_symlink_after_it_was_made_is_never_written_through(
+    root: Path, monkeypatch: pytest.MonkeyPatch, wanted: File
+) -> None:
+    """The window between making the parents and writing the file: whoever owns the parent
+    swaps it for a link to a decoy right then. The write must reach the file from the root
+    down again (refusing the link), not trust the path it was given."""
+    apply(root, File("/etc/site/a.conf", "one\n"))
+    decoy = root / "decoy"
+    decoy.mkdir()
+    (decoy / "a.conf").write_text("decoy\n")
+    os.chmod(decoy / "a.conf", 0o644)
+    real = files.make_parents
+
+    def then_swap(target: Path, trusted: Path | None = None) -> list[Path]:
+        created = real(target, trusted)
+        os.rename(target.parent, root / "site.moved")
+        target.parent.symlink_to(decoy)
+        return created
+
+    monkeypatch.setattr(files, "make_parents", then_swap)
+    with pytest.raises(RunError) as failed:
+        apply(root, wanted)
+    assert f"refusing to go through {root}/etc/site: it is a symlink" in str(failed.value)
+    assert os.listdir(decoy) == ["a.conf"]
+    assert on_disk(decoy / "a.conf") == (b"decoy\n", 0o644, 0, 0)
+    assert on_disk(root / "site.moved/a.conf") == (b"one\n", 0o644, 0, 0)
 
 
 def test_a_file_no_longer_planned_is_never_removed_through_a_symlink(root: Path) -> None:

@@ -23,10 +23,13 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from ccm.errors import UnsafePath
+from ccm.plan import fsutil
 from ccm.plan.fsutil import (
     atomic_write,
     make_directory,
@@ -128,6 +131,30 @@ def test_a_regular_file_in_the_way_is_an_error_but_not_called_a_symlink(
         atomic_write(root / "etc/site/a.conf", b"x", mode=0o644, root=root)
     assert not isinstance(raised.value, UnsafePath)
     assert (root / "etc/site").read_bytes() == b"a file\n"
+
+
+def test_a_regular_file_in_the_way_that_vanishes_at_once_is_still_not_called_a_symlink(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window between the refused open and the look at what refused it: the file in
+    the way is gone by then. The error is the one the open raised, not a symlink's."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/site").write_bytes(b"a file\n")
+    real_open = os.open
+
+    def open_then_remove(path: str, flags: int, *args: Any, **kwargs: Any) -> int:
+        try:
+            return real_open(path, flags, *args, **kwargs)
+        except NotADirectoryError:
+            os.unlink(path, dir_fd=kwargs["dir_fd"])
+            raise
+
+    monkeypatch.setattr(fsutil, "os", SimpleNamespace(**{**vars(os), "open": open_then_remove}))
+    with pytest.raises(NotADirectoryError) as raised:
+        atomic_write(root / "etc/site/a.conf", b"x", mode=0o644, root=root)
+    assert not isinstance(raised.value, UnsafePath)
+    assert not (root / "etc/site").exists()
 
 
 def test_the_file_itself_being_a_symlink_is_never_followed(linked: tuple[Path, Path]) -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from ccm.cluster.etcd import EtcdClient
+from ccm.cluster.history import RunHistory
 from ccm.cluster.status import cluster_status, format_status
 from ccm.cluster.store import ObjectStore
 from ccm.daemon.node_run import NodeRun
@@ -22,6 +24,9 @@ from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.errors import RunError
 from ccm.models import CcmObject, Snapshot
+from ccm.plan.changes import Change, File
+from ccm.plan.configuration import Configuration, Render
+from ccm.plan.manifest import Manifest
 from ccm.settings import EtcdSettings, Settings
 from ccm.testing.noderoot import node_settings, seed_root
 from configurations import Crontabs, NginxVhosts, PhpFpmPools, PhpVersions, UnixUsers
@@ -136,6 +141,9 @@ def test_a_root_owned_home_is_never_handed_to_a_tenant(root: Path) -> None:
     report = engine(node_settings(root)).apply(SNAPSHOT)
     assert "refusing to hand it over" in report.refused["unix-users/1"].reason
     assert (home.stat().st_uid, home.stat().st_mode & 0o777) == (0, 0o700)
+    # the account is one of the refused object's changes: it is not made either
+    assert "alice:" not in (root / "etc/passwd").read_text()
+    assert "account:alice" not in report.changed.get("unix-users", [])
     bob_was_applied(root)
 
 
@@ -151,6 +159,76 @@ def test_a_refused_tenants_earlier_files_stay_as_they_were(root: Path) -> None:
     assert set(report.refused) == ALICE_OBJECTS
     assert vhost.read_bytes() == before
     assert (root / "var/spool/cron/crontabs/alice").exists()
+
+
+class Quotas(Configuration):
+    """A configuration that runs last and plans one file per user: a file there that ccm
+    did not write refuses the user after every other configuration planned for them."""
+
+    name = "quotas"
+    subscribes = (UnixUser.TYPE,)
+    depends_on = ("nginx-vhosts", "crontabs")
+
+    def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
+        return [
+            File(f"/etc/quota/{user.username}", "1G\n", origin=(user.describe(),))
+            for user in snapshot.all(UnixUser)
+        ]
+
+
+def test_an_object_refused_by_a_later_configuration_leaves_nothing_behind(root: Path) -> None:
+    """The account, home, pool, vhost and cron of alice were planned before the last
+    configuration refused her: none of them is made, and bob's all are."""
+    (root / "etc/quota").mkdir(parents=True)
+    (root / "etc/quota/alice").write_text("root's\n")
+    report = Engine(Registry([*CONFIGURATIONS, Quotas]), node_settings(root)).apply(SNAPSHOT)
+    assert set(report.refused) == ALICE_OBJECTS
+    assert "/etc/quota/alice exists but was not written by ccm" in (
+        report.refused["unix-users/1"].reason
+    )
+    assert "alice:" not in (root / "etc/passwd").read_text()
+    assert not (root / "home/alice").exists()
+    assert not (root / "var/spool/cron/crontabs/alice").exists()
+    nothing_of_alice(root)
+    assert not [path for path in report.changed_paths if "alice" in path]
+    assert (root / "etc/quota/alice").read_text() == "root's\n"
+    bob_was_applied(root)
+    assert (root / "etc/quota/bob").read_text() == "1G\n"
+
+
+class Greetings(Configuration):
+    """One file per user, owned by that user, for an object (``greetings/<id>``) that the
+    store knows nothing of: only the account's absence can refuse it."""
+
+    name = "greetings"
+    subscribes = (UnixUser.TYPE,)
+    depends_on = ("unix-users",)
+
+    def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
+        return [
+            File(
+                f"/etc/greetings/{user.username}",
+                "hello\n",
+                owner=user.username,
+                origin=(f"greetings/{user.id}",),
+            )
+            for user in snapshot.all(UnixUser)
+        ]
+
+
+def test_an_account_refused_with_its_home_is_not_counted_on_by_later_configurations(
+    root: Path,
+) -> None:
+    """alice's account was planned, then her home refused her: a later file owned by alice
+    is refused (no such account), not planned for an account that will not be made."""
+    (root / "home/alice").mkdir(parents=True)
+    registry = Registry([*CONFIGURATIONS, Greetings])
+    report = Engine(registry, node_settings(root)).apply(Snapshot.of(1, [ALICE, BOB]))
+    assert set(report.refused) == {"unix-users/1", "greetings/1"}
+    reason = report.refused["greetings/1"].reason
+    assert reason == "/etc/greetings/alice: owner 'alice' is not an account on this node"
+    assert not (root / "etc/greetings/alice").exists()
+    assert (root / "etc/greetings/bob").read_text() == "hello\n"
 
 
 @pytest.mark.parametrize("directory", ["etc/nginx/sites-enabled", "var/spool/cron/crontabs"])
@@ -222,3 +300,25 @@ def test_a_vhost_of_the_longest_domain_is_written(root: Path) -> None:
     written = [p for p in sites.iterdir() if p.name != "ccm-default.conf"]
     assert len(written) == 1 and longest in written[0].read_text()
     assert not [p for p in sites.iterdir() if p.name.startswith(".ccm-")]
+
+
+def test_a_refused_user_leaves_no_account_and_no_history_of_one(
+    root: Path, store: ObjectStore, etcd_client: EtcdClient, etcd_settings: EtcdSettings
+) -> None:
+    """Issue 15, finding 5: the home refuses the user after its account was planned."""
+    carol = UnixUser(id=3, username="carol")
+    (root / "home/carol").mkdir(parents=True)  # root's, made by hand
+    store.put(carol.TYPE, [carol.model_dump(mode="json")])
+    run = node_run(root, etcd_settings, etcd_client)
+
+    outcome = run.run(full=True)
+    assert outcome.result == "success"
+    assert "carol:" not in (root / "etc/passwd").read_text()
+    assert "carol:" not in (root / "etc/group").read_text()
+    (record,) = RunHistory(etcd_client, etcd_settings.prefix).read(node="web01")
+    assert "account:carol" not in record.changed
+    assert "unix-users/3" in record.refused
+    failure = etcd_client.get(f"{etcd_settings.prefix}/failures/unix-users/3/web01")
+    assert failure is not None
+    assert "refusing to hand it over" in json.loads(failure.value)["error"]
+    assert Manifest.load(root / "var/lib/ccm/manifest.json").owner_of_account("carol") is None

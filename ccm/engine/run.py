@@ -7,7 +7,7 @@ through the executor. Neither knows about etcd: the caller brings the snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -19,11 +19,17 @@ from ccm.errors import CcmError, PlanError, SettingsError, StoreError
 from ccm.models import Snapshot
 from ccm.plan.actions import Probe
 from ccm.plan.ansible import AnsiblePlaybooks
+from ccm.plan.changes import Change
 from ccm.plan.commands import CommandRunner, fill, run_command
 from ccm.plan.executor import Executor, PlaybookExecutor, RunReport
 from ccm.plan.manifest import Manifest
 from ccm.plan.node import Accounts
-from ccm.plan.operations import ConfigurationOperations, Refusal, compute_operations
+from ccm.plan.operations import (
+    ConfigurationOperations,
+    Refusal,
+    compute_operations,
+    late_refusals,
+)
 from ccm.plan.templates import TemplateRenderer, renderer_for
 from ccm.settings import Settings
 
@@ -94,22 +100,46 @@ class Engine:
         ``full`` (a reconcile) also re-runs playbooks whose inputs did not change.
         """
         snapshot = snapshot.viewed_from(self.settings.node)
-        here = self.runs_here(snapshot)
         manifest = Manifest.load(self.manifest_path)
-        accounts = Accounts(self.settings.root)
-        operations = []
         refused: dict[str, Refusal] = {}
+        rendered: dict[str, Sequence[Change]] = {}
+        while True:
+            accounts = Accounts(self.settings.root)
+            operations = self._plan_pass(
+                snapshot, types, full, manifest, accounts, refused, rendered
+            )
+            # an object refused after an earlier configuration planned its changes (or
+            # those of an object referring to it): plan again, refusing it from the start
+            if not late_refusals(operations, refused):
+                return PlannedRun(snapshot.revision, operations, manifest, accounts, refused)
+
+    def _plan_pass(
+        self,
+        snapshot: Snapshot,
+        types: Iterable[str] | None,
+        full: bool,
+        manifest: Manifest,
+        accounts: Accounts,
+        refused: dict[str, Refusal],
+        rendered: dict[str, Sequence[Change]],
+    ) -> list[ConfigurationOperations]:
+        """Every selected configuration compared with the node once (``rendered`` keeps
+        each one's changes for the next pass: they depend on the snapshot alone)."""
+        here = self.runs_here(snapshot)
+        operations = []
         for name in self.select(types):
             configuration = self.registry[name]
             try:
                 # a configuration whose groups this node lacks plans nothing: what it
                 # wrote here earlier is removed (a group taken away)
-                render = self.renderers[name]
-                changes = configuration.plan(snapshot, render) if name in here else []
+                if name not in rendered:
+                    render = self.renderers[name]
+                    planned = configuration.plan(snapshot, render) if name in here else []
+                    rendered[name] = planned
                 operations.append(
                     compute_operations(
                         name,
-                        changes,
+                        rendered[name],
                         root=self.settings.root,
                         manifest=manifest,
                         accounts=accounts,
@@ -126,7 +156,7 @@ class Engine:
                 raise
             except Exception as error:  # a bug, or the node's disk: say where
                 raise PlanError(name, f"{type(error).__name__}: {error}") from error
-        return PlannedRun(snapshot.revision, operations, manifest, accounts, refused)
+        return operations
 
     def health(self, snapshot: Snapshot) -> list[tuple[str, list[str], str]]:
         """Every probe of the configurations running here, once (a canary's soak):

@@ -9,7 +9,7 @@ longer plans. An empty result means the node already is what the plan says.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ccm.errors import TenantConflict
@@ -31,6 +31,7 @@ __all__ = [
     "RemoveFile",
     "WriteFile",
     "compute_operations",
+    "late_refusals",
     "triggered",
 ]
 
@@ -53,10 +54,40 @@ def compute_operations(
     extended: a change whose ``origin`` holds a refused object is left as it is on the
     node, and a ``TenantConflict`` on a change with an origin refuses its objects
     instead of failing the run.
+
+    A refused object leaves nothing behind: when a change refuses an object some of
+    whose changes were already compared (its account, then its home that root owns),
+    the configuration is compared again with that object refused from the start, so
+    none of its steps remain. Each pass refuses at least one more object, so this ends.
     """
     node = NodeView(root, manifest, accounts, uid_base, fingerprint, full)
+    planned_accounts = set(accounts.planned)
+    while True:
+        ops = _compare(configuration, changes, node, refused)
+        if not late_refusals([ops], refused):
+            break
+        # the accounts the dropped pass planned are not made by this run after all
+        accounts.planned.intersection_update(planned_accounts)
+    plan_removals(ops, node)
+    plan_account_removals(ops, node)
+    return ops
+
+
+def late_refusals(
+    operations: Sequence[ConfigurationOperations], refused: Mapping[str, Refusal]
+) -> set[str]:
+    """The refused objects whose changes a configuration planned before the refusal was
+    known (the same configuration's later change, a later configuration, or an object
+    they refer to): those operations are to be computed again without them."""
+    return {name for ops in operations for name in ops.compared if name in refused}
+
+
+def _compare(
+    configuration: str, changes: Sequence[Change], node: NodeView, refused: dict[str, Refusal]
+) -> ConfigurationOperations:
+    """One pass over the changes (a TenantConflict is raised before a change adds anything)."""
     ops = ConfigurationOperations(configuration)
-    ops.unverified = list(manifest.unverified.get(configuration, []))
+    ops.unverified = list(node.manifest.unverified.get(configuration, []))
     for change in changes:
         origin: tuple[str, ...] = getattr(change, "origin", ())
         if origin and not refused.keys().isdisjoint(origin):
@@ -70,8 +101,8 @@ def compute_operations(
             for name in origin:
                 refused.setdefault(name, Refusal(configuration, conflict.message))
             _keep(change, ops, node)
-    plan_removals(ops, node)
-    plan_account_removals(ops, node)
+            continue
+        ops.compared.update(origin)
     return ops
 
 

@@ -121,6 +121,9 @@ class ConfigurationOperations:
     planned_playbooks: dict[str, str] = field(default_factory=dict)
     #: paths an interrupted run wrote but never checked: changed, for checks and reloads
     unverified: list[str] = field(default_factory=list)
+    #: the objects (``unix-users/3``) whose changes were compared here, not kept as refused:
+    #: if one is refused later in the run, what they planned must go (``late_refusals``)
+    compared: set[str] = field(default_factory=set)
 
     def add(self, step: Step) -> None:
         self.steps.append(step)
