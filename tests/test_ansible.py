@@ -10,12 +10,14 @@ no change; the timings are printed (``pytest -s``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from ccm.cluster.etcd import EtcdClient, Put
 from ccm.errors import PlaybookFailed
 from ccm.plan.ansible import (
     AnsiblePlaybooks,
@@ -34,7 +37,7 @@ from ccm.plan.ansible import (
     fingerprint,
 )
 from ccm.plan.changes import Playbook
-from ccm.settings import AnsibleSettings, Settings
+from ccm.settings import AnsibleSettings, EtcdSettings, Settings
 
 PLAYBOOKS = default_playbooks_dir()
 PLACEHOLDER = "ccm.placeholder.conf"
@@ -278,6 +281,119 @@ def test_a_cancelled_run_fails(tmp_path: Path) -> None:
     playbooks = AnsiblePlaybooks(settings(tmp_path, tmp_path), cancel=cancel)
     with pytest.raises(PlaybookFailed, match="cancelled"):
         playbooks("c", Playbook("slow.yml"))
+
+
+def children(pid: int) -> list[int]:
+    """Ids of the processes ``pid`` started (every thread's children)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def test_an_ansible_process_that_dies_without_a_result_fails_the_run(tmp_path: Path) -> None:
+    sleep = ["sleep", f"{60 + random.random():.9f}"]  # no other test's sleep looks the same
+    (tmp_path / "slow.yml").write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        f"    - name: Wait\n      ansible.builtin.command: {' '.join(sleep)}\n"
+    )
+    killed = []
+
+    def kill_the_ansible_process() -> bool:  # once its task runs; as gRPC's abort did
+        if not killed and running(sleep):
+            for pid in children(os.getpid()):
+                with contextlib.suppress(OSError):
+                    if b"ccm.plan.ansible_child" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+        return False
+
+    playbooks = AnsiblePlaybooks(settings(tmp_path, tmp_path), cancel=kill_the_ansible_process)
+    with pytest.raises(PlaybookFailed) as caught:
+        playbooks("c", Playbook("slow.yml"))
+    assert killed, "the run's Ansible process is a child of this one"
+    assert caught.value.task == "(ansible-runner)"
+    assert "the Ansible process ended (killed by SIGKILL) without a result" in str(caught.value)
+    assert running(sleep) == [], "what it started did not outlive it"
+
+
+class ForkWatch:
+    """Records every ``os.fork()``/``pty.fork()`` of this process while it watches.
+
+    Hooks given to ``os.register_at_fork`` cannot be removed: one is registered, once,
+    and records only inside ``watching()``.
+    """
+
+    seen: list[str] | None = None
+    registered = False
+
+    @classmethod
+    @contextlib.contextmanager
+    def watching(cls) -> Iterator[list[str]]:
+        if not cls.registered:
+            os.register_at_fork(before=cls._before)
+            cls.registered = True
+        cls.seen = seen = []
+        try:
+            yield seen
+        finally:
+            cls.seen = None
+
+    @classmethod
+    def _before(cls) -> None:
+        if cls.seen is not None:
+            cls.seen.append(threading.current_thread().name)
+
+
+def test_a_run_never_forks_this_process_while_its_etcd_client_is_busy(
+    tmp_path: Path, etcd_client: EtcdClient, etcd_settings: EtcdSettings
+) -> None:
+    """Issue 15, finding 7: a fork of a process whose etcd client has gRPC threads can
+    abort in the child — gRPC's fork handlers restart its threads there, pexpect closes
+    every descriptor before ``exec``, and a restarted poller's ``epoll_wait`` fails with
+    EBADF. ansible-runner (pexpect) used to fork the ccm process itself; now it runs in a
+    child started with vfork and exec, so this process is never forked (the soak,
+    ``benchmarks/playbook_fork_soak.py``, shows the failure rate before and after)."""
+    (tmp_path / "quick.yml").write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - name: Write a file\n      ansible.builtin.copy:\n"
+        '        dest: "{{ ccm_root }}/written"\n        content: "{{ run }}"\n'
+    )
+    root = tmp_path / "root"
+    root.mkdir()
+    events = f"{etcd_settings.prefix}/events/"
+    stopping = threading.Event()
+    counts = {"puts": 0, "seen": 0}
+
+    def write() -> None:
+        while not stopping.wait(0.01):
+            etcd_client.txn([], [Put(f"{events}t", b"{}")])
+            counts["puts"] += 1
+
+    def watch() -> None:
+        with etcd_client.watch_prefix(events) as watching:
+            while not stopping.is_set():
+                batch = watching.get(timeout=0.2)
+                counts["seen"] += len(batch.events) if batch is not None else 0
+
+    busy = [threading.Thread(target=work, daemon=True) for work in (write, watch, watch)]
+    for thread in busy:
+        thread.start()
+    try:
+        playbooks = AnsiblePlaybooks(settings(root, tmp_path))
+        with ForkWatch.watching() as forks:
+            for run in range(2):
+                before = counts["puts"]
+                result = playbooks.run("c", Playbook("quick.yml", {"run": run}))
+                assert result.ok and (root / "written").read_text() == str(run)
+                assert counts["puts"] > before, "the client was busy during the run"
+    finally:
+        stopping.set()
+        for thread in busy:
+            thread.join(timeout=10)
+    assert forks == [], "this process was forked: its gRPC threads were live"
+    assert counts["seen"] > 0
 
 
 def test_a_missing_playbook_fails_without_running_ansible(tmp_path: Path) -> None:

@@ -1,17 +1,23 @@
-"""Ansible playbooks through ansible-runner: the only module that imports ``ansible_runner``.
+"""Ansible playbooks through ansible-runner, which runs in a process of its own.
 
 A ``Playbook`` change names a playbook in the playbooks folder (``settings.ansible.
 playbooks_dir``, empty: the ``playbooks/`` folder of this checkout). ``AnsiblePlaybooks``
 runs it against ``localhost ansible_connection=local``:
 
+* in a fresh interpreter (``python -m ccm.plan.ansible_child``, started with vfork and
+  exec), never in this process: ansible-runner's pexpect forks the process that calls it,
+  and a forked ccm process — whose etcd client has gRPC threads — can abort before it
+  execs ``ansible-playbook`` (``ansible_child`` tells why); its events come back over a
+  pipe, as they happen;
 * in a private temporary data dir per run, removed afterwards (ansible's own temporary
   files go there too);
 * with the extra-vars of ``extra_vars()``: ``ansible_python_interpreter`` (this Python, so
   interpreter discovery never picks a broken shim), then ``settings.ansible.extra_vars``,
   then the plan's, then ``ccm_root`` (the settings root, so tasks can work under a
   temporary root; it cannot be overridden);
-* with ``settings.ansible.timeout``, quietly (nothing on stdout): every task result goes
-  to structlog instead (task, host, item, changed, failed);
+* with ``settings.ansible.timeout``, and ``cancel`` asked twice a second (a true answer
+  stops the run), quietly (nothing on stdout): every task result goes to structlog
+  instead (task, host, item, changed, failed);
 * with the ``ansible-playbook`` next to this Python (the venv ccm runs from) first on PATH;
 * leaving nothing behind: processes of a run that outlive ``ansible-playbook`` (after a
   timeout) are stopped, and the caller's signal handlers stay in place.
@@ -23,8 +29,8 @@ diff and returns a ``PlaybookPreview``: the tasks that would change and their di
 ``fingerprint`` is a digest of everything a run depends on, so the engine can skip a
 playbook whose inputs did not change since its last successful run.
 
-``ansible_runner`` is imported inside the functions that need it: importing it (and
-Ansible) at start-up would slow down every ``ccm`` command.
+Only ``ansible_child`` imports ``ansible_runner``: this module does not import it at all,
+so a ``ccm`` command that runs no playbook never pays for importing Ansible.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ import hashlib
 import json
 import os
 import re
+import selectors
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,8 +65,13 @@ FINGERPRINT_VERSION = b"ccm-playbook-fingerprint-1"
 #: An environment variable every process of one run inherits (ansible-playbook, its
 #: workers, their modules and what those start), so none of them outlives the run.
 _MARKER = "CCM_ANSIBLE_RUN"
-#: How often ansible-runner checks the timeout and the ``cancel`` callback.
+#: How often ansible-runner checks the timeout, and this process the ``cancel`` callback.
 _POLL_SECONDS = 0.5
+#: The module that runs ansible-runner, in a fresh interpreter.
+_CHILD = "ccm.plan.ansible_child"
+#: How long the child may outlive its timeout, or a cancel, before it is killed: ansible-
+#: runner ends a run itself then, within ``_POLL_SECONDS`` and a few seconds to stop it.
+_GRACE = 30.0
 #: How much of a failing task's output goes into the error.
 _MESSAGE_LINES = 20
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -191,9 +204,9 @@ class AnsiblePlaybooks:
     def __init__(self, settings: Settings, *, cancel: Callable[[], bool] | None = None) -> None:
         """``cancel``, asked while a playbook runs: true stops it (``PlaybookFailed``).
 
-        Without one, a run is never cancelled; either way ansible-runner is given this
-        callback, so it never installs SIGTERM/SIGINT handlers of its own (it would,
-        when called from the main thread, and keep them after the run, silently
+        Without one, a run is never cancelled. This process's signal handlers are never
+        touched: ansible-runner runs in a child, and installs its SIGTERM handler there
+        (it would, called in this process's main thread, keep it after the run, silently
         replacing the daemon's).
         """
         self.settings = settings
@@ -246,7 +259,7 @@ class AnsiblePlaybooks:
         marker = f"{_MARKER}={uuid.uuid4().hex}"
         with tempfile.TemporaryDirectory(prefix="ccm-ansible-") as private:
             try:
-                status, rc, stdout = self._run_runner(
+                status, rc, stdout = self._run_in_child(
                     Path(private), playbook, events, check, marker
                 )
             except Exception as error:  # ansible-runner could not even start the run
@@ -286,51 +299,126 @@ class AnsiblePlaybooks:
             )
         return result
 
-    def _run_runner(
+    def _run_in_child(
         self, private: Path, playbook: Playbook, events: _Events, check: bool, marker: str
     ) -> tuple[str, int, str]:
-        import ansible_runner  # lazily: importing Ansible costs start-up time
+        """Run ansible-runner in a fresh interpreter (``ccm.plan.ansible_child``).
 
+        Never in this process: pexpect would fork it, and a fork of a process with gRPC
+        threads (the etcd client's) can abort in the child (see ``ansible_child``).
+        ``subprocess.Popen`` without ``preexec_fn`` or user/group changes uses vfork and
+        exec, which runs no fork handler here and no Python in the child. Its own session
+        keeps a terminal's Ctrl-C away from it: the daemon's handler decides (``cancel``).
+        """
         temp = private / "tmp"
         temp.mkdir()
-        # how often ansible-runner looks at the timeout and ``cancel`` (default: 5 s);
-        # read only from this file (a ``settings`` argument is dropped without it)
+        # how often ansible-runner looks at the timeout and its cancel flag (default:
+        # 5 s); read only from this file (a ``settings`` argument is dropped without it)
         (private / "env").mkdir()
         (private / "env/settings").write_text(json.dumps({"pexpect_timeout": _POLL_SECONDS}))
         venv_bin = str(Path(sys.executable).parent)
-        envvars = {
-            "PATH": os.pathsep.join([venv_bin, os.environ.get("PATH", os.defpath)]),
-            "ANSIBLE_LOCAL_TEMP": str(temp),
-            "ANSIBLE_REMOTE_TEMP": str(temp),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_FORCE_COLOR": "0",
-            "ANSIBLE_RETRY_FILES_ENABLED": "0",
-            _MARKER: marker.partition("=")[2],
+        path = os.pathsep.join([venv_bin, os.environ.get("PATH", os.defpath)])
+        request: dict[str, Any] = {
+            "private_data_dir": str(private),
+            "project_dir": str(self.playbooks_dir),
+            "playbook": playbook.playbook,
+            "inventory": INVENTORY,
+            "extravars": self.extra_vars(playbook),
+            "envvars": {
+                "PATH": path,
+                "ANSIBLE_LOCAL_TEMP": str(temp),
+                "ANSIBLE_REMOTE_TEMP": str(temp),
+                "ANSIBLE_NOCOLOR": "1",
+                "ANSIBLE_FORCE_COLOR": "0",
+                "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            },
+            "timeout": self.timeout,
         }
-        options: dict[str, Any] = {}
         if check:
-            options["cmdline"] = "--check --diff"
-        runner = ansible_runner.run(
-            private_data_dir=str(private),
-            project_dir=str(self.playbooks_dir),
-            playbook=playbook.playbook,
-            inventory=INVENTORY,
-            extravars=self.extra_vars(playbook),
-            envvars=envvars,
-            timeout=self.timeout,
-            quiet=True,
-            event_handler=events.handle,
-            cancel_callback=self.cancel,
-            **options,
-        )
-        stdout = ""
-        if not (runner.status == "successful" and runner.rc == 0):
+            request["cmdline"] = "--check --diff"
+        (private / "request.json").write_text(json.dumps(request))
+        name, _, value = marker.partition("=")
+        with (
+            open(private / "child.log", "w+b") as errors,
+            subprocess.Popen(
+                [sys.executable, "-m", _CHILD, str(private / "request.json")],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                cwd=private,
+                env={**os.environ, "PATH": path, name: value},
+                close_fds=True,
+                start_new_session=True,
+            ) as child,
+        ):
             try:
-                with runner.stdout as output:  # a file of the artifacts: close it
-                    stdout = output.read()
-            except (OSError, AttributeError):
-                stdout = ""
-        return str(runner.status), int(runner.rc if runner.rc is not None else -1), stdout
+                last, ended = self._follow(child, events)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                child.wait()
+            if ended:
+                return ended, -1, ""
+            if last is not None and "result" in last:
+                result = last["result"]
+                return str(result["status"]), int(result["rc"]), str(result["stdout"])
+            if last is not None and "error" in last:
+                raise RuntimeError(str(last["error"]))
+            errors.seek(0)
+            said = _tail(errors.read().decode(errors="replace"))
+            raise RuntimeError(
+                f"the Ansible process ended ({_exit(child.returncode)}) without a result"
+                + (f": {said}" if said else "")
+            )
+
+    def _follow(
+        self, child: subprocess.Popen[bytes], events: _Events
+    ) -> tuple[dict[str, Any] | None, str]:
+        """Hand the child's events to ``events`` until its output ends.
+
+        Returns its last message that is not an event, and ``"timeout"`` or
+        ``"canceled"`` if it had to be killed (it outlived the timeout, or a cancel, by
+        ``_GRACE`` seconds), else ``""``. ``cancel`` is asked every ``_POLL_SECONDS``; a
+        true answer sends the child SIGTERM, which cancels the run in ansible-runner.
+        """
+        assert child.stdout is not None
+        stream = child.stdout.fileno()
+        deadline = time.monotonic() + self.timeout + _GRACE
+        cancelled = False
+        last: dict[str, Any] | None = None
+        pending = b""
+        with selectors.DefaultSelector() as selector:
+            selector.register(stream, selectors.EVENT_READ)
+            while True:
+                if not cancelled and self.cancel():
+                    cancelled = True
+                    child.send_signal(signal.SIGTERM)
+                    deadline = min(deadline, time.monotonic() + _GRACE)
+                if time.monotonic() > deadline:
+                    child.kill()
+                    return last, "canceled" if cancelled else "timeout"
+                if not selector.select(_POLL_SECONDS):
+                    continue
+                chunk = os.read(stream, 1 << 16)
+                if not chunk:
+                    return last, ""
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    message: dict[str, Any] = json.loads(line)
+                    if "event" in message:
+                        events.handle(message["event"])
+                    else:
+                        last = message
+
+
+def _exit(returncode: int) -> str:
+    """An exit status in words: ``exit 3``, ``killed by SIGABRT``."""
+    if returncode >= 0:
+        return f"exit {returncode}"
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"
 
 
 # --- leftovers ---------------------------------------------------------------------------
