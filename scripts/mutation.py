@@ -96,6 +96,32 @@ MODULES: dict[str, Module] = {
         ),
     ),
     "debounce": Module(("ccm/daemon/debounce.py",), ("tests/test_debounce.py",)),
+    # the daemon's loop and one locked run, each against a real etcd, on injected clocks
+    "loop": Module(("ccm/daemon/loop.py",), ("tests/test_daemon_loop.py",)),
+    "node_run": Module(
+        ("ccm/daemon/node_run.py",),
+        (
+            "tests/test_node_run.py",
+            "tests/test_probes.py",
+            "tests/test_node_refusals.py",
+            "tests/test_canary.py",
+        ),
+    ),
+    "metrics": Module(
+        ("ccm/daemon/metrics.py",), ("tests/test_metrics.py", "tests/test_daemon_loop.py")
+    ),
+    "notify": Module(("ccm/daemon/notify.py",), ("tests/test_notify.py",)),
+    # the registry, the dependency graph, the event bus and one run (select, plan, apply)
+    "engine": Module(
+        ("ccm/engine/*",),
+        (
+            "tests/test_engine.py",
+            "tests/test_placement.py",
+            "tests/test_probes.py",
+            "tests/test_node_refusals.py",
+            "tests/test_extension.py",
+        ),
+    ),
     "models": Module(
         ("ccm/models/*",),
         (
