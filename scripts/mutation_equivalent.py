@@ -41,6 +41,8 @@ _UNDO_NAME = (
     "and logs"
 )
 _DEAD = "dead store: the loop sets current before anything in it can raise"
+_NT = "ccm.daemon.notify."
+_UNSET = 'an unset variable read as None, not "": only its truth is tested, and both are false'
 
 EQUIVALENT: dict[str, str] = {
     # -- ccm/plan/fsutil.py
@@ -185,4 +187,7 @@ EQUIVALENT: dict[str, str] = {
     f"{_W}_latest_event_revision__mutmut_11": "no limit: more keys read, [0] is still the newest",
     f"{_W}_latest_event_revision__mutmut_16": "limit 2: more keys read, [0] is still the newest",
     f"{_W}_latest_event_revision__mutmut_25": "a Get's response is always a list (the adapter)",
+    # -- ccm/daemon/notify.py
+    **{f"{_NT}x_watchdog_interval__mutmut_{n}": _UNSET for n in (7, 9, 23, 25)},
+    **{f"{_NT}xǁNotifierǁ__init____mutmut_{n}": _UNSET for n in (12, 14)},
 }
