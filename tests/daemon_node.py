@@ -5,7 +5,8 @@ node's settings against the test's etcd prefix.
 reloads ``sites`` and probes it. Its commands are harmless real commands that log to
 ``ROOT/actions.log`` (``noderoot.actions``). The check fails while ``ROOT/broken`` exists
 (:func:`break_check`), so a test breaks a node, and mends it, without a new write: the
-same revision then applies after ``ccm resume``.
+same revision then applies after ``ccm resume``. Its probe fails once ``ROOT/unhealthy``
+exists (:func:`make_unhealthy`).
 
 Every command a run starts goes through :class:`Commands`, a real runner (the commands
 run) that lets a test act at an exact point of a run: ``on("probe", f)`` calls ``f``
@@ -14,6 +15,8 @@ just before the probe runs, on the test's own thread of control, no sleeping.
 
 from __future__ import annotations
 
+import socket
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -58,6 +61,11 @@ def site(root: Path, username: str) -> Path:
     return root / SITES.lstrip("/") / f"{username}.conf"
 
 
+def make_unhealthy(root: Path) -> None:
+    """Make the node's probe fail from now on."""
+    (root / "unhealthy").write_text("unhealthy\n")
+
+
 def break_check(root: Path, broken: bool = True) -> None:
     """Make the node's check fail (``broken``) or pass again."""
     mark = root / "broken"
@@ -72,6 +80,10 @@ def settings_for(root: Path, etcd: EtcdSettings, name: str = "web01", **override
         'if [ -e "$1/broken" ]; then echo "sites: broken config" >&2; exit 1; fi; '
         'echo check >> "$1/actions.log"'
     )
+    probe = (
+        'if [ -e "$1/unhealthy" ]; then echo "sites: no answer"; exit 1; fi; '
+        'echo "probe sites" >> "$1/actions.log"'
+    )
     commands = {"reload_unit": logging_command(root, "reload {unit}")}
     commands |= overrides.pop("commands", {})
     return node_settings(
@@ -82,8 +94,8 @@ def settings_for(root: Path, etcd: EtcdSettings, name: str = "web01", **override
         etcd=etcd.model_dump(),
         commands=commands,
         checks={"sites_check": ["sh", "-c", check, "sh", "{root}"]},
-        probes={"sites_probe": logging_command(root, "probe sites")},
-        **{"reconcile_interval": 0.0, **overrides},
+        probes={"sites_probe": ["sh", "-c", probe, "sh", "{root}"]},
+        **{"reconcile_interval": 0.0, "rollout": {"probe_timeout": 0.0}, **overrides},
     )
 
 
@@ -128,3 +140,36 @@ def revoke_lock_lease(client: EtcdClient, prefix: str) -> Callable[[], None]:
         client.revoke_lease(holder.lease_id)
 
     return revoke
+
+
+class NotifySocket:
+    """The systemd end of ``NOTIFY_SOCKET``: an abstract datagram socket the test reads."""
+
+    def __init__(self) -> None:
+        self.name = f"ccm-test-{uuid.uuid4().hex}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(b"\0" + self.name.encode())
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"NOTIFY_SOCKET": "@" + self.name}
+
+    def received(self) -> list[str]:
+        """Every message sent so far (without waiting)."""
+        found = []
+        while True:
+            try:
+                found.append(self.sock.recv(4096, socket.MSG_DONTWAIT).decode())
+            except BlockingIOError:
+                return found
+
+    def next(self, timeout: float) -> str:
+        """The next message, waiting at most ``timeout`` seconds for it."""
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(4096).decode()
+        finally:
+            self.sock.settimeout(None)
+
+    def close(self) -> None:
+        self.sock.close()

@@ -251,9 +251,8 @@ class Daemon:
             self._pend([ALL])
         elif wake.kind == "resumed":
             self.log.info("halt flag cleared: continuing with the pending work")
-            self.halted = False
+            self.halted = False  # (no retry is due: a run that returned cleared it)
             self.metrics.halted.set(0)
-            self.retry_at = None
         elif wake.kind == "reload":
             self._reload(node_run)
 
