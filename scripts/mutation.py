@@ -104,6 +104,7 @@ MODULES: dict[str, Module] = {
         ("ccm/daemon/node_run.py",),
         (
             "tests/test_node_run.py",
+            "tests/test_daemon_loop.py",
             "tests/test_probes.py",
             "tests/test_node_refusals.py",
             "tests/test_canary.py",

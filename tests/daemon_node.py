@@ -123,11 +123,14 @@ class Commands:
         return run_command(argv, timeout=timeout)
 
 
-def engine_with(commands: Commands) -> Callable[[Settings], Engine]:
-    """An engine factory (as the daemon takes) whose commands go through ``commands``."""
+def engine_with(
+    commands: Commands, *configurations: type[Configuration]
+) -> Callable[[Settings], Engine]:
+    """An engine factory (as the daemon takes) for ``configurations`` (default: Sites)
+    whose commands go through ``commands``."""
 
     def build(settings: Settings) -> Engine:
-        return Engine(Registry([Sites]), settings, runner=commands)
+        return Engine(Registry(configurations or [Sites]), settings, runner=commands)
 
     return build
 
