@@ -119,10 +119,10 @@ MODULES: dict[str, Module] = {
         ("ccm/engine/*",),
         (
             "tests/test_engine.py",
+            "tests/test_engine_run.py",
             "tests/test_placement.py",
             "tests/test_probes.py",
             "tests/test_node_refusals.py",
-            "tests/test_extension.py",
         ),
     ),
     "models": Module(

@@ -113,3 +113,60 @@ def test_a_stored_object_that_no_longer_validates_is_a_plan_error_naming_it() ->
     engine = Engine(Registry([users]), Settings(root="/nonexistent-root"))
     with pytest.raises(PlanError, match="users: .*unix-users/7.*reserved"):
         engine.plan(snapshot)
+
+
+def test_a_configuration_needs_a_name_that_is_a_non_empty_string() -> None:
+    nameless = type("Nameless", (Configuration,), {"plan": make("x").plan})
+    with pytest.raises(GraphError, match="^Nameless has no name$"):
+        Registry([nameless])
+    for bad in ("", 5):
+        with pytest.raises(GraphError, match="has no name$"):
+            Registry([type("Bad", (Configuration,), {"name": bad, "plan": make("x").plan})])
+
+
+def test_every_unknown_subscription_is_named() -> None:
+    with pytest.raises(
+        GraphError, match="^a subscribes to unknown object types: widgets, gadgets$"
+    ):
+        Registry([make("a", ("widgets", "gadgets"))])
+
+
+def test_a_registry_knows_its_configurations_by_name_in_registration_order() -> None:
+    users, mail = make("users", ("unix-users",)), make("mail", ("mail-accounts",))
+    registry = Registry([users, mail])
+    assert len(registry) == 2
+    assert "users" in registry and "crons" not in registry
+    assert [c.name for c in registry] == ["users", "mail"]
+    assert isinstance(registry["mail"], mail)
+    assert registry.register(make("crons", ("crons",))).name == "crons"
+    assert len(registry) == 3
+
+
+def test_the_groups_are_every_group_a_configuration_declares() -> None:
+    web = type("Web", (make("web"),), {"groups": ("nginx", "php")})
+    mail = type("Mail", (make("mail"),), {"groups": ("dovecot",)})
+    assert Registry([web, mail, make("any")]).groups == {"nginx", "php", "dovecot"}
+
+
+def test_a_change_to_nodes_selects_every_configuration() -> None:
+    """Node groups decide where each configuration runs: any of them may now run here."""
+    registry = Registry([make("users", ("unix-users",)), make("mail", ("mail-accounts",))])
+    bus = EventBus(registry, DependencyGraph(registry))
+    assert bus.select(["nodes"]) == ["mail", "users"]
+    assert bus.select(["unix-users"]) == ["users"]
+
+
+def test_dependants_of_several_configurations_come_once_in_run_order() -> None:
+    registry = Registry(
+        [
+            make("base"),
+            make("left", depends_on=("base",)),
+            make("right", depends_on=("base",)),
+            make("top", depends_on=("left", "right")),
+            make("alone"),
+        ]
+    )
+    graph = DependencyGraph(registry)
+    assert graph.with_dependants(["left", "right"]) == ["left", "right", "top"]
+    assert graph.with_dependants(["base"]) == ["base", "left", "right", "top"]
+    assert graph.with_dependants([]) == []
