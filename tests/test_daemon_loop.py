@@ -37,10 +37,12 @@ from etcd_server import EtcdServer
 from noderoot import actions, logging_command
 from structlog.testing import capture_logs
 
+from ccm.cluster.canary import Soak
 from ccm.cluster.clock import ManualClock
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.halt import HaltFlag, HaltRecord
 from ccm.cluster.history import RunHistory
+from ccm.cluster.keys import Keys
 from ccm.cluster.lock import ClusterLock, lock_queue
 from ccm.cluster.nodes import NodeRecords
 from ccm.cluster.store import ObjectStore
@@ -284,10 +286,10 @@ def test_a_run_whose_lock_was_lost_is_retried_after_the_back_off_with_no_new_eve
     assert node.daemon.retry_at == T0 + QUIET + 2.0
     assert node.daemon.seconds_to_wait() == 2.0
 
-    clock.advance(1.9)
+    clock.advance(1.75)
     node.turn()  # still backing off
     assert node.applied() < revision
-    clock.advance(0.1)
+    clock.advance(0.25)  # exactly at the retry
     node.turn()
     assert node.applied() >= revision
     assert node.daemon.retry_at is None
@@ -709,6 +711,8 @@ def test_a_canary_probes_every_2_s_during_its_soak_and_the_others_apply_after_it
         clock.advance(step)
         canary.turn()
         assert probes(canary) == expected, clock.monotonic() - T0
+        if clock.monotonic() == T0 + 3.5:
+            assert canary.daemon.seconds_to_wait() == 0.5  # the next probe at +4
     clock.advance(30.0 - 6.0)  # the soak is over: no more probes
     canary.turn()
     assert probes(canary) == 4
@@ -993,6 +997,8 @@ def test_the_daemon_joins_applies_a_write_serves_metrics_and_leaves_on_sigterm(
     assert seen["metrics"]['ccm_runs_total{result="success"}'] == 2
     assert systemd.received() == ["STOPPING=1\nSTATUS=stopping"]
     assert records.alive() == set()  # its presence went with it
+    names = {thread.name for thread in threading.enumerate()}
+    assert "ccm-event-watcher" not in names and "ccm-presence" not in names
     with pytest.raises(OSError):
         scrape(port)  # and so did its metrics endpoint
 
@@ -1057,3 +1063,94 @@ def test_the_daemons_own_engine_cancels_a_playbook_once_stopping(
     assert playbooks.cancel() is False
     daemon.stop()
     assert playbooks.cancel() is True
+
+
+def test_every_message_queued_before_a_turn_is_taken_in_that_turn(
+    node_factory: Any, store: ObjectStore
+) -> None:
+    node = caught_up(node_factory())
+    revision = put_alice(store)
+    node.daemon.on_types({"crons"}, revision)
+    node.daemon.on_types({"unix-users"}, revision)
+    node.turn()
+    assert node.daemon.debouncer.pending == {"crons", "unix-users"}
+
+
+def test_a_run_for_one_type_leaves_the_other_configurations_alone(
+    node_factory: Any, store: ObjectStore, clock: ManualClock
+) -> None:
+    put_alice(store)
+    node = caught_up(node_factory())
+    edit_by_hand(node)
+    node.sees(node.applied() + 1, "crons")  # nothing here subscribes to crons
+    clock.advance(QUIET)
+    node.turn()
+    assert node.runs() == 2 and not repaired(node)
+
+
+def test_a_node_held_back_by_the_soak_applies_when_it_ends_with_no_new_event(
+    node_factory: Any, store: ObjectStore, clock: ManualClock
+) -> None:
+    canary = caught_up(node_factory("web01", rollout=ROLLOUT))
+    follower = node_factory("web02", rollout=ROLLOUT)
+    follower.turn()  # its catch-up waits for the canary's soak
+    clock.advance(30.0)
+    follower.turn()
+    assert follower.runs() == 1  # caught up
+    revision = put_alice(store)
+    canary.sees(revision)
+    follower.sees(revision)
+    clock.advance(QUIET)
+    canary.turn()
+    assert canary.applied() >= revision
+    follower.turn()  # soaking: held back
+    assert follower.applied() < revision
+    clock.advance(30.0)
+    follower.turn()
+    assert follower.applied() >= revision
+
+
+def test_a_soak_without_an_end_is_looked_at_again_every_half_second(
+    node_factory: Any,
+    store: ObjectStore,
+    clock: ManualClock,
+    etcd_client: EtcdClient,
+    systemd: NotifySocket,
+) -> None:
+    """A soak record naming its canaries but no end (hand-made, or an older ccm)."""
+    revision = put_alice(store)
+    etcd_client.put(Keys(store.prefix).soak, Soak(revision, ["web09"], None).to_json())
+    node = node_factory("web01", rollout=ROLLOUT, notify_env=systemd.env)
+    node.turn()
+    assert node.applied() < revision
+    assert node.daemon.retry_at == T0 + 0.5
+    assert systemd.received()[0] == "STATUS=soaking behind the canaries (0 s)"
+
+
+@pytest.mark.usefixtures("signal_handlers")
+@pytest.mark.parametrize("restart_only", [{"node": "renamed"}, {"etcd": {"prefix": "/elsewhere"}}])
+def test_the_node_name_and_etcd_change_only_with_a_restart(
+    node_factory: Any, store: ObjectStore, tmp_path: Path, restart_only: dict[str, Any]
+) -> None:
+    config = tmp_path / "ccm.toml"
+    node = caught_up(node_factory(config_path=config))
+    running = node.daemon.settings
+    settings_file(config, running, debounce={"quiet": 20.0}, **restart_only)
+    hangup(node)
+    node.turn()
+    assert node.daemon.settings.debounce.quiet == 20.0  # the rest is applied
+    assert node.daemon.settings.node == running.node == "web01"
+    assert node.daemon.settings.etcd == running.etcd
+
+
+@pytest.mark.usefixtures("signal_handlers")
+def test_settings_that_name_an_unknown_probe_are_refused_at_sighup(
+    node_factory: Any, tmp_path: Path
+) -> None:
+    config = tmp_path / "ccm.toml"
+    node = caught_up(node_factory(config_path=config))
+    running = node.daemon.settings
+    settings_file(config, running, probes={"wbe_probe": ["true"]})
+    hangup(node)
+    node.turn()
+    assert node.daemon.settings is running
