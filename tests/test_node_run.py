@@ -32,6 +32,7 @@ from daemon_node import (
 from etcd_server import EtcdServer
 from structlog.testing import capture_logs
 
+from ccm import faults
 from ccm.cluster.canary import SoakRecord
 from ccm.cluster.clock import ManualClock, timestamp
 from ccm.cluster.etcd import EtcdClient
@@ -519,3 +520,83 @@ def test_new_settings_change_the_lock_ttl_and_the_history_kept(
     assert ttls and ttls[0] > 30
     assert len(node.history()) == 2
     assert node.run.run(full=True).selected == ["sites"]  # the new engine
+
+
+# -- between the snapshot and the work: what a run decides from one revision --------------
+
+
+class WriteAfterSnapshot(ObjectStore):
+    """The node's store, with something happening right after the run read its snapshot
+    (the window between the snapshot and the rest of the run, made deterministic)."""
+
+    then: Any = None
+
+    def snapshot(self, revision: int | None = None) -> Snapshot:
+        taken = super().snapshot(revision)
+        if self.then is not None:
+            then, self.then = self.then, None
+            then()
+        return taken
+
+
+def with_store_hook(node: Node, then: Any) -> None:
+    store = WriteAfterSnapshot(node.client, node.keys.prefix, writer=node.name)
+    store.then = then
+    node.run.store = store
+
+
+def test_the_types_selected_are_those_written_up_to_the_snapshot_read(
+    node: Node, store: ObjectStore
+) -> None:
+    """A write that lands after the snapshot is not in it: its type waits for its own
+    event (planning it from the older snapshot would apply nothing of it)."""
+    alice_and_bob(store)
+    node.run.run()
+    with_store_hook(node, lambda: cron(store))
+    outcome = node.run.run(["unix-users"])
+    assert outcome.selected == ["sites"]
+    assert node.run.run(["unix-users"]).selected == ["crontabs", "sites"]  # its turn now
+
+
+class Unplannable(Configuration):
+    name = "unplannable"
+    subscribes = ("unix-users",)
+
+    def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
+        raise ValueError("cannot plan")
+
+
+def test_a_node_that_knows_its_lock_is_lost_before_planning_halts_nobody(
+    tmp_path: Path, etcd_settings: EtcdSettings, etcd_client: EtcdClient, store: ObjectStore
+) -> None:
+    """The lock is checked before any work: a node whose lease was lost (and whose
+    keep-alive saw it) while it read the snapshot stops with ``LockLost``, not with the
+    plan error that would halt the fleet."""
+    node = Node(tmp_path, etcd_settings, etcd_client, lock={"ttl": 2})
+    engine = engine_with(node.commands, Sites, Unplannable)(node.settings)
+    node.run = NodeRun(node.settings, etcd_client, engine, clock=node.clock)
+    alice_and_bob(store)
+    with capture_logs() as logs:
+
+        def lose_the_lock() -> None:
+            revoke_lock_lease(etcd_client, store.prefix)()
+            deadline = time.monotonic() + 10  # the keep-alive refreshes every ttl/3 s
+            while not any(e["event"] == "cluster lock lost" for e in logs):
+                assert time.monotonic() < deadline, "the keep-alive never saw the loss"
+                time.sleep(0.02)
+
+        with_store_hook(node, lose_the_lock)
+        with pytest.raises(LockLost):
+            node.run.run()
+    assert node.run.halt.get() is None and node.record() is None
+
+
+def test_a_success_reaches_the_recorded_crash_point_after_its_record(
+    node: Node, store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CCM_CRASH_AT", "nowhere")  # armed for a step no run reaches
+    monkeypatch.setattr(faults, "trail", [])
+    alice_and_bob(store)
+    node.run.run()
+    assert faults.trail[-1] == "recorded"
+    assert faults.trail.count("recorded") == 1
