@@ -600,3 +600,36 @@ def test_a_success_reaches_the_recorded_crash_point_after_its_record(
     node.run.run()
     assert faults.trail[-1] == "recorded"
     assert faults.trail.count("recorded") == 1
+
+
+def test_a_stop_ends_the_retries_of_a_halt_that_cannot_be_recorded(
+    tmp_path: Path, private_etcd_server: EtcdServer
+) -> None:
+    """SIGTERM while etcd is away: the node stops trying (its lease expires, the next
+    node finds the same revisions to apply) rather than hang in the retries."""
+    etcd = EtcdSettings(endpoints=(private_etcd_server.endpoint,), prefix="/ccm", timeout=2.0)
+    with EtcdClient.from_settings(etcd) as client:
+        node = Node(tmp_path, etcd, client, backoff={"initial": 0.1, "max": 0.2})
+        alice_and_bob(ObjectStore(client, "/ccm", writer="tests"))
+        break_check(node.root)
+        node.commands.on("broken", private_etcd_server.kill)
+        cancel = threading.Event()
+        raised: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                node.run.run(cancel=cancel)
+            except BaseException as error:
+                raised.append(error)
+
+        with capture_logs() as logs:
+            failing = threading.Thread(target=run, daemon=True)
+            failing.start()
+            deadline = time.monotonic() + 20
+            while not any(e["event"] == "cannot record the halt yet; retrying" for e in logs):
+                assert time.monotonic() < deadline and failing.is_alive(), "no retry"
+                time.sleep(0.05)
+        cancel.set()
+        failing.join(20)
+        assert not failing.is_alive(), "the retries went on after the stop"
+        assert [type(error).__name__ for error in raised] == ["EtcdUnavailable"]
