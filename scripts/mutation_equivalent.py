@@ -42,6 +42,12 @@ _UNDO_NAME = (
 )
 _DEAD = "dead store: the loop sets current before anything in it can raise"
 _NT = "ccm.daemon.notify."
+_M = "ccm.daemon.metrics.xǁMetricsǁ"
+_JOINED = "shutdown() has returned: the serving thread is ending, join returns whatever its bound"
+_KIND = (
+    "every action is '<kind> <details>' (the executor writes them): any split of it on "
+    "the first space gives the same first word"
+)
 _UNSET = 'an unset variable read as None, not "": only its truth is tested, and both are false'
 
 EQUIVALENT: dict[str, str] = {
@@ -190,4 +196,8 @@ EQUIVALENT: dict[str, str] = {
     # -- ccm/daemon/notify.py
     **{f"{_NT}x_watchdog_interval__mutmut_{n}": _UNSET for n in (7, 9, 23, 25)},
     **{f"{_NT}xǁNotifierǁ__init____mutmut_{n}": _UNSET for n in (12, 14)},
+    # -- ccm/daemon/metrics.py
+    f"{_M}__init____mutmut_151": "the revisions seen are etcd revisions (>= 1): max(1, r) is r",
+    **{f"{_M}close__mutmut_{n}": _JOINED for n in (4, 5)},
+    **{f"{_M}run_finished__mutmut_{n}": _KIND for n in (5, 8, 11)},
 }

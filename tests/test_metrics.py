@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import urllib.request
-from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY, generate_latest
@@ -139,7 +138,17 @@ def test_the_endpoint_serves_this_daemons_metrics_until_closed() -> None:
     metrics.close()  # twice is fine
 
 
-def test_the_endpoint_listens_where_it_is_told(tmp_path: Path) -> None:
+def test_the_endpoint_listens_on_an_ipv6_address_too() -> None:
+    metrics = Metrics()
+    host, port = metrics.serve("::1:0")  # the port follows the last colon
+    try:
+        assert host == "::1" and port > 0
+        assert "# TYPE ccm_halted gauge" in scrape("[::1]", port)
+    finally:
+        metrics.close()
+
+
+def test_the_endpoint_listens_where_it_is_told() -> None:
     metrics = Metrics()
     probe = Metrics()
     host, port = probe.serve("127.0.0.1:0")  # find a free port, then give it up
