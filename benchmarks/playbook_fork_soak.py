@@ -45,14 +45,13 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from etcd_server import EtcdServer  # noqa: E402
-
 from ccm.cluster.etcd import EtcdClient, Put  # noqa: E402
 from ccm.errors import ClusterError, PlaybookFailed  # noqa: E402
 from ccm.log import configure_logging  # noqa: E402
 from ccm.plan.ansible import INVENTORY, AnsiblePlaybooks, default_playbooks_dir  # noqa: E402
 from ccm.plan.changes import Playbook  # noqa: E402
 from ccm.settings import AnsibleSettings, EtcdSettings, Settings  # noqa: E402
+from ccm.testing.etcd import EtcdServer  # noqa: E402
 
 SMALL = """\
 - hosts: localhost

@@ -4,6 +4,7 @@
     scripts/mutation lock debounce   # some modules only
     scripts/mutation --dry-run store # generate the mutants, run no test
     scripts/mutation --list          # the modules and the tests each one runs
+    scripts/mutation --keep-map loop # while writing tests: re-run the survivors only
 
 Each module runs in a scratch copy of this tree, ``.mutation/<module>/`` (mutmut 3
 copies the source to ``mutants/`` beside its config and writes its state there; the
@@ -12,7 +13,8 @@ generated here: it mutates that module only and runs only the tests listed for i
 (``pytest_add_cli_args_test_selection``), so one module takes minutes, not hours.
 Results stay in the scratch copy: run a module again and mutants of changed code run,
 and so do the earlier survivors (the tests may have changed; which tests reach which
-function is collected afresh when a test file changed); the rest keep their result.
+function is collected afresh when one of the module's test files or a test helper
+changed); the rest keep their result.
 Log calls are not mutated (see ``DO_NOT_MUTATE``).
 
 Why mutmut rather than cosmic-ray: mutmut 3 (3.8.1 here) maps each test to the functions
@@ -96,6 +98,33 @@ MODULES: dict[str, Module] = {
         ),
     ),
     "debounce": Module(("ccm/daemon/debounce.py",), ("tests/test_debounce.py",)),
+    # the daemon's loop and one locked run, each against a real etcd, on injected clocks
+    "loop": Module(("ccm/daemon/loop.py",), ("tests/test_daemon_loop.py",)),
+    "node_run": Module(
+        ("ccm/daemon/node_run.py",),
+        (
+            "tests/test_node_run.py",
+            "tests/test_daemon_loop.py",
+            "tests/test_probes.py",
+            "tests/test_node_refusals.py",
+            "tests/test_canary.py",
+        ),
+    ),
+    "metrics": Module(
+        ("ccm/daemon/metrics.py",), ("tests/test_metrics.py", "tests/test_daemon_loop.py")
+    ),
+    "notify": Module(("ccm/daemon/notify.py",), ("tests/test_notify.py",)),
+    # the registry, the dependency graph, the event bus and one run (select, plan, apply)
+    "engine": Module(
+        ("ccm/engine/*",),
+        (
+            "tests/test_engine.py",
+            "tests/test_engine_run.py",
+            "tests/test_placement.py",
+            "tests/test_probes.py",
+            "tests/test_node_refusals.py",
+        ),
+    ),
     "models": Module(
         ("ccm/models/*",),
         (
@@ -117,12 +146,14 @@ DESELECT = ("-m", "not slow")
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
 NOT_KILLED = {"survived", "no tests", "suspicious"}
 
-#: Lines (regexes; the whole statement starting there) never mutated: log calls. What a
+#: Lines (regexes; every expression starting there) never mutated: log calls. What a
 #: node logs is for the operator, not behaviour the tests pin down; a mutated log line
 #: is an equivalent mutant, and there are hundreds of them.
 DO_NOT_MUTATE = [
     r"^\s*(self\.)?_?log\.(debug|info|warning|error|exception|critical)\(",
     r"^\s*(self\.)?_?log = .*(get_logger|\.bind)\(",
+    # a callback that only logs (a retry's ``on_retry``)
+    r"=\s*lambda [^:]*:\s*(self\.)?_?log\.(debug|info|warning|error|exception|critical)\(",
 ]
 
 #: Per-test bound inside a mutation run: a mutant that makes a test wait forever (a lock
@@ -213,12 +244,19 @@ def mutmut(destination: Path, *args: str, log: Path | None = None) -> str:
     return result.stdout if log is None else ""
 
 
-def keep_test_map(destination: Path) -> None:
-    """Which tests reach which function: kept while no test file changed, else collected
-    afresh (mutmut re-collects only for new tests, and an edited test may reach more
-    functions than it did). A fresh map makes mutmut run every mutant of the module
-    again (the lock's take about 25 minutes); a kept one, only new code's and survivors."""
-    tests = sorted((destination / "tests").rglob("*.py"))
+def keep_test_map(destination: Path, module: Module) -> None:
+    """Which tests reach which function: kept while none of the module's tests changed,
+    else collected afresh (mutmut re-collects only for new tests, and an edited test may
+    reach more functions than it did). A fresh map makes mutmut run every mutant of the
+    module again (the lock's take about 25 minutes); a kept one, only new code's and
+    survivors. The module's tests are its selected test files and every helper they may
+    import (any file under tests/ not named test_*: conftest, harnesses, plugins)."""
+    selected = {destination / test for test in module.tests}
+    tests = sorted(
+        test
+        for test in (destination / "tests").rglob("*.py")
+        if test in selected or not test.name.startswith("test_")
+    )
     digest = hashlib.sha256()
     for test in tests:
         digest.update(str(test.relative_to(destination)).encode() + b"\0" + test.read_bytes())
@@ -248,6 +286,12 @@ def main() -> None:
     parser.add_argument("--no-diff", action="store_true", help="list survivors by name")
     parser.add_argument("--list", action="store_true", help="show the modules and exit")
     parser.add_argument("--max-children", type=int, default=2, help="parallel workers")
+    parser.add_argument(
+        "--keep-map",
+        action="store_true",
+        help="keep the test map although tests changed (while writing tests: only earlier "
+        "survivors run again, against the old tests plus new ones; measure without it)",
+    )
     options = parser.parse_args()
     if options.list:
         for name, module in MODULES.items():
@@ -271,7 +315,8 @@ def main() -> None:
         print(f"   mutmut's output: {log}", flush=True)
         children = ("--max-children", str(options.max_children))
         earlier = [m for m, status in statuses(destination).items() if status in NOT_KILLED]
-        keep_test_map(destination)
+        if not options.keep_map:
+            keep_test_map(destination, module)
         mutmut(destination, "run", *children, log=log)  # new and changed code
         now = statuses(destination)
         earlier = [m for m in earlier if now.get(m) in NOT_KILLED]  # still there, not killed

@@ -36,6 +36,14 @@ _UNDO_NAME = (
     "and logs"
 )
 _DEAD = "dead store: the loop sets current before anything in it can raise"
+_NT = "ccm.daemon.notify."
+_M = "ccm.daemon.metrics.xǁMetricsǁ"
+_JOINED = "shutdown() has returned: the serving thread is ending, join returns whatever its bound"
+_KIND = (
+    "every action is '<kind> <details>' (the executor writes them): any split of it on "
+    "the first space gives the same first word"
+)
+_UNSET = 'an unset variable read as None, not "": only its truth is tested, and both are false'
 
 EQUIVALENT: dict[str, str] = {
     # -- ccm/plan/fsutil.py
@@ -177,4 +185,11 @@ EQUIVALENT: dict[str, str] = {
     f"{_W}_latest_event_revision__mutmut_11": "no limit: more keys read, [0] is still the newest",
     f"{_W}_latest_event_revision__mutmut_16": "limit 2: more keys read, [0] is still the newest",
     f"{_W}_latest_event_revision__mutmut_25": "a Get's response is always a list (the adapter)",
+    # -- ccm/daemon/notify.py
+    **{f"{_NT}x_watchdog_interval__mutmut_{n}": _UNSET for n in (7, 9, 23, 25)},
+    **{f"{_NT}xǁNotifierǁ__init____mutmut_{n}": _UNSET for n in (12, 14)},
+    # -- ccm/daemon/metrics.py
+    f"{_M}__init____mutmut_151": "the revisions seen are etcd revisions (>= 1): max(1, r) is r",
+    **{f"{_M}close__mutmut_{n}": _JOINED for n in (4, 5)},
+    **{f"{_M}run_finished__mutmut_{n}": _KIND for n in (5, 8, 11)},
 }

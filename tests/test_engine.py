@@ -133,3 +133,60 @@ def test_a_check_or_probe_name_two_packages_declare_differently_is_refused_namin
     reuse = type("Reuse", (make("redirects"),), {"checks": NGINX_CHECKS, "probes": NGINX_PROBES})
     registry = Registry([*CONFIGURATIONS, reuse])
     assert registry["redirects"].checks == registry["nginx-vhosts"].checks
+
+
+def test_a_configuration_needs_a_name_that_is_a_non_empty_string() -> None:
+    nameless = type("Nameless", (Configuration,), {"plan": make("x").plan})
+    with pytest.raises(GraphError, match="^Nameless has no name$"):
+        Registry([nameless])
+    for bad in ("", 5):
+        with pytest.raises(GraphError, match="has no name$"):
+            Registry([type("Bad", (Configuration,), {"name": bad, "plan": make("x").plan})])
+
+
+def test_every_unknown_subscription_is_named() -> None:
+    with pytest.raises(
+        GraphError, match="^a subscribes to unknown object types: widgets, gadgets$"
+    ):
+        Registry([make("a", ("widgets", "gadgets"))])
+
+
+def test_a_registry_knows_its_configurations_by_name_in_registration_order() -> None:
+    users, mail = make("users", ("unix-users",)), make("mail", ("mail-accounts",))
+    registry = Registry([users, mail])
+    assert len(registry) == 2
+    assert "users" in registry and "crons" not in registry
+    assert [c.name for c in registry] == ["users", "mail"]
+    assert isinstance(registry["mail"], mail)
+    assert registry.register(make("crons", ("crons",))).name == "crons"
+    assert len(registry) == 3
+
+
+def test_the_groups_are_every_group_a_configuration_declares() -> None:
+    web = type("Web", (make("web"),), {"groups": ("nginx", "php")})
+    mail = type("Mail", (make("mail"),), {"groups": ("dovecot",)})
+    assert Registry([web, mail, make("any")]).groups == {"nginx", "php", "dovecot"}
+
+
+def test_a_change_to_nodes_selects_every_configuration() -> None:
+    """Node groups decide where each configuration runs: any of them may now run here."""
+    registry = Registry([make("users", ("unix-users",)), make("mail", ("mail-accounts",))])
+    bus = EventBus(registry, DependencyGraph(registry))
+    assert bus.select(["nodes"]) == ["mail", "users"]
+    assert bus.select(["unix-users"]) == ["users"]
+
+
+def test_dependants_of_several_configurations_come_once_in_run_order() -> None:
+    registry = Registry(
+        [
+            make("base"),
+            make("left", depends_on=("base",)),
+            make("right", depends_on=("base",)),
+            make("top", depends_on=("left", "right")),
+            make("alone"),
+        ]
+    )
+    graph = DependencyGraph(registry)
+    assert graph.with_dependants(["left", "right"]) == ["left", "right", "top"]
+    assert graph.with_dependants(["base"]) == ["base", "left", "right", "top"]
+    assert graph.with_dependants([]) == []

@@ -195,16 +195,27 @@ def test_watchdog_pid_defaults_to_this_process() -> None:
 
 
 @pytest.mark.parametrize(
-    "env",
+    ("env", "named"),
     [
-        {"WATCHDOG_USEC": "ten"},
-        {"WATCHDOG_USEC": "-1"},
-        {"WATCHDOG_USEC": "1.5"},
-        {"WATCHDOG_USEC": "10", "WATCHDOG_PID": "me"},
+        ({"WATCHDOG_USEC": "ten"}, "WATCHDOG_USEC"),
+        ({"WATCHDOG_USEC": "-1"}, "WATCHDOG_USEC"),
+        ({"WATCHDOG_USEC": "1.5"}, "WATCHDOG_USEC"),
+        ({"WATCHDOG_USEC": "10", "WATCHDOG_PID": "me"}, "WATCHDOG_PID"),
     ],
 )
-def test_a_malformed_watchdog_setting_is_refused(env: dict[str, str]) -> None:
-    with pytest.raises(ValueError, match="WATCHDOG_"):
+def test_a_malformed_watchdog_setting_is_refused_naming_the_variable(
+    env: dict[str, str], named: str
+) -> None:
+    refusal = f"^{named} must be a non-negative integer, not "
+    with pytest.raises(ValueError, match=refusal):
         watchdog_interval(env)
-    with pytest.raises(ValueError, match="WATCHDOG_"):
+    with pytest.raises(ValueError, match=refusal):
         Notifier(env=env)
+
+
+def test_the_watchdog_interval_reads_the_process_environment_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", "8000000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    assert watchdog_interval() == 4.0

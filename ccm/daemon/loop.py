@@ -116,10 +116,12 @@ class Daemon:
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGHUP, on_hup)
 
-    def _on_types(self, types: set[str], revision: int) -> None:
+    def on_types(self, types: set[str], revision: int) -> None:
+        """The watcher saw these object types change at ``revision``."""
         self.wakes.put(_Wake("types", frozenset(types), revision))
 
-    def _on_full(self, reason: str) -> None:
+    def on_full(self, reason: str) -> None:
+        """The watcher cannot tell what changed (a compacted revision): run everything."""
         self.log.warning("full run needed", reason=reason)
         self.wakes.put(_Wake("full"))
 
@@ -147,8 +149,8 @@ class Daemon:
                     client,
                     settings.etcd.prefix,
                     start_revision + 1,
-                    self._on_types,
-                    self._on_full,
+                    self.on_types,
+                    self.on_full,
                     clock=self.clock,
                     backoff_initial=settings.backoff.initial,
                     backoff_max=settings.backoff.max,
@@ -181,7 +183,9 @@ class Daemon:
                 return None
             raise
 
-    def _timeout(self) -> float:
+    def seconds_to_wait(self) -> float:
+        """How long the loop may block on its queue before it must look again: the
+        next due run, retry, reconcile, soak probe or watchdog ping (at most 5 s)."""
         now = self.clock.monotonic()
         candidates = [5.0]
         interval = self.notifier.watchdog_interval()
@@ -204,31 +208,37 @@ class Daemon:
 
     def _loop(self, client: EtcdClient, node_run: NodeRun) -> None:
         while not self.stopping.is_set():
+            self.turn(client, node_run, self.seconds_to_wait())
+
+    def turn(self, client: EtcdClient, node_run: NodeRun, timeout: float) -> None:
+        """One turn of the loop: wait up to ``timeout`` seconds for a message, handle it
+        and everything queued behind it, then run if the work is due (tests drive the
+        loop turn by turn on a manual clock)."""
+        try:
+            wake: _Wake | None = self.wakes.get(timeout=timeout)
+        except queue.Empty:
+            wake = None
+        self.notifier.watchdog()
+        # drain what is queued, then decide: a steady stream of events must not keep
+        # the loop from noticing that max_wait has passed
+        while wake is not None:
+            self._handle(wake, node_run)
             try:
-                wake: _Wake | None = self.wakes.get(timeout=self._timeout())
+                wake = self.wakes.get_nowait()
             except queue.Empty:
                 wake = None
-            self.notifier.watchdog()
-            # drain what is queued, then decide: a steady stream of events must not keep
-            # the loop from noticing that max_wait has passed
-            while wake is not None:
-                self._handle(wake, node_run)
-                try:
-                    wake = self.wakes.get_nowait()
-                except queue.Empty:
-                    wake = None
-            if self.stopping.is_set() or self.halted:
-                continue
-            now = self.clock.monotonic()
-            if self.soak_until is not None:
-                self._soak_check(node_run, now)
-            if self.next_reconcile is not None and now >= self.next_reconcile:
-                self.debouncer.restore([ALL])
-                self.next_reconcile = self._reconcile_after()
-            if self.retry_at is not None and now < self.retry_at:
-                continue
-            if self.catching_up or self.debouncer.is_due():
-                self._run_once(client, node_run)
+        if self.stopping.is_set() or self.halted:
+            return
+        now = self.clock.monotonic()
+        if self.soak_until is not None:
+            self._soak_check(node_run, now)
+        if self.next_reconcile is not None and now >= self.next_reconcile:
+            self.debouncer.restore([ALL])
+            self.next_reconcile = self._reconcile_after()
+        if self.retry_at is not None and now < self.retry_at:
+            return
+        if self.catching_up or self.debouncer.is_due():
+            self._run_once(client, node_run)
 
     def _handle(self, wake: _Wake, node_run: NodeRun) -> None:
         if wake.kind == "types":
@@ -241,9 +251,8 @@ class Daemon:
             self._pend([ALL])
         elif wake.kind == "resumed":
             self.log.info("halt flag cleared: continuing with the pending work")
-            self.halted = False
+            self.halted = False  # (no retry is due: a run that returned cleared it)
             self.metrics.halted.set(0)
-            self.retry_at = None
         elif wake.kind == "reload":
             self._reload(node_run)
 

@@ -4,8 +4,7 @@ Names follow Prometheus conventions: prefix ``ccm_``, base units (seconds), ``_t
 for counters. Each daemon has its own registry (no global state), filled by the daemon
 loop and the node run through the small methods below.
 
-counters:   ccm_runs_total{result}, ccm_files_changed_total,
-            ccm_actions_total{kind}, ccm_watch_reconnects_total
+counters:   ccm_runs_total{result}, ccm_files_changed_total, ccm_actions_total{kind}
 histograms: ccm_run_duration_seconds, ccm_lock_wait_seconds, ccm_debounce_delay_seconds
 gauges:     ccm_applied_revision, ccm_revisions_behind, ccm_halted,
             ccm_last_success_timestamp_seconds, ccm_pending_types
@@ -45,7 +44,6 @@ class Metrics:
         self.actions = Counter(
             "ccm_actions", "Actions run, by kind (check, reload, run…).", ["kind"], registry=r
         )
-        self.reconnects = Counter("ccm_watch_reconnects", "Event watch re-established.", registry=r)
         self.applied_revision = Gauge(
             "ccm_applied_revision", "The revision this node applied last.", registry=r
         )

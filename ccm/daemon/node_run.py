@@ -288,14 +288,14 @@ class NodeRun:
                 "cannot record the halt yet; retrying", error=str(error), retry_in=seconds
             ),
         )
-        what = (
-            "the files of this run are in place (they passed their checks); the action "
-            "stays pending and runs again after `ccm resume`"
-            if isinstance(error, ActionFailed)
-            else "every change of this run was restored"
-        )
         self.log.error(
-            f"run failed: halt flag set, {what}",
+            "run failed: halt flag set, "
+            + (
+                "the files of this run are in place (they passed their checks); the action "
+                "stays pending and runs again after `ccm resume`"
+                if isinstance(error, ActionFailed)
+                else "every change of this run was restored"
+            ),
             revision=revision,
             configuration=error.configuration,
             error=str(error),
