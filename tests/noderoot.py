@@ -47,6 +47,15 @@ BUILTIN_CHECKS = ("nginx_check", "php_fpm_check")
 BUILTIN_PROBES = ("nginx_probe", "php_fpm_probe")
 
 
+#: the unit lifecycle's commands, logged as ``<verb> <unit>``
+UNIT_COMMANDS = {
+    "start": "start_unit",
+    "stop": "stop_unit",
+    "enable": "enable_unit",
+    "disable": "disable_unit",
+}
+
+
 def node_settings(
     root: Path,
     *,
@@ -64,6 +73,11 @@ def node_settings(
     commands: dict[str, Any] = {
         "reload_unit": logging_command(root, "reload {unit}"),
         "restart_unit": logging_command(root, "restart {unit}"),
+        **{
+            setting: logging_command(root, f"{verb} {{unit}}")
+            for verb, setting in UNIT_COMMANDS.items()
+        },
+        "daemon_reload": logging_command(root, "daemon-reload"),
         **{name: logged[name] for name in logged_checks},
     }
     commands |= overrides.pop("commands", {})
