@@ -107,6 +107,21 @@ MODULES: dict[str, Module] = {
             "tests/test_placement.py",
         ),
     ),
+    # the unit lifecycle (the Unit kind, its steps, the pending actions it plans) and secrets
+    "units": Module(
+        ("ccm/plan/units.py", "ccm/plan/pending.py"),
+        (
+            "tests/test_units.py",
+            "tests/test_account_action_kinds.py",
+            "tests/test_removal_reloads.py",
+            "tests/test_executor_commands.py",
+            "tests/test_probes.py",
+        ),
+    ),
+    "secrets": Module(
+        ("ccm/plan/secrets.py",),
+        ("tests/test_secrets.py", "tests/test_file_kinds.py"),
+    ),
 }
 
 #: Added to every module's test selection: the multi-daemon cluster tests (marked slow)
