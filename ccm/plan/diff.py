@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ccm.plan.actions import triggered_actions
+from ccm.plan.actions import triggered_actions, wanted
 from ccm.plan.files import coloured, unified
 from ccm.plan.manifest import Manifest
 from ccm.plan.pending import Pending
@@ -40,7 +40,11 @@ def actions_that_would_run(
     ``manifest``: what removed files needed when they were written (their reloads).
     """
     changed = [path for ops in operations for path in ops.changed_paths]
-    actions = [f"{action.label()} (pending from an earlier run)" for action in pending]
+    actions = [
+        f"{action.label()} (pending from an earlier run)"
+        for action in pending
+        if wanted(action, operations)
+    ]
     for ops in operations:
         actions += [c.label() for c in ops.checks if triggered(c.triggers, ops.changed_paths)]
         actions += [f"playbook {playbook.playbook}" for playbook in ops.playbooks]
