@@ -312,20 +312,44 @@ def test_line_numbers_are_shown_as_runs(numbers: tuple[int, ...], text: str) -> 
     assert ranges(numbers) == text
 
 
-def test_a_key_directory_that_cannot_be_written_gives_a_key_for_this_process(
-    tmp_path: Path,
-) -> None:
-    blocked = tmp_path / "file"
-    blocked.write_text("not a directory")
-    key = node_key(blocked / "state")
+def test_a_key_is_made_in_a_state_directory_that_exists_without_one(tmp_path: Path) -> None:
+    key = node_key(tmp_path)
+    assert (tmp_path / KEY_FILE).read_bytes() == key
     assert len(key) == 32
-    assert node_key(blocked / "state") == key
-    assert not (blocked / "state").exists()
+
+
+@pytest.mark.parametrize("where", ["under a file", "a dangling link"])
+def test_where_no_key_can_be_made_this_process_gets_its_own(tmp_path: Path, where: str) -> None:
+    if where == "under a file":
+        (tmp_path / "file").write_text("not a directory")
+        directory = tmp_path / "file" / "state"
+    else:
+        directory = tmp_path / "link"
+        directory.symlink_to(tmp_path / "nowhere")
+    key = node_key(directory)
+    assert len(key) == 32
+    assert node_key(directory) == key  # the same within this process
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_a_key_made_by_another_process_is_read_not_replaced(tmp_path: Path) -> None:
     (tmp_path / KEY_FILE).write_bytes(b"x" * 32)
     assert node_key(tmp_path) == b"x" * 32
+
+
+def test_a_key_cut_short_is_not_used(tmp_path: Path) -> None:
+    (tmp_path / KEY_FILE).write_bytes(b"x" * 31)
+    key = node_key(tmp_path)
+    assert len(key) == 32 and key != b"x" * 31 + key[-1:]
+    assert (tmp_path / KEY_FILE).read_bytes() == b"x" * 31
+
+
+def test_changed_lines_are_found_in_a_long_file_of_repeated_lines() -> None:
+    """difflib's "popular line" heuristic would call every line of such a file changed."""
+    before = b"same\n" * 150 + b"mid\n" + b"same\n" * 150
+    after = b"same\n" * 150 + b"MID\n" + b"same\n" * 150
+    hidden = Hidden.of(b"k" * 32, before, after)
+    assert (hidden.added, hidden.removed) == ((151,), (151,))
 
 
 # -- model fields marked Secret --------------------------------------------------------------------

@@ -146,6 +146,26 @@ def test_a_changed_unit_file_is_daemon_reloaded_before_the_restart(root: Path) -
     assert actions(root)[3:] == ["daemon-reload", f"restart {DAEMON}"]
 
 
+def test_a_start_absorbs_a_reload_of_a_unit_that_was_not_running(root: Path) -> None:
+    """A reload of a unit that is not running would fail: its start reads the files."""
+    Service.changes = [*redis(), UnitAction(REDIS, "reload", (REDIS_CONF,))]
+    report = apply(root, 1)
+    assert report.actions == [f"enable {REDIS}", f"start {REDIS}"]
+    assert actions(root) == report.actions
+
+
+def test_a_restart_absorbs_a_start_a_crash_left_pending(root: Path) -> None:
+    """The crashed start may have run with the old config: only a restart is sure to
+    load the new one."""
+    Service.changes = redis()
+    with pytest.raises(Crash):
+        engine(root, crashing_at("start")).apply(Snapshot(1))
+    Service.changes = redis("port 6381\n")
+    report = apply(root, 2)
+    assert report.actions == [f"restart {REDIS}"]
+    assert actions(root) == [f"enable {REDIS}", f"restart {REDIS}"]
+
+
 def test_an_unchanged_unit_whose_other_files_change_is_not_restarted(root: Path) -> None:
     Service.changes = [*redis(), File("/etc/elsewhere.conf", "a\n")]
     apply(root, 1)

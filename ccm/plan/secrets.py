@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 KEY_FILE = "fingerprint.key"
+KEY_BYTES = 32
 #: how many hex digits of the HMAC a fingerprint shows (64 bits)
 _DIGITS = 16
 #: lines and words shorter than this are not redacted (``}``, ``yes``, ``port``)
@@ -37,27 +38,28 @@ HIDDEN = "[secret]"
 
 @cache
 def node_key(directory: Path) -> bytes:
-    """The node's fingerprint key in ``directory`` (made on first use, mode 0600). A
-    directory that cannot be written (a dry run as another user) gets a key for this
-    process only: its fingerprints still compare within one output."""
+    """The node's fingerprint key in ``directory`` (made on first use, mode 0600). Where
+    none can be made or read (a dry run as another user), a key for this process only:
+    its fingerprints still compare within one output."""
     path = directory / KEY_FILE
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return secrets.token_bytes(32)
-    key = secrets.token_bytes(32)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # made meanwhile by another ccm: use that one
-        return path.read_bytes()
+    except FileExistsError:
+        pass  # made by an earlier run (or meanwhile, by another ccm): read it
     except OSError:
+        return secrets.token_bytes(KEY_BYTES)
+    else:
+        key = secrets.token_bytes(KEY_BYTES)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(key)
         return key
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(key)
-    return key
+    try:
+        key = path.read_bytes()
+    except OSError:
+        key = b""
+    # a key cut short (being written by another ccm, damaged) would be a weak one
+    return key if len(key) == KEY_BYTES else secrets.token_bytes(KEY_BYTES)
 
 
 def fingerprint(key: bytes, content: bytes | None) -> str | None:
