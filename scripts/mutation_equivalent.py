@@ -185,4 +185,9 @@ EQUIVALENT: dict[str, str] = {
     f"{_W}_latest_event_revision__mutmut_11": "no limit: more keys read, [0] is still the newest",
     f"{_W}_latest_event_revision__mutmut_16": "limit 2: more keys read, [0] is still the newest",
     f"{_W}_latest_event_revision__mutmut_25": "a Get's response is always a list (the adapter)",
+    # -- ccm/plan/pending.py, units.py (the unit lifecycle)
+    "ccm.plan.pending.xǁPendingUnitǁcombined__mutmut_2": "equal strength means the same "
+    "action (enable and reload, both 0, never share a key): the new PendingUnit equals self",
+    "ccm.plan.units.xǁUnitǁcompare__mutmut_39": "removed=None is falsy like False: TakeDown "
+    "reads it only in truth tests",
 }

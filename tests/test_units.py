@@ -285,6 +285,22 @@ def test_a_unit_no_longer_declared_by_a_configuration_that_plans_nothing_is_take
     )
 
 
+def test_every_unit_no_longer_declared_is_taken_down_past_those_still_declared(
+    root: Path,
+) -> None:
+    Service.changes = [Unit("a.service"), Unit("b.service"), Unit("c.service")]
+    apply(root, 1)
+    Service.changes = [Unit("b.service")]
+    apply(root, 2)
+    assert actions(root)[6:] == [
+        "stop a.service",
+        "disable a.service",
+        "stop c.service",
+        "disable c.service",
+    ]
+    assert units_of(root) == {"b.service": {"enabled": True, "running": True}}
+
+
 def test_a_unit_declared_stopped_is_stopped_and_not_restarted_by_its_config_change(
     root: Path,
 ) -> None:
@@ -381,6 +397,41 @@ def test_a_failed_start_fails_the_run_and_restores_every_file(root: Path) -> Non
     assert manifest["configurations"] == {}
     apply(root, 2)  # fixed: the next run does it all again
     assert actions(root)[6:] == ["daemon-reload", f"enable {DAEMON}", f"start {DAEMON}"]
+
+
+def test_a_failed_enable_names_the_configuration_and_is_taken_back_with_the_root(
+    root: Path,
+) -> None:
+    commands = {
+        "enable_unit": logged(root, 'echo "enable $2" >> "$1/actions.log"; exit 2'),
+        "disable_unit": logged(root, 'echo "disable $2 in {root}" >> "$1/actions.log"'),
+    }
+    Service.changes = redis()
+    with pytest.raises(LifecycleFailed) as failed:
+        apply(root, 1, commands=commands)
+    assert (failed.value.configuration, failed.value.returncode) == ("service", 2)
+    assert actions(root) == [f"enable {REDIS}", f"disable {REDIS} in {root}"]
+
+
+def test_a_started_unit_is_stopped_with_the_root_filled_in_when_the_run_is_restored(
+    root: Path,
+) -> None:
+    commands = {"stop_unit": logged(root, 'echo "stop $2 in {root}" >> "$1/actions.log"')}
+    Service.changes = [*redis(), Probe("service_probe", ("/etc/",))]
+    with pytest.raises(Exception, match="kept failing"):
+        apply(
+            root,
+            1,
+            commands=commands,
+            probes={"service_probe": ["false"]},
+            rollout={"probe_timeout": 0},
+        )
+    assert actions(root) == [
+        f"enable {REDIS}",
+        f"start {REDIS}",
+        f"stop {REDIS} in {root}",
+        f"disable {REDIS}",
+    ]
 
 
 def test_a_failed_restart_puts_the_old_config_back_and_restarts_with_it(root: Path) -> None:
@@ -652,8 +703,9 @@ def test_a_unit_file_named_for_the_unit_without_its_suffix_is_accepted() -> None
 
 def test_a_unit_declared_twice_or_managed_by_another_configuration_fails(root: Path) -> None:
     Service.changes = [Unit(REDIS), Unit(REDIS)]
-    with pytest.raises(PlanError, match=f"unit {REDIS} is declared twice"):
+    with pytest.raises(PlanError, match=f"unit {REDIS} is declared twice") as twice:
         engine(root).plan(Snapshot(1))
+    assert twice.value.configuration == "service"
     Service.changes = [Unit(REDIS)]
     apply(root, 1)
     Other.changes = [Unit(REDIS)]
@@ -739,6 +791,24 @@ def test_a_manifest_with_a_pending_daemon_reload_loads_it(root: Path) -> None:
     path.parent.mkdir(parents=True)
     pending = [{"configuration": "service", "daemon_reload": True}]
     path.write_text(json.dumps({"version": 1, "pending_actions": pending}))
-    report = apply(root, 1)
+    with pytest.raises(LifecycleFailed) as failed:  # still named after the restart
+        apply(root, 1, commands={"daemon_reload": ["false"]})
+    assert failed.value.configuration == "service"
+    report = apply(root, 2)
     assert report.actions == ["daemon-reload"]
     assert actions(root) == ["daemon-reload"]
+
+
+def test_a_daemon_reload_a_crash_left_pending_is_kept_in_the_manifest_and_runs_next(
+    root: Path,
+) -> None:
+    Service.changes = daemon()
+    with pytest.raises(Crash):
+        engine(root, crashing_at("daemon-reload")).apply(Snapshot(1))
+    assert manifest_of(root)["pending_actions"] == [
+        {"configuration": "service", "daemon_reload": True},
+        {"configuration": "service", "unit": DAEMON, "action": "enable"},
+        {"configuration": "service", "unit": DAEMON, "action": "start"},
+    ]
+    apply(root, 2)
+    assert actions(root) == ["daemon-reload", f"enable {DAEMON}", f"start {DAEMON}"]

@@ -38,8 +38,9 @@ __all__ = [
     "triggered_actions",
 ]
 
-#: where systemd reads unit files and drop-ins: a change there needs a daemon-reload
-UNIT_DIRECTORIES = ("/etc/systemd/system/",)
+#: where systemd reads the unit files and drop-ins ccm writes: a change there needs a
+#: daemon-reload
+UNIT_DIRECTORY = "/etc/systemd/system/"
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def triggered_actions(
     reload = [
         PendingDaemonReload(ops.configuration)
         for ops in operations
-        if triggered(UNIT_DIRECTORIES, ops.changed_paths)
+        if triggered((UNIT_DIRECTORY,), ops.changed_paths)
     ]
     lifecycle = [action for ops in operations for action in ops.lifecycle]
     fresh = [

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ccm.errors import PlanError
-from ccm.plan.actions import UNIT_DIRECTORIES, UnitAction
+from ccm.plan.actions import UNIT_DIRECTORY, UnitAction
 from ccm.plan.manifest import DOWN, UnitState
 from ccm.plan.pending import PendingUnit
 from ccm.plan.steps import ConfigurationOperations, NodeView, Run
@@ -98,11 +98,8 @@ class Unit:
         if self.unit_file is None:
             return ""
         directory, file_name = posixpath.split(self.unit_file)
-        if directory + "/" not in UNIT_DIRECTORIES:
-            return (
-                f"unit {self.name}: its unit file {self.unit_file} is not in "
-                f"{' or '.join(UNIT_DIRECTORIES)}"
-            )
+        if directory + "/" != UNIT_DIRECTORY:
+            return f"unit {self.name}: its unit file {self.unit_file} is not in {UNIT_DIRECTORY}"
         if file_name not in (self.name, self.name + ".service"):
             return f"unit {self.name}: its unit file {self.unit_file} is named for another unit"
         return ""
