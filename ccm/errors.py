@@ -26,7 +26,8 @@ CcmError
     ├── CheckFailed          a check command refused the rendered files (carries output)
     ├── ProbeFailed          a health probe kept failing after the reloads (carries output)
     ├── CommandFailed        an action command exited non-zero (carries argv and output)
-    │   └── ActionFailed     a reload/command after the files were in place (kept pending)
+    │   ├── ActionFailed     a reload/command after the files were in place (kept pending)
+    │   └── LifecycleFailed  a start/restart/enable of a managed unit: the run was restored
     └── PlaybookFailed       an Ansible playbook failed (carries the failing task)
 """
 
@@ -210,6 +211,21 @@ class ActionFailed(CommandFailed):
     The files stay (they passed their checks); the action stays pending in the manifest
     and runs again on the node's next run.
     """
+
+
+class LifecycleFailed(CommandFailed):
+    """A start, enable, restart or reload of a unit a configuration manages (or a
+    ``daemon-reload``) failed after the files were in place: the run was restored (the
+    units it started stopped, its files put back, what it restarted restarted again)."""
+
+    def __init__(self, configuration: str, argv: list[str], returncode: int, output: str) -> None:
+        super().__init__(configuration, argv, returncode, output)
+        RunError.__init__(
+            self,
+            configuration,
+            f"{' '.join(argv)!r} failed (exit {returncode}); every change of the run was "
+            f"restored:\n{output.strip()}",
+        )
 
 
 class RunCancelled(ClusterError):

@@ -104,6 +104,19 @@ class CommandSettings(BaseModel):
     """Reload a unit after its configuration changed (``{unit}``: ``nginx``, …)."""
     restart_unit: tuple[str, ...] = ("systemctl", "restart", "{unit}")
     """Restart a unit whose change a reload cannot take (``{unit}``)."""
+    start_unit: tuple[str, ...] = ("systemctl", "start", "{unit}")
+    """Start a unit a configuration declares running (``{unit}``), after ``daemon_reload``."""
+    stop_unit: tuple[str, ...] = ("systemctl", "stop", "{unit}")
+    """Stop a unit ccm started that is removed or declared stopped (``{unit}``), before
+    its unit file goes."""
+    enable_unit: tuple[str, ...] = ("systemctl", "enable", "{unit}")
+    """Enable a unit a configuration declares enabled (``{unit}``)."""
+    disable_unit: tuple[str, ...] = ("systemctl", "disable", "{unit}")
+    """Disable a unit ccm enabled that is removed or declared disabled (``{unit}``),
+    before its unit file goes."""
+    daemon_reload: tuple[str, ...] = ("systemctl", "daemon-reload")
+    """Make systemd read changed unit files: after a unit file or drop-in under
+    ``/etc/systemd/system/`` was written or removed, before any start or restart."""
     useradd: tuple[str, ...] = (
         "useradd",
         "--prefix",
@@ -143,6 +156,11 @@ class CommandSettings(BaseModel):
     @field_validator(
         "reload_unit",
         "restart_unit",
+        "start_unit",
+        "stop_unit",
+        "enable_unit",
+        "disable_unit",
+        "daemon_reload",
         "useradd",
         "usermod",
         "userdel",

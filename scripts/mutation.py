@@ -136,6 +136,21 @@ MODULES: dict[str, Module] = {
             "tests/test_placement.py",
         ),
     ),
+    # the unit lifecycle (the Unit kind, its steps, the pending actions it plans) and secrets
+    "units": Module(
+        ("ccm/plan/units.py", "ccm/plan/pending.py"),
+        (
+            "tests/test_units.py",
+            "tests/test_account_action_kinds.py",
+            "tests/test_removal_reloads.py",
+            "tests/test_executor_commands.py",
+            "tests/test_probes.py",
+        ),
+    ),
+    "secrets": Module(
+        ("ccm/plan/secrets.py",),
+        ("tests/test_secrets.py", "tests/test_file_kinds.py"),
+    ),
 }
 
 #: Added to every module's test selection: the multi-daemon cluster tests (marked slow)
@@ -178,9 +193,13 @@ def copy_tree(destination: Path) -> None:
             continue
         relative = Path(os.fsdecode(raw))
         source = REPO / relative
+        target = destination / relative
+        if source.is_symlink():  # configurations/templates -> ../templates: a link again
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(os.readlink(source))
+            continue
         if not source.is_file():
             continue  # deleted in the work tree, not yet in the index
-        target = destination / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
 
@@ -203,8 +222,9 @@ def configure(destination: Path, module: Module) -> None:
     text += (
         "\n[tool.mutmut]\n"
         'source_paths = ["ccm", "configurations"]\n'
-        # what the configurations read at run time (found beside the mutated ccm/)
-        'also_copy = ["templates", "playbooks"]\n'
+        # what the configurations read at run time (found beside the mutated ccm/; the
+        # built-in types find theirs in configurations/templates, a link to templates/)
+        'also_copy = ["templates", "playbooks", "configurations/templates"]\n'
         f"only_mutate = {toml_list(module.paths)}\n"
         f"pytest_add_cli_args_test_selection = {toml_list(present(module.tests) + DESELECT)}\n"
         f'pytest_add_cli_args = ["-p", "no:cacheprovider", "--timeout={TEST_TIMEOUT}"]\n'

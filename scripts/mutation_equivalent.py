@@ -192,4 +192,9 @@ EQUIVALENT: dict[str, str] = {
     f"{_M}__init____mutmut_151": "the revisions seen are etcd revisions (>= 1): max(1, r) is r",
     **{f"{_M}close__mutmut_{n}": _JOINED for n in (4, 5)},
     **{f"{_M}run_finished__mutmut_{n}": _KIND for n in (5, 8, 11)},
+    # -- ccm/plan/pending.py, units.py (the unit lifecycle)
+    "ccm.plan.pending.xǁPendingUnitǁcombined__mutmut_2": "equal strength means the same "
+    "action (enable and reload, both 0, never share a key): the new PendingUnit equals self",
+    "ccm.plan.units.xǁUnitǁcompare__mutmut_39": "removed=None is falsy like False: TakeDown "
+    "reads it only in truth tests",
 }

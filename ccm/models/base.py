@@ -13,12 +13,15 @@ declared on the class:
 * ``IMMUTABLE`` — identity fields: never changed, and never reused after a delete;
 * ``problems(view)`` — rules between objects, reading other objects through ``view``;
   ``READS`` names the types whose every object they read (the writer reads those in
-  full and fences its transaction on them).
+  full and fences its transaction on them);
+* secrets, on the fields: ``password: Annotated[str, Secret]``, derived into ``SECRETS``:
+  a refusal never echoes the value (``secret_values``); a file rendered from it is
+  ``File(..., secret=True)``, which ``ccm diff`` shows only as fingerprints.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Protocol, get_args, get_origin
 
@@ -33,6 +36,15 @@ class References:
     """Field metadata: this id field refers to an object of ``target``."""
 
     target: str
+
+
+@dataclass(frozen=True)
+class SecretValue:
+    """Field metadata: the value is a secret (a password, a private key)."""
+
+
+#: ``Annotated[str, Secret]``: no refusal, error or diff shows this field's value
+Secret = SecretValue()
 
 
 class ObjectsView(Protocol):
@@ -54,6 +66,52 @@ def _references(metadata: Iterable[Any], annotation: Any) -> list[str]:
     return found
 
 
+def _is_secret(metadata: Iterable[Any], annotation: Any) -> bool:
+    """A ``Secret`` in a field's metadata or inside its annotation (an optional secret
+    is ``Annotated[str, Secret] | None``)."""
+    if any(isinstance(meta, SecretValue) for meta in metadata):
+        return True
+    if get_origin(annotation) is Annotated:
+        return any(isinstance(meta, SecretValue) for meta in get_args(annotation)[1:])
+    return any(_is_secret((), argument) for argument in get_args(annotation))
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models a field's annotation holds (``list[User]``, ``User | None``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for argument in get_args(annotation) for model in _models_in(argument)]
+
+
+def _strings(value: Any) -> set[str]:
+    if isinstance(value, str):
+        return {value} if value else set()
+    if isinstance(value, Mapping):
+        return {text for item in value.values() for text in _strings(item)}
+    if isinstance(value, list | tuple):
+        return {text for item in value for text in _strings(item)}
+    return set()
+
+
+def secret_values(model: type[BaseModel], raw: Any) -> set[str]:
+    """The strings of ``raw`` (an object as written, valid or not) that sit in fields
+    marked ``Secret``, of ``model`` or of the models its fields hold."""
+    found: set[str] = set()
+    if not isinstance(raw, Mapping):
+        return found
+    for name, info in model.model_fields.items():
+        if name not in raw:
+            continue
+        if _is_secret(info.metadata, info.annotation):
+            found |= _strings(raw[name])
+            continue
+        for inner in _models_in(info.annotation):
+            items = raw[name] if isinstance(raw[name], list | tuple) else [raw[name]]
+            for item in items:
+                found |= secret_values(inner, item)
+    return found
+
+
 #: every registered type: TYPE → model (filled by defining subclasses)
 object_types: dict[str, type[CcmObject]] = {}
 
@@ -72,6 +130,8 @@ class CcmObject(BaseModel):
     IMMUTABLE: ClassVar[tuple[str, ...]] = ()
     #: types whose every object ``problems`` reads
     READS: ClassVar[tuple[str, ...]] = ()
+    #: the fields marked ``Secret``
+    SECRETS: ClassVar[frozenset[str]] = frozenset()
 
     id: Annotated[int, Field(gt=0, le=MAX_OBJECT_ID, strict=True)]
 
@@ -83,6 +143,11 @@ class CcmObject(BaseModel):
             for name, info in cls.model_fields.items()
             for target in _references(info.metadata, info.annotation)
         }
+        cls.SECRETS = frozenset(
+            name
+            for name, info in cls.model_fields.items()
+            if _is_secret(info.metadata, info.annotation)
+        )
         if "TYPE" in cls.__dict__:
             registered = object_types.get(cls.TYPE)
             if registered is not None and registered.__qualname__ != cls.__qualname__:

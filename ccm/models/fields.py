@@ -19,7 +19,8 @@ third-party type import the same names from here::
   "inside this home";
 * ``SafeFileName`` — one path component ccm may write;
 * ``Text``, ``Email``, ``ObjectId``, ``Ref`` (a reference to another type's object),
-  ``GroupName``.
+  ``GroupName``;
+* ``Secret`` — ``password: Annotated[str, Secret, ...]``: a refusal never echoes it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from ccm.models.base import MAX_OBJECT_ID, References
+from ccm.models.base import Secret as Secret  # the public toolkit's name for it
 from ccm.models.names import is_public_suffix
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")

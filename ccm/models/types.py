@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from ccm.errors import ValidationFailed
-from ccm.models.base import CcmObject, ObjectsView, object_types
+from ccm.models.base import CcmObject, ObjectsView, object_types, secret_values
 from ccm.models.node import Node as _Node  # noqa: F401 - the framework's own type
 
 #: the entry point group that names the packages of object types and configurations
@@ -59,11 +59,17 @@ def model_for(type_name: str) -> type[CcmObject]:
 
 
 def _describe_errors(type_name: str, raw: Any, error: ValidationError) -> list[str]:
+    """One line per problem, naming the object and the field; the value of a field
+    marked ``Secret`` is never echoed (a validator's message may quote it)."""
     ident = raw.get("id", "?") if isinstance(raw, Mapping) else "?"
+    hidden = sorted(secret_values(model_for(type_name), raw), key=len, reverse=True)
     problems = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"]) or "(object)"
-        problems.append(f"{type_name}/{ident}: {field}: {item['msg']}")
+        message = str(item["msg"])
+        for value in hidden:
+            message = message.replace(value, "<secret>").replace(repr(value)[1:-1], "<secret>")
+        problems.append(f"{type_name}/{ident}: {field}: {message}")
     return problems
 
 

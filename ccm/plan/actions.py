@@ -1,23 +1,46 @@
-"""The action kinds: checks, unit reloads/restarts, commands and playbooks.
+"""The action kinds: checks, probes, unit reloads/restarts and commands (and playbooks,
+``ccm.plan.playbook``, re-exported here).
 
 A ``Check`` runs after its configuration's files are in place, before any reload. A
-``UnitAction`` or ``Command`` whose triggers saw a change becomes a ``Pending`` action:
-saved in the manifest before the first one runs and removed as each succeeds, so a
-failed reload (or a crash) is run again by the next run. Unit actions are merged across
-a run: one per unit, a restart absorbs a reload. ``triggered_actions`` is the one place
-that decides which actions a run starts: the executor runs them, ``ccm diff`` lists them.
+``UnitAction`` or ``Command`` whose triggers saw a change becomes a ``Pending`` action
+(``ccm.plan.pending``): saved in the manifest before the first one runs and removed as
+each succeeds, so a failed reload (or a crash) is run again by the next run. Unit
+actions are merged across a run: one per unit, the stronger kept (a restart absorbs a
+reload). ``triggered_actions`` is the one place that decides which actions a run starts:
+the executor runs them, ``ccm diff`` lists them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Literal
 
-from ccm.plan.commands import fill
 from ccm.plan.manifest import Manifest
+from ccm.plan.pending import (
+    Pending,
+    PendingCommand,
+    PendingDaemonReload,
+    PendingUnit,
+    merge,
+)
+from ccm.plan.playbook import Playbook
 from ccm.plan.steps import ConfigurationOperations, NodeView, triggered
-from ccm.settings import Settings
+
+__all__ = [
+    "Check",
+    "Command",
+    "Playbook",
+    "Probe",
+    "UnitAction",
+    "record_file_actions",
+    "removal_actions",
+    "triggered_actions",
+]
+
+#: where systemd reads the unit files and drop-ins ccm writes: a change there needs a
+#: daemon-reload
+UNIT_DIRECTORY = "/etc/systemd/system/"
 
 
 @dataclass(frozen=True)
@@ -89,118 +112,24 @@ class Command:
         return PendingCommand(configuration, self.argv)
 
 
-@dataclass(frozen=True)
-class Playbook:
-    """Run an Ansible playbook from ``playbooks/`` with these extra-vars.
-
-    It runs only when its inputs' fingerprint differs from the one recorded at its last
-    success on this node, or on a full run (a reconcile): starting Ansible costs seconds.
-    """
-
-    playbook: str
-    extra_vars: Mapping[str, Any] = field(default_factory=dict)
-
-    def compare(self, ops: ConfigurationOperations, node: NodeView) -> None:
-        inputs = node.fingerprint(self)
-        ops.planned_playbooks[self.playbook] = inputs
-        last = node.manifest.owned(ops.configuration).playbooks.get(self.playbook)
-        if node.full or last != inputs:
-            ops.playbooks.append(self)
-
-
-# -- pending actions (kept in the manifest until they succeed) ------------------------------
-
-
-@dataclass(frozen=True)
-class PendingUnit:
-    ORDER: ClassVar[int] = 0  # units before commands
-    configuration: str
-    unit: str
-    action: Literal["reload", "restart"]
-
-    @property
-    def key(self) -> tuple[str, ...]:
-        return ("unit", self.unit)
-
-    def combined(self, other: Pending) -> Pending:
-        """The same unit again: a restart absorbs a reload."""
-        if self.action == "reload" and isinstance(other, PendingUnit) and other.action == "restart":
-            return PendingUnit(self.configuration, self.unit, "restart")
-        return self
-
-    def argv(self, settings: Settings) -> list[str]:
-        setting = (
-            settings.commands.reload_unit
-            if self.action == "reload"
-            else settings.commands.restart_unit
-        )
-        return fill(setting, {"unit": self.unit, "root": str(settings.root)})
-
-    def label(self, argv: Sequence[str] = ()) -> str:
-        return f"{self.action} {self.unit}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"configuration": self.configuration, "unit": self.unit, "action": self.action}
-
-
-@dataclass(frozen=True)
-class PendingCommand:
-    ORDER: ClassVar[int] = 1
-    configuration: str
-    argv_template: tuple[str, ...]
-
-    @property
-    def key(self) -> tuple[str, ...]:
-        return ("argv", *self.argv_template)
-
-    def combined(self, other: Pending) -> Pending:
-        return self
-
-    def argv(self, settings: Settings) -> list[str]:
-        return fill(list(self.argv_template), {"root": str(settings.root)})
-
-    def label(self, argv: Sequence[str] = ()) -> str:
-        return "run " + " ".join(argv or self.argv_template)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"configuration": self.configuration, "argv": list(self.argv_template)}
-
-
-Pending = PendingUnit | PendingCommand
-
-
-def pending_from_json(data: Mapping[str, Any]) -> Pending:
-    """A manifest entry back as its action (``ValueError`` when it is neither kind)."""
-    configuration = str(data["configuration"])
-    if "unit" in data:
-        action = str(data["action"])
-        if action not in ("reload", "restart"):
-            raise ValueError(f"unknown unit action {action!r}")
-        return PendingUnit(
-            configuration, str(data["unit"]), "reload" if action == "reload" else "restart"
-        )
-    return PendingCommand(configuration, tuple(str(arg) for arg in data["argv"]))
-
-
-def merge(actions: Sequence[Pending]) -> list[Pending]:
-    """One action per unit (where it first appears; a restart absorbs a reload), and
-    each distinct command once, after the units."""
-    merged: dict[tuple[str, ...], Pending] = {}
-    for action in actions:
-        current = merged.get(action.key)
-        merged[action.key] = action if current is None else current.combined(action)
-    return sorted(merged.values(), key=lambda action: action.ORDER)
-
-
 def triggered_actions(
     operations: Sequence[ConfigurationOperations],
     changed: Sequence[str],
     pending: Sequence[Pending] = (),
     manifest: Manifest | None = None,
 ) -> list[Pending]:
-    """The reloads and commands a run starts: those an earlier run left pending, those
-    whose triggers saw a change among ``changed``, and those the ``manifest`` recorded
-    for the files this run removes — merged."""
+    """What a run starts once its files are in place, merged: a ``daemon-reload`` when a
+    unit file changed; the actions an earlier run left pending; the starts and enables
+    of the units the configurations declare; the actions whose triggers saw a change
+    among ``changed``; and those the ``manifest`` recorded for the files this run
+    removes. Never an action on a unit this run takes down (or declares stopped): a
+    removed Redis instance is not restarted after its stop."""
+    reload = [
+        PendingDaemonReload(ops.configuration)
+        for ops in operations
+        if triggered((UNIT_DIRECTORY,), ops.changed_paths)
+    ]
+    lifecycle = [action for ops in operations for action in ops.lifecycle]
     fresh = [
         action.pending(ops.configuration)
         for ops in operations
@@ -208,7 +137,20 @@ def triggered_actions(
         if triggered(action.triggers, changed)
     ]
     needed = removal_actions(operations, manifest) if manifest is not None else []
-    return merge([*pending, *fresh, *needed])
+    merged = merge([*reload[:1], *pending, *lifecycle, *fresh, *needed])
+    return [action for action in merged if wanted(action, operations)]
+
+
+def wanted(action: Pending, operations: Sequence[ConfigurationOperations]) -> bool:
+    """False for an action on a unit that this run takes down: an enable of a unit it
+    leaves disabled, a start, restart or reload of one it leaves stopped."""
+    if not isinstance(action, PendingUnit):
+        return True
+    for ops in operations:
+        target = ops.unit_target(action.unit)
+        if target is not None:
+            return target.enabled if action.action == "enable" else target.running
+    return True
 
 
 def removed_paths(ops: ConfigurationOperations) -> list[str]:

@@ -3,8 +3,8 @@
 A configuration returns the FULL intended state as a list of these; it never reads the
 node. Each kind compares itself with the node (``compare``) to plan the steps that have
 to happen, so the same list serves ``ccm diff`` and ``ccm apply``. The kinds live with
-their behaviour (``ccm.plan.files``, ``ccm.plan.accounts``, ``ccm.plan.actions``); this
-module is where configurations import them from.
+their behaviour (``ccm.plan.files``, ``ccm.plan.accounts``, ``ccm.plan.units``,
+``ccm.plan.actions``); this module is where configurations import them from.
 
 Paths are node paths (``/etc/nginx/…``); the executor places them under the root.
 ``triggers`` are node-path prefixes: a check, reload or command runs only when a file
@@ -22,8 +22,20 @@ from __future__ import annotations
 from ccm.plan.accounts import Account
 from ccm.plan.actions import Check, Command, Playbook, Probe, UnitAction
 from ccm.plan.files import Directory, File, Prerequisite
+from ccm.plan.units import Unit
 
-Change = File | Directory | Prerequisite | Account | Check | Probe | UnitAction | Command | Playbook
+Change = (
+    File
+    | Directory
+    | Prerequisite
+    | Account
+    | Unit
+    | Check
+    | Probe
+    | UnitAction
+    | Command
+    | Playbook
+)
 
 __all__ = [
     "Account",
@@ -35,5 +47,6 @@ __all__ = [
     "Playbook",
     "Prerequisite",
     "Probe",
+    "Unit",
     "UnitAction",
 ]

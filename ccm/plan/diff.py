@@ -1,7 +1,11 @@
 """Showing a plan without applying it: unified diffs and the actions that would run.
 
 The operations come from ``compute_operations``, the same ones the executor would
-perform, so what ``ccm diff`` shows is what ``ccm apply`` does.
+perform, so what ``ccm diff`` shows is what ``ccm apply`` does: per configuration, the
+units it takes down (``- unit``, stopped and disabled before its files change), its
+accounts and files (a secret file as fingerprints and line numbers), the units it
+brings up (``+ unit``); then every action in the order it would run (``daemon-reload``,
+enables, starts, restarts, reloads, commands, probes).
 """
 
 from __future__ import annotations
@@ -9,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ccm.plan.actions import Pending, triggered_actions
+from ccm.plan.actions import triggered_actions, wanted
 from ccm.plan.files import coloured, unified
 from ccm.plan.manifest import Manifest
+from ccm.plan.pending import Pending
 from ccm.plan.steps import ConfigurationOperations, Refusal, triggered
 
 __all__ = [
@@ -35,7 +40,11 @@ def actions_that_would_run(
     ``manifest``: what removed files needed when they were written (their reloads).
     """
     changed = [path for ops in operations for path in ops.changed_paths]
-    actions = [f"{action.label()} (pending from an earlier run)" for action in pending]
+    actions = [
+        f"{action.label()} (pending from an earlier run)"
+        for action in pending
+        if wanted(action, operations)
+    ]
     for ops in operations:
         actions += [c.label() for c in ops.checks if triggered(c.triggers, ops.changed_paths)]
         actions += [f"playbook {playbook.playbook}" for playbook in ops.playbooks]
@@ -44,6 +53,14 @@ def actions_that_would_run(
     for ops in operations:
         actions += [p.label() for p in ops.probes if triggered(p.triggers, changed)]
     return actions
+
+
+def units_up(ops: ConfigurationOperations) -> dict[str, list[str]]:
+    """Unit → what the run does to bring it up (``enable``, ``start``), in order."""
+    up: dict[str, list[str]] = {}
+    for action in ops.lifecycle:
+        up.setdefault(action.unit, []).append(action.action)
+    return up
 
 
 #: (configuration, playbook) → the lines of its check-mode preview
@@ -70,6 +87,7 @@ def describe_text(
         )
         for step in ops.ordered():
             out.extend(step.text(colour))
+        out.extend(f"+ unit {unit} ({', '.join(verbs)})\n" for unit, verbs in units_up(ops).items())
         for playbook in ops.playbooks:
             lines = (previews or {}).get((ops.configuration, playbook.playbook))
             if lines is None:
@@ -98,9 +116,15 @@ def describe_json(
     manifest: Manifest | None = None,
 ) -> dict[str, Any]:
     changes = [
-        {"configuration": ops.configuration, **step.as_json()}
+        {"configuration": ops.configuration, **change}
         for ops in operations
-        for step in ops.ordered()
+        for change in [
+            *(step.as_json() for step in ops.ordered()),
+            *(
+                {"kind": "unit", "unit": unit, "operation": "up", "commands": verbs}
+                for unit, verbs in units_up(ops).items()
+            ),
+        ]
     ]
     playbooks = [
         {

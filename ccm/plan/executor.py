@@ -2,25 +2,35 @@
 
 Order, for the configurations in topological order:
 
-1. per configuration: account creations/modifications, then files and directories
-   (atomic writes; ownership recorded in the manifest before the write), then its
-   checks (``nginx -t``…) if any of its paths changed, then its playbooks;
-2. once every configuration is in place: the manifest, account deletions, then the
-   de-duplicated unit reloads/restarts (a restart absorbs a reload) and commands whose
-   triggers saw a change.
+1. per configuration: the units it takes down (stop, then disable: before their unit
+   files go), account creations/modifications, then files and directories (atomic
+   writes; ownership recorded in the manifest before the write), then its checks
+   (``nginx -t``…) if any of its paths changed, then its playbooks;
+2. once every configuration is in place: the manifest, then ``daemon-reload`` if a unit
+   file changed, the enables and starts of new units, the de-duplicated unit
+   restarts/reloads (the stronger kept) and the commands whose triggers saw a change,
+   then the health probes, then account deletions.
 
 Every step of phase 1 records how to undo itself in a journal. If anything in phase 1
 fails — a check, a playbook, a write, even an unexpected ``OSError`` — the journal is
 unwound (files restored byte for byte and mode for mode, new files and directories
-removed, new accounts deleted), nothing is reloaded, and a ``RunError`` naming the
-configuration is raised. Phase 2 starts only when everything checked: its actions are
-saved in the manifest as pending before the first one runs, and each is removed once
-it succeeded, so a failing reload (``ActionFailed``) leaves the checked files in place
-and is run again by the next run — even though that run finds no file to change.
+removed, new accounts deleted, stopped units started again), nothing is reloaded, and a
+``RunError`` naming the configuration is raised. Phase 2 starts only when everything
+checked: its actions are saved in the manifest as pending before the first one runs,
+and each is removed once it succeeded, so a failing reload (``ActionFailed``) leaves the
+checked files in place and is run again by the next run — even though that run finds
+no file to change. A failing start, enable or restart of a unit a configuration manages
+(or ``daemon-reload``), or a failing probe, restores the run instead
+(``_restore``): what it started is stopped while its unit file is still there, the
+files go back, systemd re-reads them, and what it restarted or reloaded runs again.
+
+Command output reaches errors, logs and the history only through the run's
+``Redactor``: no line of a secret file is ever shown.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,13 +38,23 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ccm import faults
-from ccm.errors import ActionFailed, CcmError, CheckFailed, CommandFailed, ProbeFailed, RunError
+from ccm.errors import (
+    ActionFailed,
+    CcmError,
+    CheckFailed,
+    CommandFailed,
+    LifecycleFailed,
+    ProbeFailed,
+    RunError,
+)
 from ccm.log import get_logger
 from ccm.plan.accounts import Account
 from ccm.plan.actions import Playbook, record_file_actions, triggered_actions
-from ccm.plan.commands import CommandRunner, fill, run_command
-from ccm.plan.manifest import Manifest
+from ccm.plan.commands import CommandResult, CommandRunner, fill, run_command
+from ccm.plan.manifest import Manifest, UnitState
 from ccm.plan.node import Accounts
+from ccm.plan.pending import Pending, PendingDaemonReload
+from ccm.plan.secrets import Redactor
 from ccm.plan.steps import ConfigurationOperations, Refusal, triggered
 from ccm.settings import Settings
 
@@ -114,13 +134,47 @@ class Executor:
         self.probes = dict(settings.probes if probes is None else probes)
         self.monotonic = monotonic
         self.sleep = sleep
+        #: command output passes through it: the run's secret text never shows
+        self.redact = Redactor(set())
+        #: what the run did so far (``take_down`` adds its stops and disables)
+        self.report = RunReport()
+        #: filled by the journal's unwinding: units to enable or start again once the
+        #: files are back (and systemd re-read them)
+        self._revive: list[list[str]] = []
+
+    def command(self, argv: list[str]) -> CommandResult:
+        """Run ``argv`` with the command timeout; its output with secrets redacted."""
+        result = self.runner(argv, timeout=self.settings.commands.timeout)
+        return dataclasses.replace(result, output=self.redact(result.output))
 
     # -- what steps use (ccm.plan.steps.Run) ------------------------------------------
 
     def run(self, configuration: str, argv: list[str]) -> None:
-        result = self.runner(argv, timeout=self.settings.commands.timeout)
+        result = self.command(argv)
         if result.returncode != 0:
             raise CommandFailed(configuration, argv, result.returncode, result.output)
+
+    def take_down(self, configuration: str, unit: str, verb: str) -> None:
+        """``stop`` or ``disable`` a unit, saved in the manifest at once (a crash right
+        after must not leave it recorded as enabled once its file is gone); the journal
+        puts the record back and queues the start or enable that brings it back."""
+        variables = {"unit": unit, "root": str(self.root)}
+        self.run(configuration, fill(getattr(self.settings.commands, f"{verb}_unit"), variables))
+        self.report.actions.append(f"{verb} {unit}")
+        owned = self.manifest.owned(configuration)
+        before = owned.units[unit]
+        owned.units[unit] = UnitState(
+            before.enabled and verb != "disable", before.running and verb != "stop"
+        )
+        self.manifest.save()
+        setting = "start_unit" if verb == "stop" else "enable_unit"
+        revive = fill(getattr(self.settings.commands, setting), variables)
+
+        def undo() -> None:
+            owned.units[unit] = before
+            self._revive.append(revive)
+
+        self.journal.record(f"unit {unit}", undo)
 
     def account_argv(self, setting: str, account: Account | None, username: str) -> list[str]:
         variables = {"root": str(self.root), "username": username}
@@ -137,7 +191,8 @@ class Executor:
     # -- the whole run -------------------------------------------------------------
 
     def apply(self, operations: Sequence[ConfigurationOperations]) -> RunReport:
-        report = RunReport()
+        report = self.report = RunReport()
+        self.redact = Redactor(set().union(*(ops.secret_text for ops in operations)))
         before = self.manifest.state()
         current = "(run)"
         try:
@@ -148,9 +203,7 @@ class Executor:
             self.guard()
         except BaseException as error:
             self.log.error("run failed, restoring every change of this run", error=str(error))
-            self.journal.unwind(self.log)
-            self.accounts.reload()
-            self.manifest.save()
+            self._restore((), None)
             if isinstance(error, CcmError) or not isinstance(error, Exception):
                 raise
             # disk full, permission denied, a bug: still a failed run that halts the
@@ -164,6 +217,9 @@ class Executor:
             owned.accounts = set(ops.planned_accounts) | {
                 step.changed.removeprefix("account:") for step in ops.steps if step.DEFERRED
             }
+            # started and enabled once their pending start and enable ran (or restored)
+            owned.units = dict(ops.planned_units)
+            owned.secrets = set(ops.planned_secrets)
         self.manifest.unverified = {}  # every written file passed its check
         # saved before any of them runs, removed one by one as they succeed: a failed
         # reload (or a crash) is retried by the next run, which finds every file in place
@@ -175,10 +231,11 @@ class Executor:
         self.manifest.save()
         actions = list(self.manifest.pending_actions)
         # reloads first: the workers of a deleted pool exit, so its user can be deleted
-        self._run_pending_actions(report)
+        self._run_pending_actions(report, operations, before)
         failed = self._run_probes(operations, report)
         if failed is not None:
-            self._restore_after_probe(before, actions)
+            self.log.error("probe failed: restoring every change of this run")
+            self._restore(actions, before)
             raise failed
         for ops in operations:
             self._apply_deferred(ops, report)
@@ -204,7 +261,7 @@ class Executor:
                 argv = fill(list(declared), {"root": str(self.root), **probe.variables})
                 deadline = self.monotonic() + self.settings.rollout.probe_timeout
                 while True:
-                    result = self.runner(argv, timeout=self.settings.commands.timeout)
+                    result = self.command(argv)
                     if result.returncode == 0:
                         report.actions.append("probe " + " ".join(argv))
                         break
@@ -216,24 +273,51 @@ class Executor:
                     self.sleep(self.settings.rollout.probe_interval)
         return None
 
-    def _restore_after_probe(self, before: Any, actions: Sequence[Any]) -> None:
-        """Put every file of the run back, then reload again, so the services run what
-        they ran before this run."""
-        self.log.error("probe failed: restoring every change of this run and reloading")
+    def _restore(self, ran: Sequence[Pending], before: Any) -> None:
+        """Put the node back as it was before this run, in the mirror order of the run.
+
+        ``ran``: the pending actions that ran (or failed) after the files were in place.
+        The units this run started or enabled are stopped and disabled first, while
+        their unit files are still there; then the journal puts every file, account and
+        stopped unit's record back; then systemd re-reads the unit files, the units the
+        run took down are enabled and started again, and what was restarted, reloaded or
+        run runs again, so the services run what they ran before. ``before``: the
+        manifest to put back (None in phase 1, where the journal restores it).
+        """
+        for action in reversed(ran):
+            argv = action.retract(self.settings)
+            if argv is not None:
+                self._restoring(argv)
         self.journal.unwind(self.log)
         self.accounts.reload()
-        self.manifest.restore(before)
+        if before is not None:
+            self.manifest.restore(before)
         self.manifest.save()
-        for action in actions:
-            argv = action.argv(self.settings)
-            result = self.runner(argv, timeout=self.settings.commands.timeout)
-            if result.returncode != 0:
-                self.log.error("reload after the restore failed", argv=argv, output=result.output)
+        again = [action for action in ran if action.retract(self.settings) is None]
+        reloads = [action for action in again if isinstance(action, PendingDaemonReload)]
+        for argv in [
+            *(action.argv(self.settings) for action in reloads),
+            *self._revive,
+            *(action.argv(self.settings) for action in again if action not in reloads),
+        ]:
+            self._restoring(argv)
+        self._revive.clear()
+
+    def _restoring(self, argv: list[str]) -> None:
+        """One command of a restore: a failure is logged and the restore goes on."""
+        result = self.command(argv)
+        if result.returncode != 0:
+            self.log.error("a command of the restore failed", argv=argv, output=result.output)
 
     def _apply_configuration(self, ops: ConfigurationOperations, report: RunReport) -> None:
         log = self.log.bind(configuration=ops.configuration)
         steps = [step for step in ops.ordered() if not step.DEFERRED]
+        unit_steps = [step for step in steps if step.ORDER < 0]
         account_steps = [step for step in steps if step.ORDER == 0]
+        for step in unit_steps:  # before the files: a unit is stopped before its file goes
+            self.guard()
+            log.info("change", change=step.changed, operation=type(step).__name__)
+            step.apply(self, ops.configuration)
         self._claim_accounts(ops)
         for step in account_steps:
             self.guard()
@@ -242,15 +326,17 @@ class Executor:
         if account_steps:
             self.accounts.reload()
         self._claim_files(ops)
-        for step in steps[len(account_steps) :]:
+        for step in steps[len(unit_steps) + len(account_steps) :]:
             self.guard()
             log.info("change", change=step.changed, operation=type(step).__name__)
             step.apply(self, ops.configuration)
             faults.reached("written")
         changed = ops.changed_paths
-        created = [step.changed for step in account_steps]
-        if changed or created:
-            report.changed[ops.configuration] = changed + created
+        # accounts made or changed, units taken down, units to enable or start
+        named = [step.changed for step in account_steps + unit_steps]
+        named += [f"unit:{action.unit}" for action in ops.lifecycle]
+        if changed or named:
+            report.changed[ops.configuration] = changed + list(dict.fromkeys(named))
         for check in ops.checks:
             if not triggered(check.triggers, changed):
                 continue
@@ -259,7 +345,7 @@ class Executor:
             if declared is None:
                 raise RunError(ops.configuration, f"check {check.command!r} is not declared")
             argv = fill(list(declared), {"root": str(self.root), **check.variables})
-            result = self.runner(argv, timeout=self.settings.commands.timeout)
+            result = self.command(argv)
             log.info("check", argv=argv, returncode=result.returncode)
             report.actions.append("check " + " ".join(argv))
             if result.returncode != 0:
@@ -311,6 +397,8 @@ class Executor:
         new = self._claims(ops, "file") - held
         before = self.manifest.unverified.get(configuration)
         held |= new
+        # secret before written: a crash must not leave its content to a later diff
+        self.manifest.owned(configuration).secrets |= ops.planned_secrets
         unverified = set(before or []) | set(ops.changed_paths)
         self.manifest.unverified[configuration] = sorted(unverified)
         self.manifest.save()
@@ -352,17 +440,39 @@ class Executor:
             owned.discard(step.changed.removeprefix("account:"))
             self.manifest.save()
 
-    def _run_pending_actions(self, report: RunReport) -> None:
-        """Run the pending reloads, restarts and commands; a failure leaves the rest pending."""
+    def _run_pending_actions(
+        self, report: RunReport, operations: Sequence[ConfigurationOperations], before: Any
+    ) -> None:
+        """Run the pending actions in order. A failing reload or command leaves the rest
+        pending (``ActionFailed``); a failing daemon-reload, or start, enable, restart or
+        reload of a unit a configuration manages, restores the run (``LifecycleFailed``)."""
+        ran: list[Pending] = []
         while self.manifest.pending_actions:
             self.guard()
             action = self.manifest.pending_actions[0]
             argv = action.argv(self.settings)
             self.log.info("action", configuration=action.configuration, argv=argv)
-            result = self.runner(argv, timeout=self.settings.commands.timeout)
+            ran.append(action)
+            result = self.command(argv)
             if result.returncode != 0:
+                if restores(action, operations):
+                    self._restore(ran, before)
+                    raise LifecycleFailed(
+                        action.configuration, argv, result.returncode, result.output
+                    )
                 raise ActionFailed(action.configuration, argv, result.returncode, result.output)
             report.actions.append(action.label(argv))
             faults.reached("acted")
             self.manifest.pending_actions.pop(0)
             self.manifest.save()
+
+
+def restores(action: Pending, operations: Sequence[ConfigurationOperations]) -> bool:
+    """Whether a failure of ``action`` restores the run: a ``daemon-reload``, or an action
+    on a unit one of the configurations manages (its service is the run's own: rather
+    the old config running than the new one down)."""
+    if isinstance(action, PendingDaemonReload):
+        return True
+    return action.unit is not None and any(
+        ops.unit_target(action.unit) is not None for ops in operations
+    )

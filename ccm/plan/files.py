@@ -5,7 +5,8 @@ A ``File`` compares its content, mode and ownership with the node and plans a
 configuration owned and no longer plans becomes a ``RemoveFile``. A ``Prerequisite``
 plans nothing: it refuses its objects on a node that lacks a directory. Each step writes
 atomically and without following links (``ccm.plan.fsutil``), and records how to put
-back exactly what was there before.
+back exactly what was there before. A secret file (``File(..., secret=True)``, or one
+the manifest remembers as secret) never shows its content: ``ccm.plan.secrets``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, ClassVar
 from ccm.errors import PlanError, TenantConflict
 from ccm.plan.fsutil import atomic_write, make_directory, make_parents, remove_file, set_mode_owner
 from ccm.plan.node import Accounts, PathState, read_path
+from ccm.plan.secrets import Hidden, node_key, secret_text
 from ccm.plan.steps import ConfigurationOperations, NodeView, Run
 
 _COLOURS = {"+": "\033[32m", "-": "\033[31m", "@": "\033[36m"}
@@ -29,7 +31,11 @@ _RESET = "\033[0m"
 
 @dataclass(frozen=True)
 class File:
-    """A file with exactly this content, mode and ownership."""
+    """A file with exactly this content, mode and ownership.
+
+    ``secret``: its content (old and new) never appears in ``ccm diff``, logs, history or
+    errors; a diff shows fingerprints and changed line numbers instead.
+    """
 
     path: str
     content: str
@@ -37,6 +43,7 @@ class File:
     owner: str = "root"
     group: str = "root"
     origin: tuple[str, ...] = ()
+    secret: bool = False
 
     def compare(self, ops: ConfigurationOperations, node: NodeView) -> None:
         if self.path in ops.planned_files:
@@ -57,20 +64,39 @@ class File:
                 "(move it away to let ccm manage it)",
             )
         ops.planned_files.add(self.path)
+        content = self.content.encode()
+        hidden = self.hide(ops, node, before.content, content)
         if not before.exists:
-            ops.add(WriteFile(self.path, before, self, True, ("new",)))
+            ops.add(WriteFile(self.path, before, self, True, ("new",), hidden))
             return
-        content_changed = before.content != self.content.encode()
+        content_changed = before.content != content
         reasons = mode_owner_reasons(before, self.mode, self.owner, self.group, node.accounts)
         if content_changed:
             reasons.insert(0, "content")
         if reasons:
-            ops.add(WriteFile(self.path, before, self, content_changed, tuple(reasons)))
+            ops.add(WriteFile(self.path, before, self, content_changed, tuple(reasons), hidden))
+
+    def hide(
+        self, ops: ConfigurationOperations, node: NodeView, before: bytes | None, after: bytes
+    ) -> Hidden | None:
+        """For a secret file, or one that was secret until now: what a diff shows instead
+        of the content; its text is kept from every command output of the run."""
+        was_secret = self.path in node.manifest.owned(ops.configuration).secrets
+        if not (self.secret or was_secret):
+            return None
+        ops.secret_text.update(secret_text(before))
+        if self.secret:
+            ops.planned_secrets.add(self.path)
+            ops.secret_text.update(secret_text(after))
+        return Hidden.of(node_key(node.manifest.path.parent), before, after)
 
     def keep(self, ops: ConfigurationOperations, node: NodeView) -> None:
         """Refused: a file ccm wrote earlier stays as it is (never removed as orphaned)."""
-        if self.path in node.manifest.owned(ops.configuration).files:
+        owned = node.manifest.owned(ops.configuration)
+        if self.path in owned.files:
             ops.planned_files.add(self.path)
+            if self.path in owned.secrets:
+                ops.planned_secrets.add(self.path)
 
 
 @dataclass(frozen=True)
@@ -183,6 +209,8 @@ class WriteFile(_FileStep):
     change: File
     content_changed: bool
     reasons: tuple[str, ...]
+    #: a secret file's fingerprints and changed lines, shown instead of its content
+    hidden: Hidden | None = None
 
     @property
     def claim(self) -> tuple[str, str] | None:
@@ -221,17 +249,23 @@ class WriteFile(_FileStep):
         reasons = ", ".join(self.reasons)
         lines = [f"{sign} file {self.path} ({reasons}; {c.mode:04o} {c.owner}:{c.group})\n"]
         if self.content_changed:
-            lines += coloured(unified(self.path, self.before.content, c.content.encode()), colour)
+            lines += self._diff(colour)
         return lines
 
-    def as_json(self) -> dict[str, Any]:
+    def _diff(self, colour: bool) -> list[str]:
+        if self.hidden is not None:
+            return self.hidden.lines()
         diff = unified(self.path, self.before.content, self.change.content.encode())
+        return coloured(diff, colour)
+
+    def as_json(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "kind": "file",
             "operation": "write",
             "reasons": list(self.reasons),
-            "diff": "".join(diff),
+            "diff": "".join(self._diff(False)) if self.content_changed else "",
+            **({"secret": self.hidden.as_json()} if self.hidden is not None else {}),
         }
 
 
@@ -282,6 +316,8 @@ class RemoveFile(_FileStep):
 
     path: str
     before: PathState
+    #: a secret file's fingerprint, shown instead of its old content
+    hidden: Hidden | None = None
 
     def apply(self, run: Run, configuration: str) -> None:
         target, root, before = run.root / self.path.lstrip("/"), run.root, self.before
@@ -301,23 +337,36 @@ class RemoveFile(_FileStep):
         remove_file(target, root)
 
     def text(self, colour: bool) -> list[str]:
-        return [
-            f"- file {self.path}\n",
-            *coloured(unified(self.path, self.before.content, None), colour),
-        ]
+        return [f"- file {self.path}\n", *self._diff(colour)]
+
+    def _diff(self, colour: bool) -> list[str]:
+        if self.hidden is not None:
+            return self.hidden.lines()
+        return coloured(unified(self.path, self.before.content, None), colour)
 
     def as_json(self) -> dict[str, Any]:
-        diff = unified(self.path, self.before.content, None)
-        return {"path": self.path, "kind": "file", "operation": "remove", "diff": "".join(diff)}
+        return {
+            "path": self.path,
+            "kind": "file",
+            "operation": "remove",
+            "diff": "".join(self._diff(False)),
+            **({"secret": self.hidden.as_json()} if self.hidden is not None else {}),
+        }
 
 
 def plan_removals(ops: ConfigurationOperations, node: NodeView) -> None:
-    """Files the configuration owned and no longer plans are removed (only those)."""
+    """Files the configuration owned and no longer plans are removed (only those); a
+    secret one shows its fingerprint, never its content."""
     owned = node.manifest.owned(ops.configuration)
     for path in sorted(owned.files - ops.planned_files):
         before = read_path(node.under(path))
-        if before.is_file:  # replaced by a link or a directory since: not ccm's to remove
-            ops.add(RemoveFile(path, before))
+        if not before.is_file:  # replaced by a link or a directory since: not ccm's
+            continue
+        hidden = None
+        if path in owned.secrets:
+            ops.secret_text.update(secret_text(before.content))
+            hidden = Hidden.of(node_key(node.manifest.path.parent), before.content, None)
+        ops.add(RemoveFile(path, before, hidden))
 
 
 def not_a_file(before: PathState) -> str:

@@ -1,7 +1,9 @@
 """The manifest: what each configuration wrote on this node, so only that is ever removed.
 
-Stored as JSON at ``<root>/<state_dir>/manifest.json`` and replaced atomically. A file
-or account that is not in the manifest was not made by ccm and is never removed.
+Stored as JSON at ``<root>/<state_dir>/manifest.json`` and replaced atomically. A file,
+account or unit that is not in the manifest was not made by ccm and is never removed
+(or stopped). A manifest written before units and secrets existed loads as it is: the
+keys they add are optional, and written only when there is something to keep.
 """
 
 from __future__ import annotations
@@ -9,15 +11,28 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ccm.errors import RunError
 from ccm.plan.fsutil import atomic_write
-
-if TYPE_CHECKING:
-    from ccm.plan.actions import Pending
+from ccm.plan.pending import Pending, pending_from_json
 
 MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class UnitState:
+    """What ccm last made of a unit: enabled or not, running or not."""
+
+    enabled: bool
+    running: bool
+
+    def to_json(self) -> dict[str, bool]:
+        return {"enabled": self.enabled, "running": self.running}
+
+
+#: a unit taken down: stopped and disabled
+DOWN = UnitState(enabled=False, running=False)
 
 
 @dataclass
@@ -30,6 +45,30 @@ class Owned:
     #: them too, even when the configuration no longer plans them (a PHP version's last
     #: pool deleted: php<v>-fpm must still drop the pool)
     file_actions: dict[str, list[Pending]] = field(default_factory=dict)
+    #: unit → what ccm made of it: only a unit listed here is ever stopped or disabled
+    units: dict[str, UnitState] = field(default_factory=dict)
+    #: files whose content is secret: their removal (or a change to a file that is no
+    #: longer secret) never shows the old content
+    secrets: set[str] = field(default_factory=set)
+
+    def to_json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "files": sorted(self.files),
+            "accounts": sorted(self.accounts),
+            "playbooks": dict(sorted(self.playbooks.items())),
+            "file_actions": {
+                path: [action.to_json() for action in actions]
+                for path, actions in sorted(self.file_actions.items())
+                if path in self.files and actions
+            },
+        }
+        # only when there are some: an older manifest is written back unchanged
+        if self.units:
+            entry["units"] = {unit: self.units[unit].to_json() for unit in sorted(self.units)}
+        secrets = sorted(self.secrets & self.files)
+        if secrets:
+            entry["secrets"] = secrets
+        return entry
 
     def copy(self) -> Owned:
         return Owned(
@@ -37,6 +76,8 @@ class Owned:
             set(self.accounts),
             dict(self.playbooks),
             {path: list(actions) for path, actions in self.file_actions.items()},
+            dict(self.units),
+            set(self.secrets),
         )
 
 
@@ -82,6 +123,12 @@ class Manifest:
                 return name
         return None
 
+    def owner_of_unit(self, unit: str) -> str | None:
+        for name, owned in self.configurations.items():
+            if unit in owned.units:
+                return name
+        return None
+
     @classmethod
     def load(cls, path: Path) -> Manifest:
         try:
@@ -100,8 +147,6 @@ class Manifest:
 
     @classmethod
     def _parse(cls, path: Path, text: str) -> Manifest:
-        from ccm.plan.actions import pending_from_json  # actions → steps → manifest
-
         data: dict[str, Any] = json.loads(text)
         if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
             raise ValueError(f"not a version {MANIFEST_VERSION} manifest")
@@ -114,6 +159,11 @@ class Manifest:
                     str(path): [pending_from_json(action) for action in actions]
                     for path, actions in entry.get("file_actions", {}).items()
                 },
+                {
+                    str(unit): UnitState(bool(state["enabled"]), bool(state["running"]))
+                    for unit, state in entry.get("units", {}).items()
+                },
+                {str(path) for path in entry.get("secrets", [])},
             )
             for name, entry in data.get("configurations", {}).items()
         }
@@ -125,18 +175,9 @@ class Manifest:
         data = {
             "version": MANIFEST_VERSION,
             "configurations": {
-                name: {
-                    "files": sorted(owned.files),
-                    "accounts": sorted(owned.accounts),
-                    "playbooks": dict(sorted(owned.playbooks.items())),
-                    "file_actions": {
-                        path: [action.to_json() for action in actions]
-                        for path, actions in sorted(owned.file_actions.items())
-                        if path in owned.files and actions
-                    },
-                }
+                name: owned.to_json()
                 for name, owned in sorted(self.configurations.items())
-                if owned.files or owned.accounts or owned.playbooks
+                if owned.files or owned.accounts or owned.playbooks or owned.units
             },
             "pending_actions": [action.to_json() for action in self.pending_actions],
             "unverified": dict(sorted(self.unverified.items())),

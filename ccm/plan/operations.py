@@ -4,7 +4,8 @@
 nothing; its result is what ``ccm diff`` prints and what the executor performs. Each
 change compares itself (its kind's ``compare``); this module adds what no single change
 knows: the refusals of one run, and the removal of what the configuration owned and no
-longer plans. An empty result means the node already is what the plan says.
+longer plans (units taken down, files, accounts). An empty result means the node
+already is what the plan says.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ccm.plan.files import EnsureDirectory, RemoveFile, WriteFile, plan_removals
 from ccm.plan.manifest import Manifest
 from ccm.plan.node import Accounts
 from ccm.plan.steps import ConfigurationOperations, NodeView, Refusal, triggered
+from ccm.plan.units import plan_unit_removals
 
 __all__ = [
     "ConfigurationOperations",
@@ -68,6 +70,7 @@ def compute_operations(
             break
         # the accounts the dropped pass planned are not made by this run after all
         accounts.planned.intersection_update(planned_accounts)
+    plan_unit_removals(ops, node)
     plan_removals(ops, node)
     plan_account_removals(ops, node)
     return ops

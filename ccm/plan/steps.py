@@ -1,27 +1,31 @@
 """What the change kinds share: the node as a plan sees it, a configuration's operations,
 and the protocol every step (one operation on the node) follows.
 
-A change kind (``ccm.plan.files``, ``ccm.plan.accounts``, ``ccm.plan.actions``) knows how
-to compare itself with the node (``compare``), and the steps it plans know how to
-describe themselves for ``ccm diff`` (text and JSON) and how to apply themselves on the
-node, recording their own undo. The executor, ``compute_operations`` and the diff only
-drive them in order; none of them asks which kind a change is.
+A change kind (``ccm.plan.files``, ``ccm.plan.accounts``, ``ccm.plan.units``,
+``ccm.plan.actions``) knows how to compare itself with the node (``compare``), and the
+steps it plans know how to describe themselves for ``ccm diff`` (text and JSON) and how
+to apply themselves on the node, recording their own undo. The executor,
+``compute_operations`` and the diff only drive them in order; none of them asks which
+kind a change is.
+
+The kinds import this module, never the other way round: what it keeps of the checks
+and actions is described by the protocols ``Gate`` and ``Action`` (no import cycle in
+``ccm.plan``; an import-linter contract keeps it so).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
-from ccm.plan.manifest import Manifest
+from ccm.plan.manifest import DOWN, Manifest, UnitState
 from ccm.plan.node import Accounts
-
-if TYPE_CHECKING:
-    from ccm.plan.actions import Check, Command, Playbook, Probe, UnitAction
-    from ccm.settings import Settings
+from ccm.plan.pending import Pending, PendingUnit
+from ccm.plan.playbook import Playbook
+from ccm.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,31 @@ class Journal(Protocol):
     def record(self, what: str, undo: Callable[[], None]) -> None: ...
 
 
+class Gate(Protocol):
+    """A check or a probe: a declared command run when its triggers saw a change."""
+
+    @property
+    def command(self) -> str: ...
+
+    @property
+    def triggers(self) -> tuple[str, ...]: ...
+
+    @property
+    def variables(self) -> Mapping[str, str]: ...
+
+    def label(self) -> str: ...
+
+
+class Action(Protocol):
+    """A reload, restart or command that runs once everything is in place, when its
+    triggers saw a change (or when a file it was recorded for is removed)."""
+
+    @property
+    def triggers(self) -> tuple[str, ...]: ...
+
+    def pending(self, configuration: str) -> Pending: ...
+
+
 class Run(Protocol):
     """What a step needs to apply itself: the executor, seen from a step."""
 
@@ -75,11 +104,16 @@ class Run(Protocol):
     def account_argv(self, setting: str, account: Any, username: str) -> list[str]:
         """The ``useradd``/``usermod``/``userdel`` argv of the settings, filled in."""
 
+    def take_down(self, configuration: str, unit: str, verb: str) -> None:
+        """Stop or disable (``verb``) a unit ccm manages, and remember it in the manifest;
+        a restore brings it back (``CommandFailed`` when the command fails)."""
+
 
 class Step(Protocol):
     """One operation on the node, as ``ccm diff`` shows it and the executor performs it."""
 
-    #: 0: accounts, before 1: files (a file may be owned by an account made here)
+    #: -1: units taken down (before their files go), 0: accounts, before 1: files (a
+    #: file may be owned by an account made here)
     ORDER: ClassVar[int]
     #: runs after the reloads, not in the all-or-nothing phase (``userdel``)
     DEFERRED: ClassVar[bool]
@@ -91,7 +125,7 @@ class Step(Protocol):
 
     @property
     def changed(self) -> str:
-        """What the run report lists: a node path, or ``account:<name>``."""
+        """What the run report lists: a node path, ``account:<name>`` or ``unit:<name>``."""
 
     def apply(self, run: Run, configuration: str) -> None:
         """Perform it; record how to undo it in ``run.journal`` first."""
@@ -109,10 +143,20 @@ class ConfigurationOperations:
 
     configuration: str
     steps: list[Step] = field(default_factory=list)
-    checks: list[Check] = field(default_factory=list)
-    probes: list[Probe] = field(default_factory=list)
+    checks: list[Gate] = field(default_factory=list)
+    probes: list[Gate] = field(default_factory=list)
     #: reloads and commands, run once everything is in place if their triggers changed
-    actions: list[UnitAction | Command] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    #: the starts and enables of the units it declares, run whatever changed
+    lifecycle: list[PendingUnit] = field(default_factory=list)
+    #: unit → what it declares of it (the manifest's record after the run)
+    planned_units: dict[str, UnitState] = field(default_factory=dict)
+    #: units it managed and no longer declares: taken down in this run
+    leaving_units: set[str] = field(default_factory=set)
+    #: its secret files (the manifest's record), and text from them that no command
+    #: output may show (``ccm.plan.secrets.Redactor``)
+    planned_secrets: set[str] = field(default_factory=set)
+    secret_text: set[str] = field(default_factory=set)
     playbooks: list[Playbook] = field(default_factory=list)
     #: the node paths this configuration now owns (files), for the manifest
     planned_files: set[str] = field(default_factory=set)
@@ -139,12 +183,20 @@ class ConfigurationOperations:
 
     @property
     def changed_paths(self) -> list[str]:
-        written = [step.changed for step in self.steps if not step.changed.startswith("account:")]
+        """The node paths written or removed (not ``account:``, ``unit:``)."""
+        written = [step.changed for step in self.steps if step.changed.startswith("/")]
         return written + [path for path in self.unverified if path not in written]
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.steps or self.playbooks or self.unverified)
+        return bool(self.steps or self.playbooks or self.unverified or self.lifecycle)
+
+    def unit_target(self, unit: str) -> UnitState | None:
+        """What this run makes of ``unit``: declared, taken down, or None (not managed
+        here)."""
+        if unit in self.leaving_units:
+            return DOWN
+        return self.planned_units.get(unit)
 
 
 def triggered(triggers: Sequence[str], changed_paths: Sequence[str]) -> bool:
