@@ -14,6 +14,7 @@ Run order follows ``depends_on``::
                 └─────────────────► nginx-vhosts
     php-versions ─► php-fpm-pools
     dovecot-users
+    redis-instances
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from configurations.clusters import PhpVersions
 from configurations.crons import Crontabs
 from configurations.fpm_pools import PhpFpmPools
 from configurations.mail_accounts import DovecotUsers
+from configurations.redis_instances import RedisInstances
 from configurations.unix_users import UnixUsers
 from configurations.virtual_hosts import NginxVhosts
 
@@ -34,4 +36,5 @@ CONFIGURATIONS: tuple[type[Configuration], ...] = (
     PhpFpmPools,
     NginxVhosts,
     DovecotUsers,
+    RedisInstances,
 )
