@@ -15,6 +15,7 @@ Run order follows ``depends_on``::
     php-versions ─► php-fpm-pools
     dovecot-users
     redis-instances
+    unix-users ─► daemons
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 from ccm.plan.configuration import Configuration
 from configurations.clusters import PhpVersions
 from configurations.crons import Crontabs
+from configurations.daemons import Daemons
 from configurations.fpm_pools import PhpFpmPools
 from configurations.mail_accounts import DovecotUsers
 from configurations.redis_instances import RedisInstances
@@ -37,4 +39,5 @@ CONFIGURATIONS: tuple[type[Configuration], ...] = (
     NginxVhosts,
     DovecotUsers,
     RedisInstances,
+    Daemons,
 )
