@@ -14,6 +14,8 @@ Run order follows ``depends_on``::
                 └─────────────────► nginx-vhosts
     php-versions ─► php-fpm-pools
     dovecot-users
+    redis-instances
+    unix-users ─► daemons
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from __future__ import annotations
 from ccm.plan.configuration import Configuration
 from configurations.clusters import PhpVersions
 from configurations.crons import Crontabs
+from configurations.daemons import Daemons
 from configurations.fpm_pools import PhpFpmPools
 from configurations.mail_accounts import DovecotUsers
+from configurations.redis_instances import RedisInstances
 from configurations.unix_users import UnixUsers
 from configurations.virtual_hosts import NginxVhosts
 
@@ -34,4 +38,6 @@ CONFIGURATIONS: tuple[type[Configuration], ...] = (
     PhpFpmPools,
     NginxVhosts,
     DovecotUsers,
+    RedisInstances,
+    Daemons,
 )

@@ -167,9 +167,8 @@ def test_golden_inputs_could_be_stored(case: str) -> None:
 
     seen: set[tuple[str, str, Any]] = set()
     for obj in snapshot:
-        for field, target in obj.REFERENCES.items():
-            value = getattr(obj, field)
-            assert value is None or lookup(target, value) is not None, (obj.describe(), field)
+        for field, target, object_id in obj.references():
+            assert lookup(target, object_id) is not None, (obj.describe(), field)
         assert cross_object_problems(obj, lookup, list_type) == []
         for key, value in obj.unique_keys().items():
             assert (obj.TYPE, key, value) not in seen, (obj.describe(), key)
@@ -201,6 +200,8 @@ def test_configurations_metadata() -> None:
         "php-fpm-pools",
         "nginx-vhosts",
         "dovecot-users",
+        "redis-instances",
+        "daemons",
     ]
     for index, cls in enumerate(CONFIGURATIONS):
         assert issubclass(cls, Configuration)

@@ -294,8 +294,9 @@ def test_an_unknown_type_is_refused_listing_the_known_ones() -> None:
     assert refused.value.type_name == "unix-user"
     (problem,) = refused.value.problems
     assert problem.startswith("unknown object type (known: ")
-    assert "clusters, crons, fpm-pools, mail-accounts, nodes, unix-users, virtual-hosts" in (
-        problem
+    assert (
+        "clusters, crons, daemons, fpm-pools, mail-accounts, nodes, redis-instances, "
+        "unix-users, virtual-hosts" in problem
     )
 
 

@@ -430,12 +430,7 @@ class ObjectStore:
         for other_type in referrer_types | set(readers):  # their rules run again: read their reads
             complete.update(reads_of(other_type))
 
-        references = [
-            (obj, name, target, value)
-            for obj in objects
-            for name, target in obj.REFERENCES.items()
-            if (value := getattr(obj, name)) is not None
-        ]
+        references = [(obj, *reference) for obj in objects for reference in obj.references()]
         single = sorted({self.object_key(t, i) for _, _, t, i in references if t not in complete})
         fenced_by_type: set[str] = set()
         if len(single) > MAX_REFERENCE_COMPARES:
@@ -535,7 +530,7 @@ class ObjectStore:
         problems: builtins.list[str] = []
         for referrer_type, name in referrers:
             for referrer in state.objects.get(referrer_type, {}).values():
-                if getattr(referrer, name) in written:
+                if any(referrer.refers_to(name, object_id) for object_id in written):
                     old = set(before.problems(referrer))
                     problems += [p for p in after.problems(referrer) if p not in old]
         return builtins.list(dict.fromkeys(problems))
@@ -557,7 +552,7 @@ class ObjectStore:
             referrer.describe()
             for referrer_type, name in referrers
             for referrer in state.objects.get(referrer_type, {}).values()
-            if getattr(referrer, name) == object_id
+            if referrer.refers_to(name, object_id)
         ]
         if using:
             raise ReferencedObject(f"{type_name}/{object_id}", _ordered(using))

@@ -236,8 +236,8 @@ def refuse_referrers(snapshot: Snapshot, refused: dict[str, Refusal], configurat
             name = obj.describe()
             if name in refused:
                 continue
-            for field_name, target in obj.REFERENCES.items():
-                reference = f"{target}/{getattr(obj, field_name)}"
+            for _, target, object_id in obj.references():
+                reference = f"{target}/{object_id}"
                 if reference in refused:
                     reason = f"it refers to {reference}, which this node refuses"
                     refused[name] = Refusal(configuration, reason)

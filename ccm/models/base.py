@@ -154,6 +154,20 @@ class CcmObject(BaseModel):
                 raise TypeError(f"object type {cls.TYPE!r} is defined twice: {registered}, {cls}")
             object_types[cls.TYPE] = cls
 
+    def references(self) -> list[tuple[str, str, int]]:
+        """``(field, referenced type, id)`` of every reference this object holds: none for
+        an unset optional field, several for a list of ids (a daemon's ``node_ids``)."""
+        found: list[tuple[str, str, int]] = []
+        for name, target in self.REFERENCES.items():
+            value = getattr(self, name)
+            ids = value if isinstance(value, list | tuple) else () if value is None else (value,)
+            found += [(name, target, object_id) for object_id in ids]
+        return found
+
+    def refers_to(self, field: str, object_id: int) -> bool:
+        """Whether ``field`` (a reference) holds ``object_id``."""
+        return any(name == field and i == object_id for name, _, i in self.references())
+
     def unique_keys(self) -> dict[str, Any]:
         """Values that must be unique among objects of this type (name → value)."""
         return {}
