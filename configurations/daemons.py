@@ -29,7 +29,7 @@ from pydantic import Field, field_validator
 from ccm.models.base import CcmObject, ObjectsView
 from ccm.models.fields import ObjectId, Ref, pattern, safe_absolute_path
 from ccm.models.snapshot import Snapshot
-from ccm.plan.changes import Change, File
+from ccm.plan.changes import Change, File, Unit
 from ccm.plan.configuration import Configuration, Render, referenced
 from configurations.unix_users import UnixUser
 
@@ -169,11 +169,11 @@ class Daemons(Configuration):
                 memory_max=f"{daemon.memory_limit_mib}M" if daemon.memory_limit_mib else None,
                 cpu_quota=f"{daemon.cpu_limit_percent}%" if daemon.cpu_limit_percent else None,
             )
+            origin = (daemon.describe(), user.describe())
+            unit_file = UNIT_DIR + daemon.unit
             changes.append(
-                File(
-                    UNIT_DIR + daemon.unit,
-                    render("daemons/daemon.service.j2", daemon=view),
-                    origin=(daemon.describe(), user.describe()),
-                )
+                File(unit_file, render("daemons/daemon.service.j2", daemon=view), origin=origin)
             )
+            # enabled and running; a changed unit file restarts it (after daemon-reload)
+            changes.append(Unit(daemon.unit, unit_file=unit_file, origin=origin))
         return changes

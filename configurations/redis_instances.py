@@ -26,9 +26,9 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from ccm.models.base import CcmObject
-from ccm.models.fields import pattern
+from ccm.models.fields import Secret, pattern
 from ccm.models.snapshot import Snapshot
-from ccm.plan.changes import Change, File, UnitAction
+from ccm.plan.changes import Change, File, Unit
 from ccm.plan.configuration import Configuration, Render
 
 #: ports a node uses itself: an instance may not take one
@@ -75,8 +75,9 @@ class RedisInstance(CcmObject):
     port: int = Field(ge=1024, le=65535, strict=True)
     password: Annotated[
         str,
-        Field(strict=True, json_schema_extra={"secret": True}),
+        Field(strict=True),
         pattern(REDIS_PASSWORD, "16 to 128 characters of A-Z a-z 0-9 . _ ~ + / = -"),
+        Secret,
     ]
     memory_limit_mib: int = Field(ge=16, le=1024 * 1024, strict=True)
     max_databases: int = Field(default=16, ge=1, le=256, strict=True)
@@ -118,7 +119,13 @@ class RedisInstances(Configuration):
                     owner="root",
                     group="redis",
                     origin=(instance.describe(),),
+                    secret=True,  # requirepass
                 )
             )
-            changes.append(UnitAction(instance.unit, "restart", triggers=(instance.config_path,)))
+            # Debian's template unit: enabled, running, restarted when its file changes
+            changes.append(
+                Unit(
+                    instance.unit, restart_on=(instance.config_path,), origin=(instance.describe(),)
+                )
+            )
         return changes

@@ -20,7 +20,7 @@ ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow", "login.defs")
 
 #: groups a node has that a minimal container may lack: the crons and mail accounts
 #: configurations chown files to them
-EXTRA_GROUPS = ("crontab", "dovecot")
+EXTRA_GROUPS = ("crontab", "dovecot", "redis")
 
 
 #: the PHP versions a seeded node has installed (this machine's php8.2-fpm): a pool of a
