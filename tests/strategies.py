@@ -546,6 +546,70 @@ def node(draw: st.DrawFn, context: Context, index: int) -> Raw:
     return raw
 
 
+@st.composite
+def redis_instance(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    ports = st.one_of(
+        st.integers(16379, 16390), st.sampled_from([1023, 1024, 2379, 6379, 9813, 65535, 65536])
+    )
+    passwords = st.one_of(
+        st.from_regex(r"[A-Za-z0-9._~+/=-]{16,40}", fullmatch=True),
+        st.sampled_from(["short", 'quote"inside-1234567', "x" * 129, "spaces are here 1234"]),
+    )
+    raw: Raw = {
+        "id": draw(object_id(context, index)),
+        "name": draw(field_value(context, st.sampled_from(["shop", "blog", "cache", "a-b"]))),
+        "port": draw(field_value(context, ports)),
+        "password": draw(field_value(context, passwords)),
+        "memory_limit_mib": draw(field_value(context, st.sampled_from([16, 64, 2048, 15]))),
+    }
+    maybe(
+        raw,
+        "max_databases",
+        draw(field_value(context, st.sampled_from([1, 16, 256, 0, 257]))),
+        absent=draw(st.booleans()),
+    )
+    policies = st.sampled_from(["noeviction", "allkeys-lru", "volatile-ttl", "lru"])
+    maybe(
+        raw,
+        "eviction_policy",
+        draw(field_value(context, policies)),
+        absent=draw(st.booleans()),
+    )
+    return raw
+
+
+@st.composite
+def daemon(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    usernames = [u for u in context.values("unix-users", "username") if isinstance(u, str)]
+    homes = [f"/home/{u}/bin/run" for u in usernames] or ["/home/alice/bin/run"]
+    programs = st.one_of(
+        st.sampled_from(homes),
+        st.sampled_from(["/usr/bin/python3", "/bin/sh", "/usr/sbin/useradd", "relative"]),
+    )
+    arguments = st.lists(
+        st.one_of(
+            st.sampled_from(["--queue", "default", "100%", "$HOME", '"q"', "a\\b", "x y"]),
+            st.text(st.sampled_from("abc %$\\\"'`;{}#é"), min_size=1, max_size=12),
+        ),
+        max_size=4,
+    )
+    raw: Raw = {
+        "id": draw(object_id(context, index)),
+        "name": draw(field_value(context, st.sampled_from(["worker", "queue", "ws"]))),
+        "unix_user_id": draw(reference(context, "unix-users")),
+        "command": [draw(field_value(context, programs)), *draw(arguments)],
+        "node_ids": [draw(reference(context, "nodes"))],
+    }
+    for key, values in (("memory_limit_mib", [16, 512, 1]), ("cpu_limit_percent", [1, 150, 0])):
+        maybe(
+            raw,
+            key,
+            draw(field_value(context, st.sampled_from(values))),
+            absent=draw(st.booleans()),
+        )
+    return raw
+
+
 #: type name → (context, index) → a raw object of that type. A new type adds its own.
 Strategy = Callable[[Context, int], st.SearchStrategy[Raw]]
 STRATEGIES: dict[str, Strategy] = {
@@ -556,6 +620,8 @@ STRATEGIES: dict[str, Strategy] = {
     "mail-accounts": mail_account,
     "clusters": cluster,
     "nodes": node,
+    "redis-instances": redis_instance,
+    "daemons": daemon,
 }
 #: how many objects of a type one batch holds (at most); half the batches have no
 #: ``clusters`` object (the README allows it: PHP versions are then not managed)

@@ -65,15 +65,17 @@ from ccm.cluster.store import ObjectStore
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.errors import CcmError
-from ccm.models import OBJECT_TYPES, CcmObject, Snapshot, parse_object
+from ccm.models import OBJECT_TYPES, CcmObject, Node, Snapshot, parse_object
 from ccm.plan.ansible import PlaybookPreview, default_playbooks_dir, fingerprint
-from ccm.plan.changes import Playbook
+from ccm.plan.changes import File, Playbook
 from ccm.plan.node import Accounts
 from ccm.plan.paths import file_name
+from ccm.plan.templates import TemplateRenderer, package_templates
 from ccm.settings import EtcdSettings, Settings
 from ccm.testing.noderoot import INSTALLED_PHP, node_settings, seed_root
 from configurations.clusters import Cluster
 from configurations.crons import Cron
+from configurations.daemons import Daemon, Daemons, systemd_quote
 from configurations.fpm_pools import OPCACHE_ISOLATION, FpmPool
 from configurations.mail_accounts import MailAccount
 from configurations.unix_users import UnixUser
@@ -224,6 +226,8 @@ class Outcome:
     #: accepted, and refused on the node alone (a PHP version it lacks): never a halt
     refused_on_node: int = 0
     refusals: list[str] = field(default_factory=list)
+    #: daemon units that passed systemd-analyze verify
+    daemon_units: int = 0
 
 
 def write_batch(
@@ -529,9 +533,37 @@ def run_property(
         outcome.applied = outcome.accepted - len(refused)
         check_node(root, snapshot, refused)
         assert not engine.plan(snapshot).has_changes, "a second run would change something"
+        outcome.daemon_units = verify_daemon_units(snapshot, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return outcome
+
+
+def verify_daemon_units(snapshot: Snapshot, scratch: Path) -> int:
+    """Every accepted daemon's unit, as the first node of its ``node_ids`` renders it,
+    passes a real ``systemd-analyze verify`` without a word. verify also requires the
+    program to exist: a tenant's program in its home (not on this machine) is checked as
+    ``/bin/true``, every argument as written."""
+    daemons = snapshot.all(Daemon)
+    render = TemplateRenderer(package_templates(Daemons), configuration="daemons")
+    for daemon in daemons:
+        node = snapshot.get(Node, daemon.node_ids[0])
+        assert node is not None
+        view = snapshot.viewed_from(node.hostname)
+        (unit,) = [c for c in Daemons().plan(view, render) if isinstance(c, File) and
+                   c.path.endswith(daemon.unit)]  # fmt: skip
+        content = unit.content
+        if daemon.command[0].startswith("/home/"):
+            quoted = systemd_quote(daemon.command[0])
+            content = content.replace(f"ExecStart={quoted}", 'ExecStart="/bin/true"', 1)
+        path = scratch / daemon.unit
+        path.write_text(content)
+        verified = subprocess.run(
+            ["systemd-analyze", "verify", str(path)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert (verified.returncode, verified.stderr) == (0, ""), (daemon, verified.stderr)
+    return len(daemons)
 
 
 @pytest.fixture
@@ -576,6 +608,7 @@ def test_every_accepted_batch_applies_and_means_what_was_accepted(
     clusters = next((raws for name, raws in batch.objects if name == "clusters"), [])
     event("clusters object: " + ("none" if not clusters else "drawn"))
     event(f"refused on the node (a PHP version it lacks): {outcome.refused_on_node > 0}")
+    event(f"daemon units verified by systemd-analyze: {outcome.daemon_units > 0}")
 
 
 # --- the distinct failures the property found (issue 7), each as its smallest batch --------
