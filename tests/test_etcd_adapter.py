@@ -493,3 +493,38 @@ def make_certificates(directory: Path) -> dict[str, Path]:
         write(f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM))
         write(f"{name}.key", key_pem(key))
     return paths
+
+
+def test_a_close_while_a_watch_is_being_opened_waits_for_its_stream(
+    etcd_settings: EtcdSettings,
+) -> None:
+    """pyetcd's watch thread calls ``Watch`` on the channel after ``add_callback`` started
+    it; a close in between made that thread raise "Channel closed!" (uncaught, in its own
+    thread: pytest reports it as an error of whichever test runs next). The close now
+    waits for the watch being opened, and a watch opened after the close is refused."""
+    client = EtcdClient.from_settings(etcd_settings)
+    client.put(f"{etcd_settings.prefix}/x", b"1")  # connected: the watcher exists
+    watcher = client._client.watcher
+    original = watcher.add_callback
+    entered, proceed = threading.Event(), threading.Event()
+
+    def slow_add_callback(*args: object, **kwargs: object) -> object:
+        entered.set()
+        assert proceed.wait(10)
+        return original(*args, **kwargs)
+
+    watcher.add_callback = slow_add_callback
+    opened: list[object] = []
+    opener = threading.Thread(target=lambda: opened.append(client.watch_prefix("/nowhere/")))
+    opener.start()
+    assert entered.wait(10)
+    closer = threading.Thread(target=client.close)
+    closer.start()
+    assert client._opening.locked()  # the close cannot pass the watch being opened
+    proceed.set()
+    opener.join(10)
+    closer.join(10)
+    assert not opener.is_alive() and not closer.is_alive()
+    assert len(opened) == 1
+    with pytest.raises(ClusterError, match="the etcd client is closed"):
+        client.watch_prefix("/later/")

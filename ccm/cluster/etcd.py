@@ -527,6 +527,10 @@ class EtcdClient:
         self.max_txn_ops = max_txn_ops
         self._links: dict[str, _Link] = {}
         self._select_lock = threading.Lock()
+        #: held while a watch is being opened and while the client closes: pyetcd's watch
+        #: thread calls ``Watch`` on the channel after ``add_callback`` started it, and
+        #: raises (uncaught, in its own thread) if the channel closed in between
+        self._opening = threading.Lock()
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         timeout = settings.timeout
         self._probe_after = min(_PROBE_AFTER, timeout / 10)
@@ -936,12 +940,15 @@ class EtcdClient:
                 if self._client.endpoint_in_use is not link.endpoint:
                     self._client._current_endpoint_label = link.endpoint.netloc
                 watcher = self._client.watcher
-            watch_id = watcher.add_callback(
-                key,
-                events.put,
-                range_end=prefix_range_end(key),
-                start_revision=start_revision,
-            )
+            with self._opening:
+                if self._closed:
+                    raise ClusterError(f"watch {prefix}: the etcd client is closed")
+                watch_id = watcher.add_callback(
+                    key,
+                    events.put,
+                    range_end=prefix_range_end(key),
+                    start_revision=start_revision,
+                )
             return _Done((watcher, int(watch_id), link))
 
         watcher, watch_id, link = self._rpc(f"watch {prefix}", create)
@@ -953,10 +960,12 @@ class EtcdClient:
 
     def close(self) -> None:
         """Close the channels; open watches end with ``WatchDisconnected``."""
-        if not self._closed:
+        with self._opening:  # a watch being opened has its stream before the channel goes
+            if self._closed:
+                return
             self._closed = True
-            with contextlib.suppress(Exception):
-                self._client.close()
+        with contextlib.suppress(Exception):
+            self._client.close()
 
     def __enter__(self) -> EtcdClient:
         return self
