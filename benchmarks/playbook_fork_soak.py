@@ -236,7 +236,7 @@ def main() -> int:
         finally:
             if busy is not None:
                 busy.stop()
-            server.stop()
+            server.close()  # and its data dir
 
     failed = sum(failures.values())
     mode = "in-process ansible_runner.run" if options.in_process else "AnsiblePlaybooks"

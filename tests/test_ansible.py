@@ -318,6 +318,36 @@ def test_an_ansible_process_that_dies_without_a_result_fails_the_run(tmp_path: P
     assert running(sleep) == [], "what it started did not outlive it"
 
 
+@pytest.mark.parametrize("cancelled", [False, True])
+def test_an_ansible_process_that_outlives_its_deadline_is_killed(
+    tmp_path: Path, cancelled: bool
+) -> None:
+    """The backstop, should ansible-runner not end the run itself: the clock jumps past
+    the timeout (or past the grace after a cancel) once the task runs."""
+    sleep = ["sleep", f"{60 + random.random():.9f}"]
+    (tmp_path / "slow.yml").write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        f"    - name: Wait\n      ansible.builtin.command: {' '.join(sleep)}\n"
+    )
+    asked = []
+
+    def cancel() -> bool:
+        asked.append(cancelled and bool(running(sleep)))
+        return asked[-1]
+
+    def clock() -> float:
+        if cancelled:
+            return 1e9 if any(asked) else 0.0
+        return 1e9 if running(sleep) else 0.0
+
+    playbooks = AnsiblePlaybooks(settings(tmp_path, tmp_path), cancel=cancel, clock=clock)
+    why = "cancelled" if cancelled else "timed out after 120 s"
+    with pytest.raises(PlaybookFailed, match=why) as caught:
+        playbooks("c", Playbook("slow.yml"))
+    assert caught.value.task == "Wait"
+    assert running(sleep) == []
+
+
 class ForkWatch:
     """Records every ``os.fork()``/``pty.fork()`` of this process while it watches.
 

@@ -201,8 +201,16 @@ def fingerprint(playbook: Playbook, playbooks_dir: Path) -> str:
 class AnsiblePlaybooks:
     """Runs the playbooks of ``Playbook`` changes through ansible-runner."""
 
-    def __init__(self, settings: Settings, *, cancel: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        cancel: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """``cancel``, asked while a playbook runs: true stops it (``PlaybookFailed``).
+        ``clock`` times the backstop: a child that outlives the timeout, or a cancel, by
+        ``_GRACE`` seconds is killed.
 
         Without one, a run is never cancelled. This process's signal handlers are never
         touched: ansible-runner runs in a child, and installs its SIGTERM handler there
@@ -213,6 +221,7 @@ class AnsiblePlaybooks:
         self.playbooks_dir = playbooks_dir(settings)
         self.timeout = settings.ansible.timeout
         self.cancel: Callable[[], bool] = cancel or (lambda: False)
+        self.clock = clock
         self.log = get_logger(node=settings.node)
 
     def extra_vars(self, playbook: Playbook) -> dict[str, Any]:
@@ -383,7 +392,7 @@ class AnsiblePlaybooks:
         """
         assert child.stdout is not None
         stream = child.stdout.fileno()
-        deadline = time.monotonic() + self.timeout + _GRACE
+        deadline = self.clock() + self.timeout + _GRACE
         cancelled = False
         last: dict[str, Any] | None = None
         pending = b""
@@ -393,8 +402,8 @@ class AnsiblePlaybooks:
                 if not cancelled and self.cancel():
                     cancelled = True
                     child.send_signal(signal.SIGTERM)
-                    deadline = min(deadline, time.monotonic() + _GRACE)
-                if time.monotonic() > deadline:
+                    deadline = min(deadline, self.clock() + _GRACE)
+                if self.clock() > deadline:
                     child.kill()
                     return last, "canceled" if cancelled else "timeout"
                 if not selector.select(_POLL_SECONDS):
