@@ -38,6 +38,7 @@ _UNDO_NAME = (
 _DEAD = "dead store: the loop sets current before anything in it can raise"
 _NT = "ccm.daemon.notify."
 _M = "ccm.daemon.metrics.xǁMetricsǁ"
+_EXEC_REVISION = "the executor's revision is bound to its log only"
 _JOINED = "shutdown() has returned: the serving thread is ending, join returns whatever its bound"
 _KIND = (
     "every action is '<kind> <details>' (the executor writes them): any split of it on "
@@ -188,6 +189,10 @@ EQUIVALENT: dict[str, str] = {
     # -- ccm/daemon/notify.py
     **{f"{_NT}x_watchdog_interval__mutmut_{n}": _UNSET for n in (7, 9, 23, 25)},
     **{f"{_NT}xǁNotifierǁ__init____mutmut_{n}": _UNSET for n in (12, 14)},
+    # -- ccm/engine/
+    "ccm.engine.graph.xǁDependencyGraphǁ__init____mutmut_12": "the same cycle started one edge "
+    "later (edge heads, not tails): the message still names every member and edge of it",
+    **{f"ccm.engine.run.xǁEngineǁapply__mutmut_{n}": _EXEC_REVISION for n in (15, 24)},
     # -- ccm/daemon/metrics.py
     f"{_M}__init____mutmut_151": "the revisions seen are etcd revisions (>= 1): max(1, r) is r",
     **{f"{_M}close__mutmut_{n}": _JOINED for n in (4, 5)},

@@ -633,3 +633,61 @@ def test_a_stop_ends_the_retries_of_a_halt_that_cannot_be_recorded(
         failing.join(20)
         assert not failing.is_alive(), "the retries went on after the stop"
         assert [type(error).__name__ for error in raised] == ["EtcdUnavailable"]
+
+
+def test_the_lock_is_held_in_the_nodes_name_with_its_ttl_and_history_keeps_its_bound(
+    tmp_path: Path, etcd_settings: EtcdSettings, etcd_client: EtcdClient, store: ObjectStore
+) -> None:
+    node = Node(tmp_path, etcd_settings, etcd_client, lock={"ttl": 20}, history={"keep": 2})
+    alice_and_bob(store)
+    held: list[tuple[str, int]] = []
+
+    def holder() -> None:
+        entry = lock_queue(etcd_client, store.prefix)[0]
+        held.append((entry.node, etcd_client.lease_ttl(entry.lease_id)))
+
+    node.commands.on("reload", holder)
+    for _ in range(3):
+        node.run.run(full=True)
+    ((name, ttl),) = held
+    assert name == "web01" and 15 < ttl <= 20
+    assert len(node.history()) == 2
+
+
+def test_a_lock_wait_ends_at_its_timeout_on_the_nodes_clock(
+    node: Node, store: ObjectStore, etcd_client: EtcdClient
+) -> None:
+    alice_and_bob(store)
+    other = ClusterLock(etcd_client, store.prefix, "web02", ttl=30).acquire()
+    raised: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            node.run.run(lock_timeout=3600)
+        except BaseException as error:
+            raised.append(error)
+
+    waiting = threading.Thread(target=wait, daemon=True)
+    try:
+        waiting.start()
+        deadline = time.monotonic() + 10
+        while len(lock_queue(etcd_client, store.prefix)) < 2:
+            assert time.monotonic() < deadline, "web01 never queued"
+            time.sleep(0.02)
+        node.clock.advance(3600)  # an hour on the node's clock
+        waiting.join(10)
+    finally:
+        other.release()
+    assert not waiting.is_alive()
+    assert [type(error) for error in raised] == [LockTimeout]
+
+
+def test_new_settings_bring_canaries(
+    node: Node, store: ObjectStore, etcd_client: EtcdClient
+) -> None:
+    alice_and_bob(store)
+    rollout = node.settings.rollout.model_copy(update={"canary": 1, "soak": 30.0})
+    settings = node.settings.model_copy(update={"rollout": rollout})
+    node.run.reconfigure(settings, engine_with(node.commands, Sites)(settings))
+    assert node.run.run().soak_left == 30.0
+    assert SoakRecord(etcd_client, store.prefix).get() is not None
