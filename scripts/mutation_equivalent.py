@@ -202,4 +202,6 @@ EQUIVALENT: dict[str, str] = {
     "action (enable and reload, both 0, never share a key): the new PendingUnit equals self",
     "ccm.plan.units.xǁUnitǁcompare__mutmut_39": "removed=None is falsy like False: TakeDown "
     "reads it only in truth tests",
+    # -- ccm/plan/secrets.py
+    "ccm.plan.secrets.xǁHiddenǁof__mutmut_9": "autojunk=None is falsy like False",
 }

@@ -285,7 +285,17 @@ def test_only_lines_and_words_of_eight_characters_or_more_are_secret_text() -> N
 
     found = secret_text(b"port 1\n  requirepass s3cretpw  \n}\nabcdefg\n")
     assert found == {"requirepass s3cretpw", "requirepass", "s3cretpw"}
+    assert secret_text(b"abc defg\n") == {"abc defg"}  # a line of eight, words of less
     assert secret_text(None) == set()
+
+
+def test_a_secret_file_that_is_not_utf8_is_shown_and_redacted_all_the_same() -> None:
+    from ccm.plan.secrets import secret_text
+
+    before, after = b"key \xff\xfe\xfd binary-ish\n", b"key text-only-now\n"
+    hidden = Hidden.of(b"k" * 32, before, after)
+    assert (hidden.added, hidden.removed) == ((1,), (1,))
+    assert secret_text(before) == {"key \ufffd\ufffd\ufffd binary-ish", "binary-ish"}
 
 
 def test_hidden_lines_number_every_changed_line_on_each_side() -> None:
