@@ -38,6 +38,18 @@ _UNDO_NAME = (
 _DEAD = "dead store: the loop sets current before anything in it can raise"
 _NT = "ccm.daemon.notify."
 _M = "ccm.daemon.metrics.xǁMetricsǁ"
+_DL = "ccm.daemon.loop.xǁDaemonǁ"
+_FALSY = "None is falsy like False: the flag is only ever tested for truth"
+_FULL = "NodeRun runs everything when ALL is among the types, full or not"
+_RAISED = (
+    "another exception raised in its place (TypeError, IndexError) is handled the same: "
+    "work kept, back-off; only the log line differs"
+)
+_THREAD = (
+    "a thread's name and daemon flag: the loop joins the worker before going on, and the "
+    "halt wait ends when stopping is set, which run() does however it ends"
+)
+_NEVER_RAISES = "unreachable: HaltFlag.wait_cleared never raises (it retries etcd errors itself)"
 _EXEC_REVISION = "the executor's revision is bound to its log only"
 _JOINED = "shutdown() has returned: the serving thread is ending, join returns whatever its bound"
 _KIND = (
@@ -193,6 +205,36 @@ EQUIVALENT: dict[str, str] = {
     "ccm.engine.graph.xǁDependencyGraphǁ__init____mutmut_12": "the same cycle started one edge "
     "later (edge heads, not tails): the message still names every member and edge of it",
     **{f"ccm.engine.run.xǁEngineǁapply__mutmut_{n}": _EXEC_REVISION for n in (15, 24)},
+    # -- ccm/daemon/loop.py
+    **{f"{_DL}__init____mutmut_{n}": _FALSY for n in (21, 23)},
+    f"{_DL}_handle__mutmut_14": _FALSY,
+    f"{_DL}_run_once__mutmut_61": _FALSY,
+    f"{_DL}__init____mutmut_32": "events at or below 1 are taken as applied: etcd's first "
+    "write is revision 2",
+    f"{_DL}__init____mutmut_36": "next_health is read only while soak_until is set, which "
+    "sets it first",
+    f"{_DL}_reload__mutmut_17": "Daemon.engine is read only when run() builds the NodeRun, "
+    "before any reload; the NodeRun is given the new engine itself",
+    **{f"{_DL}_run_in_worker__mutmut_{n}": _FULL for n in (5, 8)},
+    f"{_DL}_run_in_worker__mutmut_7": "the types the loop asks for were written after the "
+    "applied revision (the watcher starts above it), so NodeRun derives them from the "
+    "events keys as well",
+    **{f"{_DL}_run_in_worker__mutmut_{n}": _RAISED for n in (11, 26)},
+    **{f"{_DL}_run_in_worker__mutmut_{n}": _THREAD for n in (15, 17, 18, 19, 20, 21)},
+    f"{_DL}_run_in_worker__mutmut_24": "without a watchdog the join only waits for the "
+    "worker, which it does whatever the slice",
+    **{f"{_DL}_wait_for_resume__mutmut_{n}": _NEVER_RAISES for n in (14, 15)},
+    **{f"{_DL}_wait_for_resume__mutmut_{n}": _THREAD for n in (17, 20, 21, 23, 24)},
+    **{f"{_DL}run__mutmut_{n}": _WAIT for n in (41, 42)},
+    f"{_DL}run__mutmut_44": "an event before the watcher starts is older than the catch-up "
+    "run's snapshot, which applies it (the watcher's first revision can be any up to that)",
+    **{
+        f"{_DL}stop__mutmut_{n}": "any message wakes the loop; no branch handles 'stop' (the "
+        "stopping flag is what stops it)"
+        for n in (1, 2, 3, 4)
+    },
+    f"{_DL}turn__mutmut_22": "the reconcile's run (ALL) sets the next one when it succeeds; "
+    "until then ALL stays pending and a second trigger adds nothing",
     # -- ccm/daemon/metrics.py
     f"{_M}__init____mutmut_151": "the revisions seen are etcd revisions (>= 1): max(1, r) is r",
     **{f"{_M}close__mutmut_{n}": _JOINED for n in (4, 5)},

@@ -36,7 +36,7 @@ from daemon_node import (
 from structlog.testing import capture_logs
 
 from ccm.cluster.canary import Soak
-from ccm.cluster.clock import ManualClock
+from ccm.cluster.clock import ManualClock, timestamp
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.halt import HaltFlag, HaltRecord
 from ccm.cluster.history import RunHistory
@@ -674,8 +674,11 @@ def test_the_watchdog_is_pinged_while_a_long_run_holds_the_loop(
     systemd.received()
     turn = node.in_background()
     try:
+        started = time.monotonic()
         pings = [systemd.next(ETCD_DEADLINE) for _ in range(3)]  # the run is still held
         assert pings == ["WATCHDOG=1"] * 3
+        # every 0.05 s (half of WATCHDOG_USEC): 0.15 s; a 4 s bound leaves a wide margin
+        assert time.monotonic() - started < 4.0
         assert turn.is_alive()
     finally:
         release.set()
@@ -947,9 +950,11 @@ def test_the_daemon_joins_applies_a_write_serves_metrics_and_leaves_on_sigterm(
     etcd_client: EtcdClient,
     store: ObjectStore,
     systemd: NotifySocket,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``run_daemon`` as ``ccm daemon`` calls it, on this (the main) thread; another
-    thread plays the operator: waits for READY, writes, reads the metrics, SIGTERMs."""
+    """``run_daemon`` as ``ccm daemon`` calls it (its own engine, on this main thread);
+    another thread plays the operator: waits for READY, writes, reads the metrics,
+    SIGHUPs (the daemon re-reads ITS file, not ``CCM_CONFIG``'s), SIGTERMs."""
     root = new_root(tmp_path)
     port = free_port()
     settings = settings_for(
@@ -958,6 +963,10 @@ def test_the_daemon_joins_applies_a_write_serves_metrics_and_leaves_on_sigterm(
         debounce={"quiet": 0.0, "max_wait": 0.0},
         metrics={"listen": f"127.0.0.1:{port}"},
     )
+    config = settings_file(tmp_path / "ccm.toml", settings)
+    (tmp_path / "other.toml").write_text("not toml = [\n")
+    monkeypatch.setenv("CCM_CONFIG", str(tmp_path / "other.toml"))
+    clock = ManualClock(monotonic=T0)
     records = NodeRecords(etcd_client, store.prefix)
     seen: dict[str, Any] = {}
     errors: list[BaseException] = []
@@ -971,6 +980,8 @@ def test_the_daemon_joins_applies_a_write_serves_metrics_and_leaves_on_sigterm(
             seen["record"] = records.read("web01")
             seen["metrics"] = scrape(port)
             seen["revision"] = revision
+            os.kill(os.getpid(), signal.SIGHUP)
+            seen["reloaded"] = systemd.next(ETCD_DEADLINE)
         except BaseException as error:
             errors.append(error)
         finally:
@@ -979,12 +990,7 @@ def test_the_daemon_joins_applies_a_write_serves_metrics_and_leaves_on_sigterm(
     driver = threading.Thread(target=operator)
     driver.start()
     code = run_daemon(
-        settings,
-        Registry([Sites]),
-        None,
-        clock=ManualClock(monotonic=T0),
-        notifier=Notifier(env=systemd.env),
-        engine_factory=engine_with(Commands()),
+        settings, Registry([Sites]), config, clock=clock, notifier=Notifier(env=systemd.env)
     )
     driver.join(ETCD_DEADLINE)
     if errors:
@@ -994,13 +1000,44 @@ def test_the_daemon_joins_applies_a_write_serves_metrics_and_leaves_on_sigterm(
     assert seen["alive"] == {"web01"}
     assert site(root, "alice").read_text() == "alice\n"
     assert seen["record"].applied_revision == seen["metrics"]["ccm_applied_revision"]
+    assert seen["record"].last_run.started == timestamp(clock.wall())  # the daemon's clock
     assert seen["metrics"]['ccm_runs_total{result="success"}'] == 2
+    assert seen["reloaded"] == "STATUS=settings reloaded"
     assert systemd.received() == ["STOPPING=1\nSTATUS=stopping"]
     assert records.alive() == set()  # its presence went with it
     names = {thread.name for thread in threading.enumerate()}
     assert "ccm-event-watcher" not in names and "ccm-presence" not in names
     with pytest.raises(OSError):
         scrape(port)  # and so did its metrics endpoint
+
+
+def test_a_running_daemon_halted_by_its_run_resumes_on_ccm_resume(
+    tmp_path: Path, etcd_settings: EtcdSettings, etcd_client: EtcdClient, store: ObjectStore
+) -> None:
+    root = new_root(tmp_path)
+    settings = settings_for(root, etcd_settings, debounce={"quiet": 0.0, "max_wait": 0.0})
+    daemon = Daemon(
+        settings,
+        Registry([Sites]),
+        clock=ManualClock(monotonic=T0),
+        notifier=Notifier(env={}),
+        engine_factory=engine_with(Commands()),
+    )
+    revision = put_alice(store)
+    break_check(root)
+    halt = HaltFlag(etcd_client, store.prefix)
+    records = NodeRecords(etcd_client, store.prefix)
+    running = threading.Thread(target=daemon.run, daemon=True)
+    running.start()
+    try:
+        until(lambda: halt.get() is not None, "the failed run's halt")
+        until(lambda: daemon.halted, "the daemon to wait for resume")
+        break_check(root, broken=False)
+        assert halt.clear()
+        until(lambda: (r := records.read("web01")) and r.applied_revision >= revision, "apply")
+    finally:
+        daemon.stop()
+        finished(running)
 
 
 def test_a_daemon_stopped_before_etcd_ever_answered_exits_0(
@@ -1154,3 +1191,47 @@ def test_settings_that_name_an_unknown_probe_are_refused_at_sighup(
     hangup(node)
     node.turn()
     assert node.daemon.settings is running
+
+
+def test_the_first_run_that_raised_waits_the_initial_back_off(
+    tmp_path: Path, private_etcd_server: EtcdServer, clock: ManualClock
+) -> None:
+    settings = EtcdSettings(endpoints=(private_etcd_server.endpoint,), prefix="/ccm", timeout=2.0)
+    with EtcdClient.from_settings(settings) as client:
+        node = Node(
+            tmp_path, "web01", settings, client, clock, backoff={"initial": 2.0, "max": 30.0}
+        )
+        try:
+            private_etcd_server.kill()
+            node.turn()  # the catch-up run cannot reach etcd
+            assert node.daemon.retry_at == T0 + 2.0
+        finally:
+            node.close()
+
+
+def test_a_reconcile_interval_under_a_second_is_kept(
+    node_factory: Any, store: ObjectStore, clock: ManualClock
+) -> None:
+    put_alice(store)
+    node = caught_up(node_factory(reconcile_interval=0.5))
+    edit_by_hand(node)
+    clock.advance(0.5)
+    node.turn()
+    assert repaired(node)
+
+
+def test_a_halted_node_tries_no_run_until_resumed(
+    node_factory: Any, store: ObjectStore, clock: ManualClock, etcd_client: EtcdClient
+) -> None:
+    node = caught_up(node_factory())
+    HaltFlag(etcd_client, store.prefix).set(
+        HaltRecord.now("operator", "-", "maintenance", 0, clock.wall())
+    )
+    node.sees(put_alice(store))
+    clock.advance(QUIET)
+    node.turn()
+    assert node.sample("ccm_runs_total", result="halted") == 1
+    for _ in range(3):
+        clock.advance(60)
+        node.turn()
+    assert node.sample("ccm_runs_total", result="halted") == 1  # no lock round while halted

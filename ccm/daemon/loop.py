@@ -160,6 +160,7 @@ class Daemon:
                 self._loop(client, node_run)
             finally:
                 self.notifier.stopping("stopping")
+                self.stopping.set()  # however it ends: every thread it started ends too
                 if watcher is not None:
                     watcher.stop()
                 presence.stop()
