@@ -68,6 +68,8 @@ _EXECUTOR_TESTS = (
     "tests/test_removal_reloads.py",
     "tests/test_node_refusals.py",
     "tests/test_playbook_runs.py",
+    "tests/test_units.py",
+    "tests/test_secrets.py",
 )
 
 MODULES: dict[str, Module] = {

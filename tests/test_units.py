@@ -23,7 +23,7 @@ from noderoot import actions, node_settings, seed_root
 
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
-from ccm.errors import ActionFailed, CheckFailed, LifecycleFailed, PlanError
+from ccm.errors import ActionFailed, CheckFailed, CommandFailed, LifecycleFailed, PlanError
 from ccm.models import Snapshot
 from ccm.plan.changes import Change, Check, File, Probe, Unit, UnitAction
 from ccm.plan.commands import CommandResult, run_command
@@ -510,11 +510,50 @@ def test_a_failed_stop_fails_the_run_and_keeps_the_unit_file(root: Path) -> None
     Service.changes = daemon()
     apply(root, 1)
     Service.changes = []
-    with pytest.raises(Exception, match="exit 1"):
+    with pytest.raises(CommandFailed, match="exit 1") as failed:
         apply(root, 2, commands={"stop_unit": ["false"]})
+    assert failed.value.configuration == "service"
     assert (root / DAEMON_FILE.lstrip("/")).exists()
     assert units_of(root) == {DAEMON: {"enabled": True, "running": True}}
     assert actions(root) == ["daemon-reload", f"enable {DAEMON}", f"start {DAEMON}"]
+
+
+def watching_the_manifest(root: Path, seen: list[tuple[str, Any]]) -> Any:
+    """A runner that notes, as each command starts, what the manifest says of the units."""
+
+    def runner(argv: list[str], *, timeout: float) -> CommandResult:
+        seen.append((argv[-1].split()[0], units_of(root)))
+        return run_command(argv, timeout=timeout)
+
+    return runner
+
+
+def test_each_stop_and_disable_is_in_the_manifest_before_the_next_command(root: Path) -> None:
+    """A crash between two commands never leaves the manifest behind the node: the next
+    run does not disable a unit whose file is gone, nor start one ccm stopped."""
+    Service.changes = daemon()
+    apply(root, 1)
+    Service.changes = [File("/etc/shop/site.conf", "x\n"), Check("service_check", ("/etc/",))]
+    seen: list[tuple[str, Any]] = []
+    checks = {"service_check": ["sh", "-c", "exit 0", "check"]}
+    engine(root, watching_the_manifest(root, seen), checks=checks).apply(Snapshot(2))
+    assert seen[:3] == [
+        ("stop", {DAEMON: {"enabled": True, "running": True}}),
+        ("disable", {DAEMON: {"enabled": True, "running": False}}),
+        ("check", {DAEMON: {"enabled": False, "running": False}}),
+    ]
+
+
+def test_a_unit_taken_down_gets_the_root_in_its_commands(root: Path) -> None:
+    Service.changes = redis()
+    apply(root, 1)
+    commands = {
+        "stop_unit": logged(root, 'echo "stop $2 in {root}" >> "$1/actions.log"'),
+        "disable_unit": logged(root, 'echo "disable $2 in {root}" >> "$1/actions.log"'),
+    }
+    Service.changes = []
+    apply(root, 2, commands=commands)
+    assert actions(root)[2:] == [f"stop {REDIS} in {root}", f"disable {REDIS} in {root}"]
 
 
 class Crash(BaseException):
