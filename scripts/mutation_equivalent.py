@@ -96,8 +96,6 @@ EQUIVALENT: dict[str, str] = {
     "the path does not exist: 'not exists or uid is None' and 'and' agree",
     "ccm.plan.operations.x__keep__mutmut_6": "only changes with an origin reach _keep, and every "
     "kind with an origin (File, Directory, Account) has keep",
-    "ccm.plan.operations.x_compute_operations__mutmut_25": "a kind without origin: None and () "
-    "are both falsy, and origin is iterated only when truthy",
     # -- ccm/plan/accounts.py, actions.py
     f"{_A}CreateAccountǁapply__mutmut_22": _JOURNAL,
     f"{_A}ModifyAccountǁapply__mutmut_34": _JOURNAL,
