@@ -121,7 +121,8 @@ class Node:
         return thread
 
     def close(self) -> None:
-        self.daemon.stop()  # ends its halt watch, if any
+        self.daemon.stop()
+        self.daemon.wait_stopped()  # its wait for resume ends before the client closes
 
 
 @pytest.fixture
@@ -1235,3 +1236,21 @@ def test_a_halted_node_tries_no_run_until_resumed(
         clock.advance(60)
         node.turn()
     assert node.sample("ccm_runs_total", result="halted") == 1  # no lock round while halted
+
+
+def test_a_halted_daemon_that_stops_ends_its_wait_for_resume_at_once(
+    node_factory: Any, store: ObjectStore, clock: ManualClock, etcd_client: EtcdClient
+) -> None:
+    """Its last thread ends before the etcd client closes (0.5 s: the wait's poll)."""
+    node = caught_up(node_factory())
+    assert node.daemon.wait_stopped(timeout=0) is True  # nothing started yet
+    HaltFlag(etcd_client, store.prefix).set(
+        HaltRecord.now("operator", "-", "maintenance", 0, clock.wall())
+    )
+    node.sees(put_alice(store))
+    clock.advance(QUIET)
+    node.turn()
+    assert node.daemon.halted
+    assert node.daemon.wait_stopped(timeout=0) is False  # waiting for `ccm resume`
+    node.daemon.stop()
+    assert node.daemon.wait_stopped(timeout=5.0) is True

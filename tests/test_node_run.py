@@ -350,6 +350,19 @@ def test_a_success_records_the_revision_times_changes_actions_and_refusals(
     assert run.changed == ["/etc/sites/alice.conf"] and run.refused == refused
     assert run.actions == outcome.report.actions and len(run.actions) == 3
     assert outcome.report.changed_paths == ["/etc/sites/alice.conf"]
+    history = RunHistory(node.client, node.keys.prefix)
+    assert keys_under(node.client, node.keys.history) == [
+        node.keys.history_of("web01") + history.run_id(started, outcome.revision)
+    ]
+    failure = node.client.get(node.keys.failure("unix-users/2", "web01"))
+    assert failure is not None
+    assert json.loads(failure.value) == {
+        "node": "web01",
+        "configuration": "sites",
+        "error": outcome.report.refused["unix-users/2"].reason,
+        "revision": outcome.revision,
+        "at": record.last_run.finished,
+    }
 
 
 def test_a_failure_sets_the_halt_records_it_and_releases_the_lock_in_one_transaction(
@@ -376,6 +389,13 @@ def test_a_failure_sets_the_halt_records_it_and_releases_the_lock_in_one_transac
     )
     failed = node.history()[0]
     assert (failed.result, failed.error, failed.revision) == ("failed", halt.error, halt.revision)
+    assert (failed.node, failed.started, failed.finished) == (
+        "web01",
+        record.last_run.started,
+        record.last_run.finished,
+    )
+    run_id = RunHistory(etcd_client, node.keys.prefix).run_id(node.clock.wall(), halt.revision)
+    assert node.keys.history_of("web01") + run_id in keys_under(etcd_client, node.keys.history)
     # the halt and the lock's release are one transaction: the same revision
     halt_kv = etcd_client.get(node.keys.halt)
     assert halt_kv is not None
@@ -434,6 +454,9 @@ def test_the_first_node_of_a_change_set_is_its_canary_and_starts_the_soak(
     assert soak is not None
     assert (soak.revision, soak.canaries) == (change_set, ["web01"])
     assert soak.until == timestamp(canary.clock.wall() + timedelta(seconds=30))
+
+    again = canary.run.run(full=True)  # the canary itself, during its soak
+    assert again.result == "success" and again.soak_left is None
 
     other.clock.advance(10)
     waiting = other.run.run()

@@ -44,6 +44,8 @@ from ccm.settings import Settings, load_settings
 #: a canary's probes during its soak, and how often a waiting node looks again
 SOAK_PROBE_INTERVAL = 2.0
 SOAK_POLL = 0.5
+#: how soon the wait for ``ccm resume`` notices that the daemon stops
+HALT_POLL = 0.5
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class Daemon:
         #: a canary during its soak: when the soak ends, and when to probe next
         self.soak_until: float | None = None
         self.next_health = 0.0
+        #: the thread waiting for ``ccm resume`` while halted
+        self._halt_wait: threading.Thread | None = None
         self.log = get_logger(node=settings.node)
 
     def _default_engine(self, settings: Settings) -> Engine:
@@ -161,6 +165,7 @@ class Daemon:
             finally:
                 self.notifier.stopping("stopping")
                 self.stopping.set()  # however it ends: every thread it started ends too
+                self.wait_stopped()
                 if watcher is not None:
                     watcher.stop()
                 presence.stop()
@@ -365,14 +370,24 @@ class Daemon:
         def wait() -> None:
             while not self.stopping.is_set():
                 try:
-                    if halt.wait_cleared(self.stopping):
+                    if halt.wait_cleared(self.stopping, timeout=HALT_POLL):
                         self.wakes.put(_Wake("resumed"))
                     return
                 except Exception:  # never leave the node halted forever on a bug
                     self.log.exception("waiting for resume failed; retrying")
                     self.stopping.wait(5.0)
 
-        threading.Thread(target=wait, name="ccm-halt-wait", daemon=True).start()
+        self._halt_wait = threading.Thread(target=wait, name="ccm-halt-wait", daemon=True)
+        self._halt_wait.start()
+
+    def wait_stopped(self, timeout: float = 10.0) -> bool:
+        """After :meth:`stop`: wait for the threads the loop started (the wait for
+        ``ccm resume``) to end, so none of them uses the etcd client once it is closed.
+        True when they did within ``timeout`` seconds."""
+        if self._halt_wait is not None:
+            self._halt_wait.join(timeout)
+            return not self._halt_wait.is_alive()
+        return True
 
     def _reload(self, node_run: NodeRun) -> None:
         try:
