@@ -69,15 +69,21 @@ EQUIVALENT: dict[str, str] = {
     "link, and Python's os.open sets O_CLOEXEC itself (PEP 446)",
     # -- ccm/plan/executor.py
     f"{_E}__init____mutmut_1": "revision is bound to the log only",
-    **{f"{_E}apply__mutmut_{n}": _DEAD for n in (3, 4, 5)},
+    **{f"{_E}apply__mutmut_{n}": _DEAD for n in (5, 6, 7)},
     f"{_E}_claim_accounts__mutmut_16": _JOURNAL,
-    f"{_E}_claim_files__mutmut_33": _JOURNAL,
-    f"{_E}_claim_files__mutmut_31": "pop without a default: the key was set by the claim; only "
+    f"{_E}_claim_files__mutmut_36": _JOURNAL,
+    f"{_E}_claim_files__mutmut_34": "pop without a default: the key was set by the claim; only "
     "after a failed probe is it gone, and then unwind catches the KeyError and "
     "manifest.restore() puts the state back",
     f"{_E}_apply_deferred__mutmut_4": "the name a deferred step gets is used only in the "
     "CommandFailed it raises, re-raised here as ActionFailed naming ops.configuration",
-    **{f"{_E}_restore_after_probe__mutmut_{n}": _LOG for n in (10, 11)},
+    **{f"{_E}_restoring__mutmut_{n}": _LOG for n in (3, 4)},
+    **{
+        f"{_E}__init____mutmut_{n}": "apply() sets it anew before the first command of a run, "
+        "and nothing runs a command outside apply()"
+        for n in (22, 24)
+    },
+    f"{_E}take_down__mutmut_57": _JOURNAL,
     # -- ccm/plan/files.py, operations.py
     **{f"{_FK}WriteFileǁapply__mutmut_{n}": _JOURNAL for n in (21, 46, 50)},
     **{f"{_FK}EnsureDirectoryǁapply__mutmut_{n}": _JOURNAL for n in (22, 47)},

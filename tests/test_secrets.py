@@ -186,6 +186,20 @@ def test_a_file_that_is_no_longer_secret_still_hides_its_old_content_once(root: 
     assert "-port 6380\n+port 6381\n" in text  # an ordinary file again
 
 
+def test_a_failed_run_that_made_a_secret_file_ordinary_keeps_it_secret(root: Path) -> None:
+    """The file is put back with its secret content: its removal later must hide it."""
+    Keeper.changes = [secret_file(PASSWORD)]
+    engine(root).apply(Snapshot(1))
+    Keeper.changes = [File(CONF, "port 6380\n"), Check("keeper_check", ("/etc/redis/",))]
+    with pytest.raises(CheckFailed):
+        engine(root, checks={"keeper_check": ["false"]}).apply(Snapshot(2))
+    assert (root / CONF.lstrip("/")).read_text() == redis_conf(PASSWORD)
+    Keeper.changes = []
+    text, _ = shown(root, 3)
+    assert "secret content not shown" in text
+    assert_hidden(text)
+
+
 def test_a_secret_file_whose_mode_alone_changes_shows_no_content_line(root: Path) -> None:
     Keeper.changes = [secret_file(PASSWORD)]
     engine(root).apply(Snapshot(1))
