@@ -39,6 +39,11 @@ _DEAD = "dead store: the loop sets current before anything in it can raise"
 _NT = "ccm.daemon.notify."
 _M = "ccm.daemon.metrics.xǁMetricsǁ"
 _DL = "ccm.daemon.loop.xǁDaemonǁ"
+_NR = "ccm.daemon.node_run.xǁNodeRunǁ"
+_NO_CANARY = (
+    "without canaries decide() answers 'apply' whatever the soak record or change set, and "
+    "neither is read again"
+)
 _FALSY = "None is falsy like False: the flag is only ever tested for truth"
 _FULL = "NodeRun runs everything when ALL is among the types, full or not"
 _RAISED = (
@@ -239,6 +244,15 @@ EQUIVALENT: dict[str, str] = {
     },
     f"{_DL}turn__mutmut_22": "the reconcile's run (ALL) sets the next one when it succeeds; "
     "until then ALL stays pending and a second trigger adds nothing",
+    # -- ccm/daemon/node_run.py
+    **{
+        f"{_NR}__init____mutmut_{n}": "the node's store only reads (snapshots, events "
+        "keys): the writer's name goes only into the events a put writes"
+        for n in (11, 14)
+    },
+    **{f"{_NR}_run_locked__mutmut_{n}": _NO_CANARY for n in (12, 15, 21)},
+    f"{_NR}_run_locked__mutmut_20": "the change set of an empty store is 1, not 0: every node "
+    "computes the same one, and real events revisions start at 2",
     # -- ccm/daemon/metrics.py
     f"{_M}__init____mutmut_151": "the revisions seen are etcd revisions (>= 1): max(1, r) is r",
     **{f"{_M}close__mutmut_{n}": _JOINED for n in (4, 5)},

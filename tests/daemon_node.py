@@ -26,7 +26,8 @@ from ccm.cluster.lock import lock_queue
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.models import Snapshot
-from ccm.plan.changes import Change, Check, File, Probe, UnitAction
+from ccm.plan.ansible import PlaybookPreview, fingerprint
+from ccm.plan.changes import Change, Check, File, Playbook, Probe, UnitAction
 from ccm.plan.commands import CommandResult, run_command
 from ccm.plan.configuration import Configuration, Render
 from ccm.settings import EtcdSettings, Settings
@@ -176,3 +177,25 @@ class NotifySocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class MarkerPlaybooks:
+    """A playbook executor without Ansible: each run appends to ROOT/playbooks.log."""
+
+    def __init__(self, root: Path, playbooks_dir: Path) -> None:
+        self.root = root
+        self.playbooks_dir = playbooks_dir
+
+    def __call__(self, configuration: str, playbook: Playbook) -> None:
+        with open(self.root / "playbooks.log", "a") as log:
+            log.write(f"{configuration} {playbook.playbook} {dict(playbook.extra_vars)}\n")
+
+    def check(self, configuration: str, playbook: Playbook) -> PlaybookPreview:
+        return PlaybookPreview(configuration, playbook.playbook)
+
+    def fingerprint(self, playbook: Playbook) -> str:
+        return fingerprint(playbook, self.playbooks_dir)
+
+    def runs(self) -> list[str]:
+        log = self.root / "playbooks.log"
+        return log.read_text().splitlines() if log.exists() else []

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import pytest
+from daemon_node import MarkerPlaybooks
 
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine, refuse_referrers
 from ccm.errors import GraphError, LockLost, PlanError, SettingsError
 from ccm.models import CcmObject, Node, ObjectId, Ref, Snapshot
-from ccm.plan.ansible import PlaybookPreview, fingerprint
 from ccm.plan.changes import Change, Check, File, Playbook, Probe
 from ccm.plan.commands import CommandResult, run_command
 from ccm.plan.configuration import Configuration, Render
@@ -71,28 +71,6 @@ class Packages(Configuration):
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         return [Playbook("packages.yml", dict(Packages.inputs))]
-
-
-class MarkerPlaybooks:
-    """A playbook executor without Ansible: each run appends to ROOT/playbooks.log."""
-
-    def __init__(self, root: Path, playbooks_dir: Path) -> None:
-        self.root = root
-        self.playbooks_dir = playbooks_dir
-
-    def __call__(self, configuration: str, playbook: Playbook) -> None:
-        with open(self.root / "playbooks.log", "a") as log:
-            log.write(f"{configuration} {playbook.playbook} {dict(playbook.extra_vars)}\n")
-
-    def check(self, configuration: str, playbook: Playbook) -> PlaybookPreview:
-        return PlaybookPreview(configuration, playbook.playbook)
-
-    def fingerprint(self, playbook: Playbook) -> str:
-        return fingerprint(playbook, self.playbooks_dir)
-
-    def runs(self) -> list[str]:
-        log = self.root / "playbooks.log"
-        return log.read_text().splitlines() if log.exists() else []
 
 
 class Recorder:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from daemon_node import (
     Commands,
+    MarkerPlaybooks,
     Sites,
     break_check,
     engine_with,
@@ -42,9 +43,11 @@ from ccm.cluster.lock import ClusterLock, lock_queue
 from ccm.cluster.nodes import LastRun, NodeRecord
 from ccm.cluster.store import ObjectStore
 from ccm.daemon.node_run import NodeRun, missed_types
+from ccm.engine.registry import Registry
+from ccm.engine.run import Engine
 from ccm.errors import LockCancelled, LockLost, LockTimeout, RunCancelled
 from ccm.models import Snapshot
-from ccm.plan.changes import Change
+from ccm.plan.changes import Change, Playbook
 from ccm.plan.configuration import Configuration, Render
 from ccm.settings import EtcdSettings
 from ccm.testing.etcd import EtcdServer
@@ -537,12 +540,86 @@ def test_new_settings_change_the_lock_ttl_and_the_history_kept(
             etcd_client.lease_ttl(lock_queue(etcd_client, store.prefix)[0].lease_id)
         ),
     )
+    holders: list[str] = []
+    node.commands.on("check", lambda: holders.append(lock_queue(etcd_client, store.prefix)[0].node))
     node.run.reconfigure(settings, engine_with(node.commands, Sites)(settings))
     for _ in range(3):
         node.run.run(full=True)
     assert ttls and ttls[0] > 30
+    assert holders == ["web01"]  # still in the node's name
     assert len(node.history()) == 2
     assert node.run.run(full=True).selected == ["sites"]  # the new engine
+
+    other = ClusterLock(etcd_client, store.prefix, "web02", ttl=30).acquire()
+    raised: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            node.run.run(lock_timeout=3600)
+        except BaseException as error:
+            raised.append(error)
+
+    waiting = threading.Thread(target=wait, daemon=True)
+    try:
+        waiting.start()
+        deadline = time.monotonic() + 10
+        while len(lock_queue(etcd_client, store.prefix)) < 2:
+            assert time.monotonic() < deadline, "web01 never queued"
+            time.sleep(0.02)
+        node.clock.advance(3600)  # the new lock still runs on the node's clock
+        waiting.join(10)
+    finally:
+        other.release()
+    assert [type(error) for error in raised] == [LockTimeout]
+
+
+def test_with_canaries_and_nothing_written_yet_the_first_node_still_goes_first(
+    tmp_path: Path, etcd_settings: EtcdSettings, etcd_client: EtcdClient
+) -> None:
+    rollout = {"canary": 1, "soak": 30.0, "probe_timeout": 0.0}
+    first = Node(tmp_path, etcd_settings, etcd_client, "web01", rollout=rollout)
+    second = Node(tmp_path, etcd_settings, etcd_client, "web02", rollout=rollout)
+    assert first.run.run().soak_left == 30.0
+    waiting = second.run.run()
+    assert (waiting.result, waiting.revision) == ("soaking", 0)
+
+
+def test_a_run_for_one_type_leaves_the_configurations_of_others_as_they_are(
+    node: Node, store: ObjectStore
+) -> None:
+    alice_and_bob(store)
+    node.run.run()
+    site(node.root, "alice").write_text("edited by hand\n")
+    cron(store)
+    assert node.run.run(["crons"]).selected == ["crontabs"]
+    assert site(node.root, "alice").read_text() == "edited by hand\n"
+    node.run.run(full=True)
+    assert site(node.root, "alice").read_text() == "alice\n"
+
+
+class Packages(Configuration):
+    name = "packages"
+    subscribes = ("clusters",)
+
+    def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
+        return [Playbook("packages.yml", {"versions": ["8.2"]})]
+
+
+def test_a_full_run_runs_the_playbooks_again_and_a_types_run_does_not(
+    node: Node, tmp_path: Path, etcd_client: EtcdClient
+) -> None:
+    playbooks_dir = tmp_path / "playbooks"
+    playbooks_dir.mkdir()
+    (playbooks_dir / "packages.yml").write_text("- hosts: localhost\n")
+    playbooks = MarkerPlaybooks(node.root, playbooks_dir)
+    engine = Engine(Registry([Sites, Packages]), node.settings, playbooks=playbooks)
+    node.run = NodeRun(node.settings, etcd_client, engine, clock=node.clock)
+    node.run.run()  # the first run is a full one
+    assert len(playbooks.runs()) == 1
+    node.run.run(["clusters"])
+    assert len(playbooks.runs()) == 1  # the same inputs: not again
+    node.run.run(full=True)
+    assert len(playbooks.runs()) == 2  # a reconcile runs it anyway
 
 
 # -- between the snapshot and the work: what a run decides from one revision --------------

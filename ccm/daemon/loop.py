@@ -257,7 +257,7 @@ class Daemon:
             self._pend([ALL])
         elif wake.kind == "resumed":
             self.log.info("halt flag cleared: continuing with the pending work")
-            self.halted = False  # (no retry is due: a run that returned cleared it)
+            self.halted = False  # retry_at is None: the run that halted returned
             self.metrics.halted.set(0)
         elif wake.kind == "reload":
             self._reload(node_run)
