@@ -432,6 +432,11 @@ def test_a_started_unit_is_stopped_with_the_root_filled_in_when_the_run_is_resto
         f"stop {REDIS} in {root}",
         f"disable {REDIS}",
     ]
+    # the manifest is as before the run: the next run starts the unit again
+    assert manifest_of(root)["configurations"] == {}
+    Service.changes = redis()
+    apply(root, 2)
+    assert actions(root)[4:] == [f"enable {REDIS}", f"start {REDIS}"]
 
 
 def test_a_failed_restart_puts_the_old_config_back_and_restarts_with_it(root: Path) -> None:
