@@ -250,6 +250,10 @@ def running(argv: list[str]) -> list[int]:
 
 
 def test_a_playbook_past_its_timeout_is_stopped_and_fails(tmp_path: Path) -> None:
+    """The timeout is ansible-runner's, counted from ``ansible-playbook``'s start: on a
+    loaded machine that start alone can take most of 3 s, so which task was running when
+    it fired is not asserted here (the cancel test below names the task, deterministically:
+    it cancels once the task's process runs; both read the task from the same events)."""
     sleep = ["sleep", f"{50 + random.random():.9f}"]  # no other test's sleep looks the same
     (tmp_path / "slow.yml").write_text(
         "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
@@ -259,28 +263,31 @@ def test_a_playbook_past_its_timeout_is_stopped_and_fails(tmp_path: Path) -> Non
         update={"ansible": AnsibleSettings(playbooks_dir=str(tmp_path), timeout=3)}
     )
     started = time.monotonic()
-    with pytest.raises(PlaybookFailed, match="timed out after 3 s") as caught:
+    with pytest.raises(PlaybookFailed, match="timed out after 3 s"):
         AnsiblePlaybooks(slow)("c", Playbook("slow.yml"))
-    assert time.monotonic() - started < 20
-    assert caught.value.task == "Take too long"
+    assert time.monotonic() - started < 50  # stopped, not waited out
     # the module's process, in a worker's session of its own, did not outlive the run
     assert running(sleep) == []
 
 
-def test_a_cancelled_run_fails(tmp_path: Path) -> None:
+def test_a_cancelled_run_fails_naming_the_running_task(tmp_path: Path) -> None:
+    sleep = ["sleep", f"{60 + random.random():.9f}"]  # no other test's sleep looks the same
     (tmp_path / "slow.yml").write_text(
         "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
-        "    - name: Wait\n      ansible.builtin.command: sleep 60\n"
+        f"    - name: Wait\n      ansible.builtin.command: {' '.join(sleep)}\n"
     )
-    asked = []
+    seen_running = []
 
-    def cancel() -> bool:
-        asked.append(time.monotonic())
-        return len(asked) > 3
+    def cancel() -> bool:  # once the task's own process runs: no timing in the test
+        seen_running.append(bool(running(sleep)))
+        return seen_running[-1]
 
     playbooks = AnsiblePlaybooks(settings(tmp_path, tmp_path), cancel=cancel)
-    with pytest.raises(PlaybookFailed, match="cancelled"):
+    with pytest.raises(PlaybookFailed, match="cancelled") as caught:
         playbooks("c", Playbook("slow.yml"))
+    assert seen_running[-1] is True
+    assert caught.value.task == "Wait"
+    assert running(sleep) == []  # the task's process went with the run
 
 
 def children(pid: int) -> list[int]:
