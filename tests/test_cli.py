@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -213,3 +215,25 @@ def test_deleting_an_object_removes_what_it_produced_and_nothing_else(config: Pa
         "ccm-default.conf",
         "hand-made.conf",
     ]
+
+
+#: what `ccm --help` must not import: together ~0.3 s of start-up (issue: ≤ 0.15 s)
+HEAVY = ("pydantic", "grpc", "pyetcd", "networkx", "jinja2", "structlog", "configurations")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["diff", "--help"], ["objects", "put", "--help"]])
+def test_help_imports_nothing_heavy(argv: list[str]) -> None:
+    """`--help` loads click and ccm's error classes only; a command imports what it
+    needs when it runs (`benchmarks/startup.py` prints the times)."""
+    code = (
+        "import sys\n"
+        "from ccm.cli.main import main\n"
+        f"sys.argv = ['ccm', *{argv!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert exit.code in (0, None), exit\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "Usage: ccm" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"
