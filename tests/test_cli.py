@@ -85,6 +85,10 @@ def test_diff_exit_codes_follow_the_plan(config: Path) -> None:
     applied = ccm(config, "apply")
     assert applied.exit_code == 0, applied.output
     assert "/etc/nginx/sites-enabled/alice.example.com.conf" in applied.output
+    # progress on stderr, as plain lines (not a terminal): each configuration's start, end
+    assert "unix-users: 0/" in applied.stderr and "nginx-vhosts: 0/2" in applied.stderr
+    assert "nginx-vhosts: 2/2" in applied.stderr
+    assert "nginx-vhosts" not in applied.stdout
     quiet = ccm(config, "diff")
     assert quiet.exit_code == 0 and quiet.output.startswith("no changes"), quiet.output
 

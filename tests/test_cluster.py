@@ -304,6 +304,10 @@ def test_a_node_started_after_many_writes_converges_in_its_first_run(cluster: Cl
         assert site_file(newcomer, f"site{i}.example.org").exists()
         assert f"box{i}@example.org:" in users
     assert len(cluster.run_history()[newcomer.name]) == 1, "it took more than one run"
+    # its first run logged how far each configuration got: start and end at least
+    progress = [e for e in newcomer.log_events() if e.get("event") == "progress"]
+    accounts = [(e["done"], e["total"]) for e in progress if e["configuration"] == "unix-users"]
+    assert accounts[0][0] == 0 and accounts[-1][0] == accounts[-1][1] >= 10, accounts
     cluster.wait_applied(latest, [first.name])
 
 

@@ -247,11 +247,13 @@ def apply(
     changed since this node last applied (everything on a node with no record).
     A failure restores the node, sets the halt flag and exits 1.
     """
+    from ccm.cli.progress import progress_for
     from ccm.cluster.etcd import EtcdClient
     from ccm.daemon.node_run import NodeRun
 
     with _errors():
         engine = context.engine()
+        engine.progress = progress_for(sys.stderr)
         with EtcdClient.from_settings(context.settings.etcd) as client:
             outcome = NodeRun(context.settings, client, engine).run(
                 types, full=run_all, lock_timeout=lock_timeout

@@ -39,6 +39,7 @@ from ccm.engine.run import Engine
 from ccm.errors import CcmError, ClusterError
 from ccm.log import get_logger
 from ccm.plan.ansible import AnsiblePlaybooks
+from ccm.plan.progress import LoggedProgress
 from ccm.settings import Settings, load_settings
 
 #: a canary's probes during its soak, and how often a waiting node looks again
@@ -101,7 +102,9 @@ class Daemon:
     def _default_engine(self, settings: Settings) -> Engine:
         # a SIGTERM also stops a long playbook (it fails, the run is rolled back)
         playbooks = AnsiblePlaybooks(settings, cancel=self.stopping.is_set)
-        return Engine(self.registry, settings, playbooks=playbooks)
+        # the milestones of a long run, in the journal
+        progress = LoggedProgress(get_logger(node=settings.node))
+        return Engine(self.registry, settings, playbooks=playbooks, progress=progress)
 
     # -- signals and messages -------------------------------------------------------
 

@@ -30,6 +30,7 @@ from ccm.plan.operations import (
     compute_operations,
     late_refusals,
 )
+from ccm.plan.progress import Progress, no_progress
 from ccm.plan.templates import TemplateRenderer, renderer_for
 from ccm.settings import Settings
 
@@ -59,8 +60,11 @@ class Engine:
         *,
         runner: CommandRunner = run_command,
         playbooks: PlaybookExecutor | None = None,
+        progress: Progress = no_progress,
     ) -> None:
         self.registry = registry
+        #: told how far a run's configurations have got (a terminal's bar, the daemon's log)
+        self.progress = progress
         self.settings = settings
         self.checks = resolve_checks(registry, settings)
         self.probes = resolve_commands(registry, settings, "probes")
@@ -195,6 +199,7 @@ class Engine:
             guard=guard,
             checks=self.checks,
             probes=self.probes,
+            progress=self.progress,
         )
         report = executor.apply(planned.operations)
         report.refused = dict(planned.refused)

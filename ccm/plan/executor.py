@@ -54,8 +54,9 @@ from ccm.plan.commands import CommandResult, CommandRunner, fill, run_command
 from ccm.plan.manifest import Manifest, UnitState
 from ccm.plan.node import Accounts
 from ccm.plan.pending import Pending, PendingDaemonReload
+from ccm.plan.progress import Progress, no_progress
 from ccm.plan.secrets import Redactor
-from ccm.plan.steps import ConfigurationOperations, Refusal, triggered
+from ccm.plan.steps import ConfigurationOperations, Refusal, Step, triggered
 from ccm.settings import Settings
 
 
@@ -118,6 +119,7 @@ class Executor:
         probes: Mapping[str, Sequence[str]] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        progress: Progress = no_progress,
     ) -> None:
         self.settings = settings
         self.root: Path = settings.root
@@ -134,6 +136,8 @@ class Executor:
         self.probes = dict(settings.probes if probes is None else probes)
         self.monotonic = monotonic
         self.sleep = sleep
+        #: told how far each configuration's steps have got
+        self.progress = progress
         #: command output passes through it: the run's secret text never shows
         self.redact = Redactor(set())
         #: what the run did so far (``take_down`` adds its stops and disables)
@@ -314,22 +318,20 @@ class Executor:
         steps = [step for step in ops.ordered() if not step.DEFERRED]
         unit_steps = [step for step in steps if step.ORDER < 0]
         account_steps = [step for step in steps if step.ORDER == 0]
-        for step in unit_steps:  # before the files: a unit is stopped before its file goes
-            self.guard()
-            log.info("change", change=step.changed, operation=type(step).__name__)
-            step.apply(self, ops.configuration)
+        total = len(steps)
+        if total:
+            self.progress(ops.configuration, 0, total)
+        for done, step in enumerate(unit_steps, 1):  # before the files: stopped before gone
+            self._apply_step(step, ops, log, done, total)
         self._claim_accounts(ops)
-        for step in account_steps:
-            self.guard()
-            log.info("change", change=step.changed, operation=type(step).__name__)
-            step.apply(self, ops.configuration)
+        for done, step in enumerate(account_steps, len(unit_steps) + 1):
+            self._apply_step(step, ops, log, done, total)
         if account_steps:
             self.accounts.reload()
         self._claim_files(ops)
-        for step in steps[len(unit_steps) + len(account_steps) :]:
-            self.guard()
-            log.info("change", change=step.changed, operation=type(step).__name__)
-            step.apply(self, ops.configuration)
+        first_file = len(unit_steps) + len(account_steps)
+        for done, step in enumerate(steps[first_file:], first_file + 1):
+            self._apply_step(step, ops, log, done, total)
             faults.reached("written")
         changed = ops.changed_paths
         # accounts made or changed, units taken down, units to enable or start
@@ -357,6 +359,14 @@ class Executor:
                 raise RunError(ops.configuration, "no playbook executor is configured")
             self.playbooks(ops.configuration, playbook)
             report.actions.append(f"playbook {playbook.playbook}")
+
+    def _apply_step(
+        self, step: Step, ops: ConfigurationOperations, log: Any, done: int, total: int
+    ) -> None:
+        self.guard()
+        log.info("change", change=step.changed, operation=type(step).__name__)
+        step.apply(self, ops.configuration)
+        self.progress(ops.configuration, done, total)
 
     # -- ownership, recorded before the change ----------------------------------------
 
