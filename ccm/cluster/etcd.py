@@ -123,8 +123,11 @@ _PROBE_TIMEOUT = 1.0
 _FRESH = 1.0
 #: An open watch that delivered nothing for this long checks that its endpoint lives.
 _WATCH_CHECK = 1.0
-#: what etcd says while it elects a leader (a call then waits, within its timeout)
-_ELECTION_DETAILS = ("leader changed", "no leader")
+#: what gRPC says when nothing listens on an endpoint (lower case): the one failure not
+#: worth waiting for. Any other (a member electing a leader, one too slow to commit or to
+#: answer a status request on a loaded machine) means a member lives: the call waits for
+#: the marked endpoints to come back, within its request timeout.
+_DOWN_DETAILS = ("failed to connect", "connection refused")
 #: how often such a call looks for a member to answer again
 _ELECTION_POLL = 0.1
 _UNAVAILABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -675,15 +678,16 @@ class EtcdClient:
         deadline = time.monotonic() + self._timeout
         failures: list[str] = []
         reauthenticated = False
-        #: a member said the cluster is electing a leader: worth waiting for, within
-        #: the request timeout (a member that refuses connections is not)
-        electing = False
+        #: a member lives (it answered with an error, or too slowly): worth waiting for
+        #: within the request timeout. Members that all refuse connections are not: etcd
+        #: is down, and a lone `ccm objects put` says so at once.
+        alive = False
         while True:
             left = deadline - time.monotonic()
             try:
                 link = self._pick()
             except pyetcd_exceptions.NoServerAvailableError as error:
-                if electing and left > _ELECTION_POLL:
+                if alive and left > _ELECTION_POLL:
                     time.sleep(_ELECTION_POLL)  # the marked members come back shortly
                     continue
                 if failures:
@@ -705,13 +709,14 @@ class EtcdClient:
                 result = self._wait(pending, link, metadata, deadline)
             except _Unresponsive:
                 self._fail(link)
+                alive = True  # it took the connection: frozen, or starved of CPU
                 failures.append(
                     f"etcd at {link.where} did not answer, not even a status request within "
                     f"{self._probe_timeout:g} s"
                 )
                 continue
             except _LeaderChanged:
-                electing = True
+                alive = True
                 failures.append(f"etcd at {link.where} changed leader while the call waited")
                 continue
             except grpc.RpcError as error:
@@ -726,7 +731,7 @@ class EtcdClient:
                     continue
                 if error.code() == grpc.StatusCode.UNAVAILABLE:
                     self._fail(link)
-                    electing = electing or any(text in details for text in _ELECTION_DETAILS)
+                    alive = alive or not any(text in details.lower() for text in _DOWN_DETAILS)
                     failures.append(f"etcd at {link.where} is unavailable: {details}")
                     continue
                 raise self._error(what, error, link) from error
