@@ -242,7 +242,7 @@ def main() -> int:
 
                 return again
 
-            failures, took = storm(
+            failures, took, unavailable = storm(
                 cluster,
                 writes=args.storm,
                 writers=4,
@@ -275,7 +275,8 @@ def main() -> int:
             equal = not any(differences.values())
             print(
                 f"storm: {args.storm} writes from 4 writers in {took:.1f} s with 2 leader kills "
-                f"and 2 daemon restarts: failed writes {len(failures)}, converged "
+                f"and 2 daemon restarts: failed writes {len(failures)} (sent again after etcd "
+                f"could not serve them within the timeout: {unavailable}), converged "
                 f"{converge:.2f} s after the last write, trees equal to a clean node: {equal}",
                 flush=True,
             )
