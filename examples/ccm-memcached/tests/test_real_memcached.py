@@ -2,10 +2,10 @@
 
 The instance's files come from a real ``ccm apply`` (``ccm_node``). The test runs them the
 way ``memcached@<name>`` would — Debian's ``systemd-memcached-wrapper`` on the rendered
-config — with only what belongs to the node redirected: three lines appended to a copy
-of the config (the last ``-p``, ``-u`` and ``-Y`` win) put it on a free loopback port,
-as ``nobody`` instead of the node's tenant, reading a copy of the rendered auth file
-owned as on the node (root, the account's group, 0640). Then over the wire: nothing
+config — with only what belongs to the node redirected, in a copy of the file: the values
+of its ``-p``, ``-u`` and ``-Y`` lines (each must be there) become a free loopback port,
+``nobody`` instead of the node's tenant, and a copy of the rendered auth file owned as on
+the node (root, the account's group, 0640). Then over the wire: nothing
 without the password, nothing with a wrong one, everything with the right one, and the
 memory, port and protocol the object said. A missing memcached fails these tests.
 """
@@ -76,6 +76,17 @@ class Client:
         self.sock.close()
 
 
+def redirected(config: str, values: dict[str, str | None]) -> str:
+    """``config`` with the value of each option in ``values`` replaced (None: the line
+    dropped); each must be in the rendered file exactly once."""
+    lines = config.splitlines()
+    for option, value in values.items():
+        found = [i for i, line in enumerate(lines) if line.split(" ", 1)[0] == option]
+        assert len(found) == 1, f"{option} is rendered {len(found)} times:\n{config}"
+        lines[found[0]] = "" if value is None else f"{option} {value}"
+    return "\n".join(lines) + "\n"
+
+
 @pytest.fixture
 def applied(ccm_node: CcmNode) -> CcmNode:
     ccm_node.put("unix-users", {"id": 1, "username": "alice"})
@@ -116,8 +127,8 @@ def server(applied: CcmNode, etc: Path, tmp_path: Path) -> Iterator[tuple[int, P
     if as_root:  # as on a node: root owns it, the account memcached runs as reads it
         os.chown(auth, 0, pwd.getpwnam("nobody").pw_gid)
         os.chmod(auth, 0o640)
-    overrides = f"-p {port}\n" + ("-u nobody\n" if as_root else "") + f"-Y {auth}\n"
-    config.write_text(applied.read("/etc/memcached_shop.conf") + overrides)
+    redirect = {"-p": str(port), "-u": "nobody" if as_root else None, "-Y": str(auth)}
+    config.write_text(redirected(applied.read("/etc/memcached_shop.conf"), redirect))
     if as_root:
         argv = [WRAPPER, str(config)]  # Debian's own reading of the file, as the unit runs it
     else:  # the wrapper runs as root only: pass the same lines ourselves
