@@ -158,6 +158,11 @@ def test_a_redis_port_is_refused_both_ways_naming_the_memcached_instance(
 
     # written before: a Redis instance written later on its port is refused all the same
     ccm_node.put("memcached-instances", memcached(port=16411))
+    twin = ccm_node.put("memcached-instances", memcached(2, "twin", port=16411), check=False)
+    assert twin.returncode == 1  # unique among memcached instances too
+    assert "memcached-instances/2: port: 16411 is already used by memcached-instances/1" in (
+        twin.stderr
+    )
     refused = ccm_node.put("redis-instances", redis(2, port=16411), check=False)
     assert refused.returncode == 1
     assert "memcached-instances/1: port: 16411 is the port of redis-instances/2" in refused.stderr
