@@ -37,7 +37,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, field_validator
 
 from ccm.errors import PlanError
-from ccm.models.base import CcmObject, ObjectsView
+from ccm.models.base import CcmObject, ObjectsView, objects_of
 from ccm.models.fields import CONTROL, ObjectId, Ref, pattern
 from ccm.models.snapshot import Snapshot
 from ccm.plan.changes import Change, Check, File, Prerequisite, Probe, UnitAction
@@ -145,7 +145,7 @@ class FpmPool(CcmObject):
         return {"name": self.name}
 
     def problems(self, view: ObjectsView) -> list[str]:
-        clusters = [c for c in view.list_type(Cluster.TYPE) if isinstance(c, Cluster)]
+        clusters = objects_of(view, Cluster)
         listed = {version for cluster in clusters for version in cluster.php_versions}
         if clusters and self.php_version not in listed:
             return [

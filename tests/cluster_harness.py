@@ -57,7 +57,7 @@ from ccm.cluster.nodes import LastRun, NodeRecord, NodeRecords
 from ccm.cluster.store import ObjectStore
 from ccm.settings import EtcdSettings
 from ccm.testing.etcd import EtcdServer, die_with_parent
-from ccm.testing.noderoot import logging_command, seed_root
+from ccm.testing.noderoot import harmless_commands, logging_command, seed_root
 
 T = TypeVar("T")
 
@@ -138,6 +138,8 @@ def node_commands(root: Path) -> dict[str, list[str]]:
         f'echo "check nginx" >> "{log}"'
     )
     return {
+        # every other command (start, stop, enable, disable, daemon-reload…) only logs
+        **harmless_commands(root),
         "reload_unit": ["sh", "-c", reload, "sh", "{unit}", str(root)],
         "restart_unit": logging_command(root, "restart {unit}"),
         "nginx_check": ["sh", "-c", check, "sh", "{root}"],

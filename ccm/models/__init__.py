@@ -5,7 +5,7 @@ The object types themselves live with their configurations (``configurations/<ty
 and third-party packages); they register by being defined.
 """
 
-from ccm.models.base import CcmObject, ObjectsView
+from ccm.models.base import CcmObject, ObjectsView, objects_of
 from ccm.models.fields import (
     AbsolutePath,
     Alias,
@@ -55,6 +55,7 @@ __all__ = [
     "fullmatch",
     "load_types",
     "model_for",
+    "objects_of",
     "parse_object",
     "parse_objects",
     "path_inside",

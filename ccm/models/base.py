@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Protocol, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Protocol, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,6 +53,15 @@ class ObjectsView(Protocol):
     def lookup(self, type_name: str, object_id: int) -> CcmObject | None: ...
 
     def list_type(self, type_name: str) -> Iterable[CcmObject]: ...
+
+
+T = TypeVar("T", bound="CcmObject")
+
+
+def objects_of(view: ObjectsView, model: type[T]) -> list[T]:
+    """Every object of ``model``'s type in ``view``, typed as ``model`` (a rule reads
+    their fields without an ``isinstance`` of its own)."""
+    return [obj for obj in view.list_type(model.TYPE) if isinstance(obj, model)]
 
 
 def _references(metadata: Iterable[Any], annotation: Any) -> list[str]:

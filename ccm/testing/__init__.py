@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ccm.testing.etcd import EtcdCluster, EtcdServer, EtcdServerError, EtcdTls
     from ccm.testing.node import CcmCommandFailed, CcmNode, CliResult
-    from ccm.testing.noderoot import actions, logging_command, node_settings, seed_root
+    from ccm.testing.noderoot import (
+        actions,
+        harmless_commands,
+        logging_command,
+        node_settings,
+        seed_root,
+    )
     from ccm.testing.settings_file import write_settings
 
 _WHERE = {
@@ -34,6 +40,7 @@ _WHERE = {
     "CcmNode": "node",
     "CliResult": "node",
     "actions": "noderoot",
+    "harmless_commands": "noderoot",
     "logging_command": "noderoot",
     "node_settings": "noderoot",
     "seed_root": "noderoot",
@@ -48,6 +55,7 @@ __all__ = [
     "EtcdServerError",
     "EtcdTls",
     "actions",
+    "harmless_commands",
     "logging_command",
     "node_settings",
     "seed_root",

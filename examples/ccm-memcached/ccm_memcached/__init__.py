@@ -41,7 +41,16 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from ccm.models import CcmObject, ObjectId, ObjectsView, Ref, Secret, Snapshot, pattern
+from ccm.models import (
+    CcmObject,
+    ObjectId,
+    ObjectsView,
+    Ref,
+    Secret,
+    Snapshot,
+    objects_of,
+    pattern,
+)
 from ccm.plan.changes import Change, File, Unit
 from ccm.plan.configuration import Configuration, Render, referenced
 from configurations.redis_instances import NODE_PORTS, RedisInstance
@@ -104,8 +113,8 @@ class MemcachedInstance(CcmObject):
         return [
             f"{self.describe()}: port: {self.port} is the port of {redis.describe()} "
             f"({redis.name}); a memcached and a Redis instance cannot share it"
-            for redis in view.list_type(RedisInstance.TYPE)
-            if isinstance(redis, RedisInstance) and redis.port == self.port
+            for redis in objects_of(view, RedisInstance)
+            if redis.port == self.port
         ]
 
 
