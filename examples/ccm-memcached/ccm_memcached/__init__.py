@@ -20,7 +20,8 @@ On a node, per instance:
   when its config, auth file or the template unit changes, stopped and disabled before
   its files go when the instance is deleted (or the node loses the group).
 
-The template unit ``/etc/systemd/system/memcached@.service`` (Debian's wrapper on
+The template unit ``/etc/systemd/system/memcached@.service`` (checked with
+``systemd-analyze verify`` whenever it changes, before anything starts) (Debian's wrapper on
 ``/etc/memcached_%i.conf``, with the sandboxing of Debian's ``memcached.service``) is
 written on every node of the group: bookworm's memcached package ships only the single
 ``memcached.service``.
@@ -51,13 +52,19 @@ from ccm.models import (
     objects_of,
     pattern,
 )
-from ccm.plan.changes import Change, File, Unit
+from ccm.plan.changes import Change, Check, File, Unit
 from ccm.plan.configuration import Configuration, Render, referenced
 from configurations.redis_instances import NODE_PORTS, RedisInstance
 from configurations.unix_users import UnixUser
 
 #: the template unit every instance is one of
 TEMPLATE_UNIT = "/etc/systemd/system/memcached@.service"
+#: its check, before anything is started: systemd's own verification of the template
+#: (through an instance name, which loads the template beside it)
+UNIT_CHECK = "memcached_unit_check"
+UNIT_CHECKS = {
+    UNIT_CHECK: ("systemd-analyze", "verify", "{root}/etc/systemd/system/memcached@check.service")
+}
 #: what memcached reads unquoted from ``user:password`` lines and an ASCII ``set auth``
 PASSWORD = r"[A-Za-z0-9._~+/=-]{16,128}"
 NAME = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
@@ -125,10 +132,12 @@ class MemcachedInstances(Configuration):
     summary = "a memcached@<name> per instance, as its tenant, with an auth file"
     groups = ("memcached",)
     needs_accounts = True
+    checks = UNIT_CHECKS
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         template = File(TEMPLATE_UNIT, render("memcached@.service.j2"))
-        changes: list[Change] = [template]
+        # a changed template unit is verified before any unit is (re)started
+        changes: list[Change] = [template, Check(UNIT_CHECK, triggers=(TEMPLATE_UNIT,))]
         for instance in snapshot.all(MemcachedInstance):
             user = referenced(
                 snapshot,

@@ -91,8 +91,18 @@ def test_apply_renders_the_files_and_starts_the_instance_in_order(ccm_node: CcmN
     assert "systemd-memcached-wrapper /etc/memcached_%i.conf" in unit
 
     ran = ccm_node.actions()
-    lifecycle = [line for line in ran if line == "daemon-reload" or line.endswith(UNIT)]
-    assert lifecycle == ["daemon-reload", f"enable {UNIT}", f"start {UNIT}"]
+    lifecycle = [
+        line
+        for line in ran
+        if line in ("daemon-reload", "check memcached_unit_check") or line.endswith(UNIT)
+    ]
+    # the template unit is checked before systemd re-reads it and the instance starts
+    assert lifecycle == [
+        "check memcached_unit_check",
+        "daemon-reload",
+        f"enable {UNIT}",
+        f"start {UNIT}",
+    ]
     assert ccm_node.diff().returncode == 0  # nothing left to change
 
     mark = len(ccm_node.actions())
