@@ -241,10 +241,13 @@ class ChallengeNginx:
         upstream: str,
         *,
         tls: tuple[Path, Path, int] | None = None,  # fullchain, key, https port
+        unanswered: tuple[str, ...] = (),
     ) -> None:
         self.port = port
         self.upstream = upstream
         self.tls = tls
+        #: names served by a block that does NOT pass the challenge path (a broken vhost)
+        self.unanswered = unanswered
         self.base = Path(tempfile.mkdtemp(prefix="ccm-acme-nginx-"))
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -260,6 +263,13 @@ class ChallengeNginx:
         ssl_certificate {fullchain};
         ssl_certificate_key {key};
         location / {{ return 200 "tls ok\\n"; }}
+    }}"""
+        if self.unanswered:
+            https += f"""
+    server {{
+        listen 127.0.0.1:{self.port};
+        server_name {" ".join(self.unanswered)};
+        location / {{ return 404; }}
     }}"""
         return f"""
 daemon off;

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
 from typing import Any
 
 from ccm.errors import ClusterError
@@ -98,3 +99,14 @@ class ChallengeResponder:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+    def __enter__(self) -> ChallengeResponder:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
