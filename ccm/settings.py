@@ -10,6 +10,7 @@ passed explicitly to whoever needs them; nothing here is global.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -298,6 +299,14 @@ class AcmeSettings(BaseModel):
         loopback = value.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
         if not value.startswith("https://") and not loopback:
             raise ValueError(f"{value!r} is not an https:// URL")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        """Empty, or one address ``local@domain`` (at most 254 characters)."""
+        if value and (len(value) > 254 or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value)):
+            raise ValueError(f"{value!r} is not an e-mail address")
         return value
 
     @field_validator("responder_listen")

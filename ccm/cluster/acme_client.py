@@ -175,7 +175,9 @@ class AcmeClient:
             raise AcmeOrderFailed(_validation_reason(error)) from None
         except errors.TimeoutError:
             raise AcmeOrderFailed(f"no certificate within {self.timeout:g} s") from None
-        except (errors.Error, messages.Error, requests.RequestException, ValueError) as error:
+        except requests.RequestException as error:
+            raise AcmeOrderFailed(f"{self.directory_url}: {_reason(error)}") from None
+        except (errors.Error, messages.Error, ValueError) as error:
             raise AcmeOrderFailed(_reason(error)) from None
         finally:
             for lease in leases:
