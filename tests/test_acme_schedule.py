@@ -17,6 +17,7 @@ from ccm.cluster.acme_schedule import (
     ManagerState,
     due,
     failed,
+    name_problems,
     next_check,
     orders_here,
     succeeded,
@@ -198,3 +199,36 @@ def test_the_alert_rules_use_only_published_metrics() -> None:
         "ccm_certificate_manager_expiry_timestamp_seconds",
     } <= used
     assert used <= published
+
+
+@pytest.mark.parametrize(
+    ("names", "problem"),
+    [
+        (["shop.example", "www.shop.example"], ""),
+        ([], "no names to order"),
+        (["*.shop.example"], "'*.shop.example' is not a host name HTTP-01 can validate"),
+        (["shop.example", "shop.example"], "a name is listed twice"),
+        (["shop.example\nx.example"], "is not a host name"),
+        (["SHOP.example"], "is not a host name"),
+        ([f"n{i}.example" for i in range(101)], "101 names; a certificate holds at most 100"),
+    ],
+)
+def test_only_host_names_http_01_can_validate_are_ordered(names: list[str], problem: str) -> None:
+    found = name_problems(names)
+    assert (problem in found) if problem else found == ""
+
+
+def test_a_wildcard_manager_is_recorded_as_failed_without_asking_the_server(
+    etcd_client: EtcdClient, etcd_settings: EtcdSettings, tmp_path: Path
+) -> None:
+    prefix = etcd_settings.prefix
+    manager = {"id": 6, "common_names": ["*.shop.example"]}
+    etcd_client.put(Keys(prefix).object("certificate-managers", 6), json.dumps(manager).encode())
+    acme = AcmeSettings(directory_url="https://127.0.0.1:9/dir", responder_listen="")
+    settings = Settings(node="web01", root=tmp_path, etcd=etcd_settings, acme=acme)
+    report = CertificateRenewal(etcd_client, settings, clock=ManualClock(wall=NOW)).tick()
+    error = report.attempted[6]
+    assert error.startswith("certificate-managers/6: common_names: '*.shop.example'")
+    assert "127.0.0.1:9" not in error  # refused before any request
+    state = ManagerStates(etcd_client, prefix).all()[6]
+    assert state.failures == 1 and state.certificate_id is None

@@ -127,6 +127,9 @@ class CertificateRenewal:
         names = manager.common_names
         node = self.settings.node
         try:
+            refused = schedule.name_problems(names)
+            if refused:
+                raise AcmeOrderFailed(f"certificate-managers/{manager.id}: common_names: {refused}")
             certificate_id = self._reserve(manager, states)
             issued = (self._order or self._default_order)(names, self.answers)
             self._save(self.store, certificate_id, names, issued)

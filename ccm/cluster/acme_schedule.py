@@ -25,10 +25,13 @@ from datetime import datetime, timedelta
 
 from ccm.cluster.backoff import delay
 from ccm.models import Node
+from ccm.models.fields import HOSTNAME
 from ccm.settings import BackoffSettings
 
 #: the group whose primary orders and renews
 ORDERING_GROUP = "nginx"
+#: Let's Encrypt's limit of names per certificate
+MAX_NAMES = 100
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,22 @@ def orders_here(node: str, nodes: Iterable[Node]) -> bool:
     if not registered:
         return True
     return any(n.hostname == node and ORDERING_GROUP in n.primary_for for n in registered)
+
+
+def name_problems(names: Sequence[str]) -> str:
+    """Why these names cannot be ordered over HTTP-01 ("" when they can): each a host
+    name (no wildcard: HTTP-01 cannot validate one), at most 100, none twice."""
+    if not names:
+        return "no names to order"
+    if len(names) > MAX_NAMES:
+        return f"{len(names)} names; a certificate holds at most {MAX_NAMES}"
+    if len(set(names)) != len(names):
+        return "a name is listed twice"
+    for name in names:
+        if len(name) > 253 or HOSTNAME.fullmatch(name) is None:
+            shown = name[:64].encode("ascii", "backslashreplace").decode()
+            return f"{shown!r} is not a host name HTTP-01 can validate (no wildcards)"
+    return ""
 
 
 def renewal_time(held: Held, renew_before: timedelta) -> datetime:
