@@ -242,12 +242,16 @@ class ChallengeNginx:
         *,
         tls: tuple[Path, Path, int] | None = None,  # fullchain, key, https port
         unanswered: tuple[str, ...] = (),
+        routes: dict[str, str] | None = None,
     ) -> None:
         self.port = port
         self.upstream = upstream
         self.tls = tls
         #: names served by a block that does NOT pass the challenge path (a broken vhost)
         self.unanswered = unanswered
+        #: name → upstream: a server block of its own passing the path elsewhere (the
+        #: name's DNS points at another web node)
+        self.routes = routes or {}
         self.base = Path(tempfile.mkdtemp(prefix="ccm-acme-nginx-"))
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -271,6 +275,16 @@ class ChallengeNginx:
         server_name {" ".join(self.unanswered)};
         location / {{ return 404; }}
     }}"""
+        for name, upstream in self.routes.items():
+            https += f"""
+    server {{
+        listen 127.0.0.1:{self.port};
+        server_name {name};
+        location ^~ /.well-known/acme-challenge/ {{
+            proxy_pass http://{upstream};
+            proxy_set_header Host $host;
+        }}
+    }}"""
         return f"""
 daemon off;
 master_process off;
@@ -279,7 +293,9 @@ pid {base}/nginx.pid;
 error_log {base}/error.log info;
 events {{ worker_connections 64; }}
 http {{
-    access_log {base}/access.log;
+    log_format ccm '$remote_addr "$request" $status host=$host upstream=$upstream_addr '
+                   '"$http_user_agent"';
+    access_log {base}/access.log ccm;
     client_body_temp_path {base}/body;
     proxy_temp_path {base}/proxy;
     fastcgi_temp_path {base}/fastcgi;

@@ -11,6 +11,7 @@ waiting. The certificate is stored through the real ``ObjectStore``: with the
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
 import urllib.error
@@ -208,6 +209,40 @@ def test_an_order_end_to_end_through_nginx_responder_and_etcd(
         issued.fullchain, issued.private_key, pebble.root_pem(), names[1], tmp_path, start_nginx
     )
     assert seen.serial_number == certificate.serial_number
+
+
+def test_whichever_web_node_the_validation_reaches_answers_with_no_rollout(
+    pebble: PebbleServer,
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    answers: ChallengeAnswers,
+    start_nginx: Callable[..., ChallengeNginx],
+) -> None:
+    """Two web nodes, each its own responder and etcd connection; each name's requests
+    reach a different one. The orderer (a third connection) only writes etcd."""
+    with (
+        EtcdClient.from_settings(etcd_settings) as web01,
+        EtcdClient.from_settings(etcd_settings) as web02,
+        ChallengeResponder(ChallengeAnswers(web01, etcd_settings.prefix).lookup) as first,
+        ChallengeResponder(ChallengeAnswers(web02, etcd_settings.prefix).lookup) as second,
+    ):
+        _, first_port = first.serve("127.0.0.1:0")
+        _, second_port = second.serve("127.0.0.1:0")
+        nginx = start_nginx(
+            f"127.0.0.1:{first_port}",
+            routes={"www.two.example.test": f"127.0.0.1:{second_port}"},
+        )
+        client = AcmeClient(
+            pebble.directory_url,
+            account_key(etcd_client, etcd_settings.prefix),
+            ca_file=str(pebble.ca_file),
+            timeout=30,
+        )
+        issued = client.order(["two.example.test", "www.two.example.test"], answers)
+    assert issued.certificate
+    # both responders were asked (nginx logs the upstream of each request)
+    upstreams = set(re.findall(r"upstream=(\S+)", nginx.access_log()))
+    assert upstreams == {f"127.0.0.1:{first_port}", f"127.0.0.1:{second_port}"}
 
 
 def test_the_chain_does_not_verify_against_another_root(
@@ -484,6 +519,22 @@ def test_one_account_key_for_the_cluster_survives_a_new_orderer(
         assert account_key(second, etcd_settings.prefix).thumbprint() == key.thumbprint()
         stored = first.get(Keys(etcd_settings.prefix).acme_account)
         assert stored is not None and "key" in json.loads(stored.value)
+
+
+def test_a_new_email_updates_the_accounts_contact(
+    pebble: PebbleServer, etcd_client: EtcdClient, etcd_settings: EtcdSettings
+) -> None:
+    key = account_key(etcd_client, etcd_settings.prefix)
+
+    def client(email: str) -> AcmeClient:
+        return AcmeClient(pebble.directory_url, key, email=email, ca_file=str(pebble.ca_file))
+
+    first = client("old@example.org")
+    url = first.register()
+    assert first.contact() == ("mailto:old@example.org",)
+    second = client("new@example.org")
+    assert second.register() == url  # the same key is the same account
+    assert client("new@example.org").contact() == ("mailto:new@example.org",)
 
 
 def test_an_unreadable_account_key_is_an_error_that_does_not_show_it(

@@ -117,20 +117,34 @@ class AcmeClient:
         try:
             client.new_account(registration)
         except errors.ConflictError as existing:  # this key has an account already
-            self._net.account = messages.RegistrationResource(
-                uri=existing.location, body=messages.Registration()
+            account = client.query_registration(
+                messages.RegistrationResource(uri=existing.location, body=messages.Registration())
             )
+            if tuple(account.body.contact) != tuple(registration.contact):
+                # ``[acme] email`` changed: the expiry mail goes to the new address
+                client.update_registration(
+                    account, messages.Registration(contact=registration.contact)
+                )
         self._client = client
         return client
 
     def register(self) -> str:
-        """Register the account (idempotent); its URL."""
+        """Register the account (idempotent: the same key is the same account, its
+        contact updated to ``email``); its URL."""
         try:
             self._registered()
         except (errors.Error, messages.Error, requests.RequestException, ValueError) as error:
             raise AcmeOrderFailed(f"account at {self.directory_url}: {_reason(error)}") from None
         account = self._net.account
         return str(account.uri) if account is not None else ""
+
+    def contact(self) -> tuple[str, ...]:
+        """The account's contact URIs as the ACME server has them now."""
+        client = self._registered()
+        account = self._net.account
+        if account is None:
+            return ()
+        return tuple(client.query_registration(account).body.contact)
 
     def order(self, names: Sequence[str], answers: Answers) -> Issued:
         """A certificate for ``names`` (the first is the subject's name), its chain and
