@@ -230,10 +230,12 @@ class PebbleServer:
 
 
 class ChallengeNginx:
-    """A real nginx on ``127.0.0.1:port`` whose one server block passes
-    ``/.well-known/acme-challenge/`` to ``upstream`` (``host:port``), the location block
-    the vhost and default-server templates carry; optionally also HTTPS with a
-    certificate, to check an issued one from a client."""
+    """A real nginx on ``127.0.0.1:port`` whose server block passes
+    ``/.well-known/acme-challenge/`` to ``upstream`` (``host:port``) with the location
+    block the vhost and default-server templates are to carry (``^~`` so no regex
+    location such as ``\\.php$`` wins, ``auth_basic off`` so a realm on ``/`` does not
+    401 the CA); optionally also HTTPS with a certificate, to check an issued one from a
+    client."""
 
     def __init__(
         self,
@@ -304,10 +306,15 @@ http {{
     server {{
         listen 127.0.0.1:{self.port};
         server_name _;
+        # the whole site is behind basic auth (a realm on "/"): the challenge still passes
+        auth_basic "private";
+        auth_basic_user_file {base}/htpasswd;
         location ^~ /.well-known/acme-challenge/ {{
+            auth_basic off;
             proxy_pass http://{self.upstream};
             proxy_set_header Host $host;
         }}
+        location ~ \\.php$ {{ return 403; }}
         location / {{ return 404; }}
     }}{https}
 }}
@@ -316,6 +323,7 @@ http {{
     def start(self, timeout: float = 10.0) -> None:
         config = self.base / "nginx.conf"
         config.write_text(self._config())
+        (self.base / "htpasswd").write_text("nobody:$6$x$not.a.real.hash\n")
         check = subprocess.run(
             [NGINX, "-t", "-c", str(config), "-e", str(self.base / "error.log")],
             capture_output=True,
