@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import random
 import shutil
 import signal
 import socket
@@ -40,11 +41,32 @@ CHALLTESTSRV = "/usr/bin/pebble-challtestsrv"
 NGINX = "/usr/sbin/nginx"
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback port free for TCP and UDP now, chosen BELOW the kernel's ephemeral
+    range: these ports are bound later by another process (pebble, nginx, a responder),
+    and a port the kernel hands out for ``bind(0)`` could meanwhile go to some other
+    test's server or client socket on this shared machine."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(10000, low)
+        try:
+            with (
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+            ):
+                tcp.bind(("127.0.0.1", port))
+                udp.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 def _name(common_name: str) -> x509.Name:
