@@ -138,6 +138,10 @@ class AcmeClient:
         account = self._net.account
         return str(account.uri) if account is not None else ""
 
+    def close(self) -> None:
+        """Close the HTTP connections to the ACME server."""
+        self._net.session.close()
+
     def contact(self) -> tuple[str, ...]:
         """The account's contact URIs as the ACME server has them now."""
         client = self._registered()
@@ -147,7 +151,7 @@ class AcmeClient:
         return tuple(client.query_registration(account).body.contact)
 
     def order(self, names: Sequence[str], answers: Answers) -> Issued:
-        """A certificate for ``names`` (the first is the subject's name), its chain and
+        """A certificate for ``names`` (all of them in its subjectAltName), its chain and
         its new private key."""
         if not names:
             raise AcmeOrderFailed("an order needs at least one name")

@@ -88,7 +88,10 @@ class CertificateRenewal:
             timeout=acme.timeout,
             challenge_ttl=acme.challenge_ttl,
         )
-        return client.order(names, answers)
+        try:
+            return client.order(names, answers)
+        finally:
+            client.close()
 
     def tick(self) -> TickReport:
         """Order what is due now (on the ordering node); etcd errors pass through."""
