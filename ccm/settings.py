@@ -10,6 +10,7 @@ passed explicitly to whoever needs them; nothing here is global.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -257,6 +258,77 @@ class AnsibleSettings(BaseModel):
     """Extra variables for every playbook (a playbook's own variables win)."""
 
 
+#: Let's Encrypt's production directory: the ``[acme] directory_url`` default
+LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+class AcmeSettings(BaseModel):
+    """Automatic certificates (``certificate-managers``) over ACME with HTTP-01."""
+
+    model_config = _Strict
+    directory_url: str = LETS_ENCRYPT_DIRECTORY
+    """The ACME server's directory (``https://``; Let's Encrypt's staging directory, or a
+    test server's)."""
+    email: str = ""
+    """The contact address of the ACME account (expiry and policy mail); empty: none."""
+    ca_file: str = ""
+    """PEM CA bundle to verify the ACME server with (a test server's own CA); empty: the
+    system's CAs."""
+    responder_listen: str = "127.0.0.1:8402"
+    """``host:port`` where every daemon answers ``/.well-known/acme-challenge/<token>``
+    from etcd; nginx passes that path here. Empty: no responder on this node."""
+    renew_before_days: int = Field(default=30, ge=1, le=365, strict=True)
+    """Renew a managed certificate this many days before it expires."""
+    check_interval: float = Field(default=3600.0, gt=0, strict=True)
+    """Seconds between two looks at the managers on the ordering node (a change to
+    ``certificate-managers`` looks at once)."""
+    retry_initial: float = Field(default=300.0, gt=0, strict=True)
+    """Seconds before the first retry of a failed order; doubles per failure."""
+    retry_max: float = Field(default=86400.0, gt=0, strict=True)
+    """The longest wait between two attempts of a failing order."""
+    challenge_ttl: int = Field(default=600, ge=10, le=86400, strict=True)
+    """Seconds a published challenge answer lives in etcd (a lease) if the order never
+    withdraws it."""
+    timeout: float = Field(default=90.0, gt=0, strict=True)
+    """Seconds one order may take at the ACME server (validation and issuance)."""
+
+    @field_validator("directory_url")
+    @classmethod
+    def _directory_url(cls, value: str) -> str:
+        """An ``https://`` URL (``http://`` only for a server on loopback)."""
+        loopback = value.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
+        if not value.startswith("https://") and not loopback:
+            raise ValueError(f"{value!r} is not an https:// URL")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        """Empty, or one address ``local@domain`` (at most 254 characters)."""
+        if value and (len(value) > 254 or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value)):
+            raise ValueError(f"{value!r} is not an e-mail address")
+        return value
+
+    @field_validator("responder_listen")
+    @classmethod
+    def _responder_listen(cls, value: str) -> str:
+        """Empty, or ``host:port`` with a port from 0 to 65535 (0: any free port)."""
+        if value:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ValueError(f"{value!r} is not host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AcmeSettings:
+        """``retry_initial`` is at most ``retry_max``."""
+        if self.retry_initial > self.retry_max:
+            raise ValueError(
+                f"retry_initial ({self.retry_initial}) must not exceed retry_max ({self.retry_max})"
+            )
+        return self
+
+
 #: checks an earlier spelling put under ``[commands]``: read as ``[checks]`` entries
 _CHECKS_UNDER_COMMANDS = ("nginx_check", "php_fpm_check")
 
@@ -290,6 +362,7 @@ class Settings(BaseModel):
     backoff: BackoffSettings = BackoffSettings()
     rollout: RolloutSettings = RolloutSettings()
     metrics: MetricsSettings = MetricsSettings()
+    acme: AcmeSettings = AcmeSettings()
     checks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     """argv overrides of the checks the configurations declare, by name (``nginx_check =
     ["nginx", "-t"]``); an unknown name is refused when ccm starts. ``nginx_check`` and

@@ -321,7 +321,7 @@ def test_status_json_has_the_designed_shape_and_shows_a_stopped_node(cluster: Cl
     assert nodes[1].stop() == 0
 
     status = cluster.status()
-    assert set(status) == {"revision", "halt", "lock", "nodes", "refused"}
+    assert set(status) == {"revision", "halt", "lock", "nodes", "refused", "certificate_managers"}
     assert status["revision"] == revision
     assert status["halt"] is None
     assert status["lock"] == {"holder": None, "waiting": []}

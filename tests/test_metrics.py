@@ -27,6 +27,15 @@ METRICS = {
     "ccm_halted": ("gauge", "1 while the cluster's halt flag stops this node."),
     "ccm_last_success_timestamp_seconds": ("gauge", "When the last run succeeded."),
     "ccm_pending_types": ("gauge", "Object types waiting for the next run."),
+    "ccm_acme_orderer": ("gauge", "1 on the node that orders ACME certificates."),
+    "ccm_certificate_manager_failures": (
+        "gauge",
+        "Failed ACME attempts in a row, per certificate manager (0: the last one worked).",
+    ),
+    "ccm_certificate_manager_expiry_timestamp_seconds": (
+        "gauge",
+        "When the certificate a manager obtained last expires.",
+    ),
 }
 BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900]
 

@@ -10,6 +10,9 @@
 {prefix}/alive/<node>               a running daemon's presence (lease-bound)
 {prefix}/history/<node>/<run>       one record per run
 {prefix}/failures/<type>/<id>/<node>  an object a node refused
+{prefix}/acme/account               the ACME account key (a secret) and its registrations
+{prefix}/acme/challenges/<token>    an HTTP-01 key authorization (lease-bound)
+{prefix}/acme/managers/<id>         a certificate manager's order state
 """
 
 from __future__ import annotations
@@ -89,3 +92,18 @@ class Keys:
 
     def failure(self, object_name: str, node: str) -> str:
         return self._under("failures", object_name, node)
+
+    # ACME (certificate-managers)
+    @property
+    def acme_account(self) -> str:
+        return self._under("acme", "account")
+
+    def acme_challenge(self, token: str) -> str:
+        return self._under("acme", "challenges", token)
+
+    @property
+    def acme_managers(self) -> str:
+        return self._under("acme", "managers", "")
+
+    def acme_manager(self, manager_id: int) -> str:
+        return self._under("acme", "managers", str(manager_id))

@@ -4,11 +4,16 @@
      "halt": null | {node, configuration, error, revision, at},
      "lock": {"holder": <node> | null, "waiting": [<node>…]},
      "nodes": [{"node", "alive", "applied_revision", "behind", "groups", "last_run": {…}}],
-     "refused": [{"object", "node", "configuration", "error", "revision", "at"}]}
+     "refused": [{"object", "node", "configuration", "error", "revision", "at"}],
+     "certificate_managers": [{"manager", "names", "certificate_id", "not_after", "failures",
+                               "last_error", "last_attempt", "next_attempt", "node"}]}
 
 ``groups`` is the node's ``nodes`` object's groups, or null when it has none (it runs every
 configuration). ``refused`` lists the objects a node left as they were because their tenant's input
 cannot apply there (``{prefix}/failures/…``); the rest of the fleet went on.
+``certificate_managers`` is each manager's ACME state (``{prefix}/acme/managers/<id>``): the
+certificate it holds, and a failing order's error and next attempt (null fields: not ordered
+yet).
 
 Settings (and so secrets) never appear here.
 """
@@ -16,8 +21,11 @@ Settings (and so secrets) never appear here.
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
+from ccm.cluster.acme_records import ManagerStates, read_managers
+from ccm.cluster.clock import timestamp
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.failures import ObjectFailures
 from ccm.cluster.halt import HaltFlag
@@ -60,7 +68,33 @@ def cluster_status(client: EtcdClient, prefix: str) -> dict[str, Any]:
         },
         "nodes": nodes,
         "refused": [asdict(failure) for failure in ObjectFailures(client, prefix).all()],
+        "certificate_managers": _certificate_managers(client, prefix),
     }
+
+
+def _certificate_managers(client: EtcdClient, prefix: str) -> list[dict[str, Any]]:
+    states = ManagerStates(client, prefix).all()
+    found = []
+    for manager in read_managers(client, prefix):
+        state = states.get(manager.id)
+
+        def when(value: datetime | None) -> str | None:
+            return timestamp(value) if value is not None else None
+
+        found.append(
+            {
+                "manager": manager.id,
+                "names": list(manager.common_names),
+                "certificate_id": state.certificate_id if state else None,
+                "not_after": when(state.not_after) if state else None,
+                "failures": state.failures if state else 0,
+                "last_error": state.last_error if state else "",
+                "last_attempt": when(state.last_attempt) if state else None,
+                "next_attempt": when(state.next_attempt) if state else None,
+                "node": state.node if state else None,
+            }
+        )
+    return found
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -103,4 +137,21 @@ def format_status(status: dict[str, Any]) -> str:
                 f"  {failure['object']} on {failure['node']} since revision "
                 f"{failure['revision']}: {failure['configuration']}: {failure['error']}"
             )
+    managers = status.get("certificate_managers") or []
+    if managers:
+        lines.append(f"CERTIFICATE MANAGERS ({len(managers)}):")
+        for entry in managers:
+            names = ",".join(entry["names"])
+            if entry["failures"]:
+                lines.append(
+                    f"  {entry['manager']} {names}: FAILING ({entry['failures']} in a row, "
+                    f"next attempt {entry['next_attempt']}): {entry['last_error']}"
+                )
+            elif entry["not_after"]:
+                lines.append(
+                    f"  {entry['manager']} {names}: certificate {entry['certificate_id']} "
+                    f"until {entry['not_after']}"
+                )
+            else:
+                lines.append(f"  {entry['manager']} {names}: not ordered yet")
     return "\n".join(lines)

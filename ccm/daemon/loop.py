@@ -30,6 +30,7 @@ from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.halt import HaltFlag
 from ccm.cluster.nodes import Presence
 from ccm.cluster.watcher import EventWatcher
+from ccm.daemon.acme_service import WAKING_TYPES, AcmeService
 from ccm.daemon.debounce import ALL, Debouncer
 from ccm.daemon.metrics import Metrics
 from ccm.daemon.node_run import NodeRun, RunOutcome
@@ -97,6 +98,8 @@ class Daemon:
         self.next_health = 0.0
         #: the thread waiting for ``ccm resume`` while halted
         self._halt_wait: threading.Thread | None = None
+        #: the challenge responder and the certificate renewal (while running)
+        self.acme: AcmeService | None = None
         self.log = get_logger(node=settings.node)
 
     def _default_engine(self, settings: Settings) -> Engine:
@@ -126,6 +129,8 @@ class Daemon:
     def on_types(self, types: set[str], revision: int) -> None:
         """The watcher saw these object types change at ``revision``."""
         self.wakes.put(_Wake("types", frozenset(types), revision))
+        if self.acme is not None and WAKING_TYPES & types:
+            self.acme.wake()
 
     def on_full(self, reason: str) -> None:
         """The watcher cannot tell what changed (a compacted revision): run everything."""
@@ -151,6 +156,8 @@ class Daemon:
                 if start_revision is None:  # stopped while etcd was unreachable
                     return 0
                 presence.start()
+                self.acme = AcmeService(client, settings, self.metrics, self.clock)
+                self.acme.start()
                 node_run = NodeRun(settings, client, self.engine, clock=self.clock)
                 watcher = EventWatcher(
                     client,
@@ -171,6 +178,8 @@ class Daemon:
                 self.wait_stopped()
                 if watcher is not None:
                     watcher.stop()
+                if self.acme is not None:
+                    self.acme.stop()
                 presence.stop()
                 self.metrics.close()
         self.log.info("daemon stopped")

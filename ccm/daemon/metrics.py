@@ -8,6 +8,9 @@ counters:   ccm_runs_total{result}, ccm_files_changed_total, ccm_actions_total{k
 histograms: ccm_run_duration_seconds, ccm_lock_wait_seconds, ccm_debounce_delay_seconds
 gauges:     ccm_applied_revision, ccm_revisions_behind, ccm_halted,
             ccm_last_success_timestamp_seconds, ccm_pending_types
+            ccm_acme_orderer (1 on the node that orders certificates), and there, per
+            certificate manager: ccm_certificate_manager_failures{manager} (failed
+            attempts in a row), ccm_certificate_manager_expiry_timestamp_seconds{manager}
 
 ``contrib/prometheus-alerts.yml`` holds example alert rules over these.
 """
@@ -15,10 +18,12 @@ gauges:     ccm_applied_revision, ccm_revisions_behind, ccm_halted,
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from ccm.cluster.acme_schedule import ManagerState
 
 _SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 
@@ -59,6 +64,21 @@ class Metrics:
         self.pending_types = Gauge(
             "ccm_pending_types", "Object types waiting for the next run.", registry=r
         )
+        self.acme_orderer = Gauge(
+            "ccm_acme_orderer", "1 on the node that orders ACME certificates.", registry=r
+        )
+        self.manager_failures = Gauge(
+            "ccm_certificate_manager_failures",
+            "Failed ACME attempts in a row, per certificate manager (0: the last one worked).",
+            ["manager"],
+            registry=r,
+        )
+        self.manager_expiry = Gauge(
+            "ccm_certificate_manager_expiry_timestamp_seconds",
+            "When the certificate a manager obtained last expires.",
+            ["manager"],
+            registry=r,
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._seen_revision = 0
@@ -90,6 +110,16 @@ class Metrics:
         self._seen_revision = max(self._seen_revision, revision)
         applied = self.applied_revision._value.get()  # noqa: SLF001 - our own gauge
         self.behind.set(max(0.0, self._seen_revision - applied))
+
+    def certificate_managers(self, ordering: bool, states: Mapping[int, ManagerState]) -> None:
+        """The outcome of a look at the certificate managers (only the orderer has any)."""
+        self.acme_orderer.set(1 if ordering else 0)
+        self.manager_failures.clear()
+        self.manager_expiry.clear()
+        for manager_id, state in states.items():
+            self.manager_failures.labels(str(manager_id)).set(state.failures)
+            if state.not_after is not None:
+                self.manager_expiry.labels(str(manager_id)).set(state.not_after.timestamp())
 
     # -- the endpoint ---------------------------------------------------------------
 

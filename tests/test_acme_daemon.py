@@ -1,0 +1,123 @@
+"""The daemon's ACME hooks: every running daemon answers challenges from etcd, and a
+``certificate-managers`` event wakes the renewal at once; a failing order is recorded
+and leaves the daemon applying (no halt)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from daemon_node import Commands, Sites, engine_with, new_root, settings_for
+from structlog.testing import capture_logs
+
+from ccm.cluster.acme_challenges import ChallengeAnswers
+from ccm.cluster.acme_records import ManagerStates
+from ccm.cluster.clock import ManualClock
+from ccm.cluster.etcd import EtcdClient
+from ccm.cluster.halt import HaltFlag
+from ccm.cluster.keys import Keys
+from ccm.daemon.acme_service import AcmeService
+from ccm.daemon.loop import Daemon
+from ccm.daemon.metrics import Metrics
+from ccm.daemon.notify import Notifier
+from ccm.engine.registry import Registry
+from ccm.settings import EtcdSettings
+
+DEADLINE = 10.0
+UNREACHABLE = "https://127.0.0.1:9/dir"
+
+
+def until(condition: Callable[[], Any], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_running_daemon_answers_challenges_and_orders_on_a_manager_event(
+    tmp_path: Path, etcd_settings: EtcdSettings, etcd_client: EtcdClient
+) -> None:
+    prefix = etcd_settings.prefix
+    settings = settings_for(
+        new_root(tmp_path),
+        etcd_settings,
+        acme={"directory_url": UNREACHABLE, "responder_listen": "127.0.0.1:0"},
+    )
+    wall = datetime.now(UTC).replace(microsecond=0)
+    daemon = Daemon(
+        settings,
+        Registry([Sites]),
+        clock=ManualClock(wall=wall),
+        notifier=Notifier(env={}),
+        engine_factory=engine_with(Commands()),
+    )
+    running = threading.Thread(target=daemon.run, daemon=True)
+    running.start()
+    try:
+        until(lambda: daemon.ready, "the first run")
+        assert daemon.acme is not None and daemon.acme.responder_address is not None
+        _, port = daemon.acme.responder_address
+        token = "T" * 43
+        ChallengeAnswers(etcd_client, prefix).publish(token, f"{token}.{'k' * 43}", ttl=60)
+        url = f"http://127.0.0.1:{port}/.well-known/acme-challenge/{token}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.read() == f"{token}.{'k' * 43}".encode()
+
+        # the Cluster API writes a manager (object + thin event): the renewal looks at once
+        manager = {"id": 2, "common_names": ["shop.example"]}
+        etcd_client.put(
+            Keys(prefix).object("certificate-managers", 2), json.dumps(manager).encode()
+        )
+        etcd_client.put(Keys(prefix).event("certificate-managers"), b'{"at": "", "by": "tests"}')
+        states = ManagerStates(etcd_client, prefix)
+        # first the certificate id is reserved, then the attempt's outcome recorded
+        until(lambda: (s := states.all().get(2)) and s.last_attempt, "the order's outcome")
+        state = states.all()[2]
+        assert state.failures == 1 and "127.0.0.1:9/dir" in state.last_error
+        assert state.last_attempt == wall  # the daemon's clock
+        sample = daemon.metrics.registry.get_sample_value
+        until(
+            lambda: sample("ccm_certificate_manager_failures", {"manager": "2"}) == 1.0,
+            "the metric",
+        )
+        assert HaltFlag(etcd_client, prefix).get() is None
+        assert not daemon.halted
+    finally:
+        daemon.stop()
+        running.join(DEADLINE)
+    assert not running.is_alive()
+    assert daemon.acme.responder is None  # stopped with the daemon
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_taken_responder_port_is_logged_and_the_renewal_still_runs(
+    tmp_path: Path, etcd_settings: EtcdSettings, etcd_client: EtcdClient
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = settings_for(
+            new_root(tmp_path),
+            etcd_settings,
+            acme={"directory_url": UNREACHABLE, "responder_listen": f"127.0.0.1:{port}"},
+        )
+        service = AcmeService(etcd_client, settings, Metrics(), ManualClock(wall=datetime.now(UTC)))
+        with capture_logs() as logs:
+            service.start()
+            try:
+                assert service.responder is None
+                assert [e["listen"] for e in logs if e["log_level"] == "error"] == [
+                    f"127.0.0.1:{port}"
+                ]
+                assert service.tick().ordering  # the thread's look works all the same
+            finally:
+                service.stop()
