@@ -60,6 +60,7 @@ from ccm.testing.etcd import EtcdServer, die_with_parent
 from ccm.testing.noderoot import harmless_commands, logging_command, seed_root
 
 T = TypeVar("T")
+C = TypeVar("C", bound="Cluster")
 
 #: A vhost file holding this text makes the harness's ``nginx_check`` fail.
 BROKEN_MARK = "fail-nginx-check"
@@ -623,11 +624,16 @@ class Cluster:
         if errors:
             raise HarnessError("stopping the daemons failed: " + "; ".join(errors))
 
-    def __enter__(self) -> Cluster:
+    def __enter__(self: C) -> C:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        """Stop every daemon, whatever happened; then print the daemons' log tails
+        (pytest shows them with a failing test's captured output)."""
+        try:
+            self.close()
+        finally:
+            print(self.report())
 
 
 def intervals_overlap(runs: Iterable[tuple[str, LastRun]]) -> list[str]:

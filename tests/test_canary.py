@@ -59,14 +59,10 @@ def test_canaries_still_applying_keep_the_others_waiting() -> None:
 
 @pytest.fixture
 def cluster(private_etcd_server: EtcdServer, tmp_path: Path) -> Iterator[Cluster]:
-    harness = Cluster(private_etcd_server, tmp_path / "cluster")
-    try:
+    with Cluster(
+        private_etcd_server, tmp_path / "cluster"
+    ) as harness:  # stopped, and its logs printed, whatever happens
         yield harness
-    finally:
-        try:
-            harness.close()
-        finally:
-            print(harness.report())
 
 
 def health_probe(root: Path) -> dict[str, list[str]]:

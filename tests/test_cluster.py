@@ -35,14 +35,10 @@ SITES = "etc/nginx/sites-enabled"
 
 @pytest.fixture
 def cluster(private_etcd_server: EtcdServer, tmp_path: Path) -> Iterator[Cluster]:
-    harness = Cluster(private_etcd_server, tmp_path / "cluster")
-    try:
+    with Cluster(
+        private_etcd_server, tmp_path / "cluster"
+    ) as harness:  # stopped, and its logs printed, whatever happens
         yield harness
-    finally:
-        try:
-            harness.close()
-        finally:
-            print(harness.report())
 
 
 def user(id: int, username: str) -> dict[str, Any]:

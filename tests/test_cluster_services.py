@@ -58,14 +58,10 @@ class ServiceCluster(Cluster):
 def cluster(
     etcd_server: EtcdServer, etcd_settings: EtcdSettings, tmp_path: Path
 ) -> Iterator[ServiceCluster]:
-    harness = ServiceCluster(etcd_server, tmp_path / "cluster", prefix=etcd_settings.prefix)
-    try:
+    with ServiceCluster(
+        etcd_server, tmp_path / "cluster", prefix=etcd_settings.prefix
+    ) as harness:  # stopped, and its logs printed, whatever happens
         yield harness
-    finally:
-        try:
-            harness.close()
-        finally:
-            print(harness.report())
 
 
 def node(id: int, hostname: str, *groups: str) -> dict[str, Any]:

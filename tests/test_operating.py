@@ -26,14 +26,10 @@ from ccm.testing.etcd import EtcdServer
 
 @pytest.fixture
 def cluster(private_etcd_server: EtcdServer, tmp_path: Path) -> Iterator[Cluster]:
-    harness = Cluster(private_etcd_server, tmp_path / "cluster")
-    try:
+    with Cluster(
+        private_etcd_server, tmp_path / "cluster"
+    ) as harness:  # stopped, and its logs printed, whatever happens
         yield harness
-    finally:
-        try:
-            harness.close()
-        finally:
-            print(harness.report())
 
 
 def free_port() -> int:

@@ -188,14 +188,10 @@ def test_a_pinned_cron_needs_its_node_and_keeps_it(writer: ObjectStore) -> None:
 
 @pytest.fixture
 def cluster(private_etcd_server: EtcdServer, tmp_path: Path) -> Iterator[Cluster]:
-    harness = Cluster(private_etcd_server, tmp_path / "cluster")
-    try:
+    with Cluster(
+        private_etcd_server, tmp_path / "cluster"
+    ) as harness:  # stopped, and its logs printed, whatever happens
         yield harness
-    finally:
-        try:
-            harness.close()
-        finally:
-            print(harness.report())
 
 
 @pytest.mark.slow

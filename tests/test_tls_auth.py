@@ -187,16 +187,10 @@ def tls_settings(pki: Pki, password: str = PASSWORD) -> dict[str, str]:
 
 @pytest.fixture
 def cluster(secure_etcd: EtcdServer, pki: Pki, tmp_path: Path) -> Iterator[Cluster]:
-    harness = Cluster(
+    with Cluster(
         secure_etcd, tmp_path / "cluster", prefix="/ccm-tls", etcd_extra=tls_settings(pki)
-    )
-    try:
+    ) as harness:  # stopped, and its logs printed, whatever happens
         yield harness
-    finally:
-        try:
-            harness.close()
-        finally:
-            print(harness.report())
 
 
 def test_the_cli_and_a_daemon_work_over_tls_with_auth(cluster: Cluster, pki: Pki) -> None:

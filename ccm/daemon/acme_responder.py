@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from ccm.daemon.served import Served
 from ccm.errors import ClusterError
 from ccm.log import get_logger
 
@@ -75,30 +76,24 @@ class ChallengeResponder:
 
     def __init__(self, lookup: Callable[[str], str | None]) -> None:
         self.lookup = lookup
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._served: Served | None = None
 
     def serve(self, listen: str) -> tuple[str, int]:
         """Answer on ``host:port`` (port 0: any free one); the address bound."""
         host, _, port = listen.rpartition(":")
         server = ThreadingHTTPServer((host.strip("[]"), int(port)), _handler(self.lookup))
         server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(
+        thread = threading.Thread(
             target=server.serve_forever, name="ccm-acme-responder", daemon=True
         )
-        self._thread.start()
-        bound_host, bound_port = server.server_address[:2]
-        return str(bound_host), int(bound_port)
+        thread.start()
+        self._served = Served(server, thread)
+        return self._served.address
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._served is not None:
+            self._served.close()
+            self._served = None
 
     def __enter__(self) -> ChallengeResponder:
         return self

@@ -17,13 +17,12 @@ gauges:     ccm_applied_revision, ccm_revisions_behind, ccm_halted,
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
-from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from ccm.cluster.acme_schedule import ManagerState
+from ccm.daemon.served import Served
 
 _SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 
@@ -79,8 +78,7 @@ class Metrics:
             ["manager"],
             registry=r,
         )
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._served: Served | None = None
         self._seen_revision = 0
 
     # -- what the daemon reports ----------------------------------------------------
@@ -127,15 +125,10 @@ class Metrics:
         """Serve ``/metrics`` on ``host:port`` (port 0: any); the address bound."""
         host, _, port = listen.rpartition(":")
         server, thread = start_http_server(int(port), addr=host, registry=self.registry)
-        self._server, self._thread = server, thread
-        bound_host, bound_port = server.server_address[:2]
-        return str(bound_host), int(bound_port)
+        self._served = Served(server, thread)
+        return self._served.address
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._served is not None:
+            self._served.close()
+            self._served = None
