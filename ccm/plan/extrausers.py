@@ -276,7 +276,8 @@ class AccountFiles:
 def _current_lines(node: NodeView, name: str) -> dict[str, str]:
     """Account name → its line in the extrausers file ``name`` as it is now."""
     try:
-        text = open(node.under(f"{DIRECTORY}/{name}"), encoding="utf-8", errors="replace").read()
+        with open(node.under(f"{DIRECTORY}/{name}"), encoding="utf-8", errors="replace") as file:
+            text = file.read()
     except FileNotFoundError:
         return {}
     return {line.split(":", 1)[0]: line + "\n" for line in text.splitlines() if line}
