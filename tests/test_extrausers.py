@@ -270,3 +270,20 @@ def test_switching_back_to_useradd_fails_the_run_and_changes_nothing(root: Path)
         engine(settings_for(root, "useradd")).apply(snapshot)
     assert read(root, f"{EXTRA}/passwd") == before
     assert "alice:" not in read(root, "etc/passwd")
+
+
+def test_a_reconcile_runs_the_playbook_only_when_nsswitch_drifted(root: Path) -> None:
+    snapshot = Snapshot.of(1, [ALICE])
+    engine(settings_for(root)).apply(snapshot)
+    nsswitch = root / "etc/nsswitch.conf"
+    ready = nsswitch.read_text()
+
+    full = engine(settings_for(root))
+    assert not full.plan(snapshot, full=True).has_changes, "no seconds of Ansible every hour"
+    assert "playbook extrausers.yml" not in full.apply(snapshot, full=True).actions
+
+    nsswitch.write_text(ready.replace("files extrausers", "files"))
+    assert engine(settings_for(root)).plan(snapshot).has_changes is False, "only a full run"
+    report = engine(settings_for(root)).apply(snapshot, full=True)
+    assert "playbook extrausers.yml" in report.actions
+    assert nsswitch.read_text() == ready

@@ -255,7 +255,19 @@ class AccountFiles:
                 ops.steps[-1] = WriteAccountsFile(
                     *(getattr(step, field.name) for field in fields(step))
                 )
-        Playbook(PLAYBOOK).compare(ops, node)
+        self._plan_playbook(ops, node)
+
+    @staticmethod
+    def _plan_playbook(ops: ConfigurationOperations, node: NodeView) -> None:
+        """The playbook runs when its inputs changed since its last success here (as any
+        ``Playbook``), and on a full run only when nsswitch.conf lost ``extrausers``:
+        a reconcile repairs that drift without paying seconds of Ansible every hour."""
+        playbook = Playbook(PLAYBOOK)
+        inputs = node.fingerprint(playbook)
+        ops.planned_playbooks[PLAYBOOK] = inputs
+        last = node.manifest.owned(ops.configuration).playbooks.get(PLAYBOOK)
+        if last != inputs or (node.full and not nsswitch_ready(node)):
+            ops.playbooks.append(playbook)
 
     @staticmethod
     def _refuse_switching_back(ops: ConfigurationOperations, node: NodeView) -> None:
@@ -271,6 +283,25 @@ class AccountFiles:
                 'is now "useradd": switching back is not automatic (README, "Accounts '
                 'backends"); set [accounts] backend = "extrausers" again',
             )
+
+
+def nsswitch_ready(node: NodeView) -> bool:
+    """The root's nsswitch.conf reads ``extrausers`` right after ``files`` (or ``compat``)
+    for passwd, group and shadow, as the playbook leaves it."""
+    try:
+        with open(node.under("/etc/nsswitch.conf"), encoding="utf-8", errors="replace") as file:
+            text = file.read()
+    except OSError:
+        return False
+    sources = {}
+    for line in text.splitlines():
+        database, colon, rest = line.partition(":")
+        if colon:
+            sources[database.strip()] = rest.split("#", 1)[0].split()
+    return all(
+        sources.get(database, [])[:2] in (["files", BACKEND], ["compat", BACKEND])
+        for database in ("passwd", "group", "shadow")
+    )
 
 
 def _current_lines(node: NodeView, name: str) -> dict[str, str]:
