@@ -18,7 +18,6 @@ apply with extrausers ≤ 8 s at 10,000 objects; no regression of the no-op (≤
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -70,8 +69,7 @@ def timed_apply(config: Path, label: str, *extra: str) -> None:
         raise SystemExit(f"{label}: ccm apply failed:\n{process.stderr[-3000:]}")
     changes = process.stdout.splitlines()[0].split(": ")[-1] if process.stdout else ""
     print(
-        f"{label:<34} {elapsed:7.2f} s   {changes:<14} peak RSS so far "
-        f"{peak_kib / 1024:.0f} MB",
+        f"{label:<34} {elapsed:7.2f} s   {changes:<14} peak RSS so far {peak_kib / 1024:.0f} MB",
         flush=True,
     )
 

@@ -101,9 +101,7 @@ def test_a_cold_apply_renders_the_files_and_runs_no_useradd(root: Path) -> None:
     assert read(root, f"{EXTRA}/passwd") == passwd_line(ALICE) + passwd_line(BOB)
     assert read(root, f"{EXTRA}/group") == "alice:x:20001:\nbob:x:20002:\n"
     assert read(root, f"{EXTRA}/shadow") == "alice:!:::::::\nbob:!:::::::\n"
-    modes = {
-        name: (root / EXTRA / name).stat() for name in ("passwd", "group", "shadow")
-    }
+    modes = {name: (root / EXTRA / name).stat() for name in ("passwd", "group", "shadow")}
     shadow_gid = int(read(root, "etc/group").split("\nshadow:x:")[1].split(":")[0])
     assert (modes["shadow"].st_mode & 0o777, modes["shadow"].st_uid) == (0o640, 0)
     assert modes["shadow"].st_gid == shadow_gid
