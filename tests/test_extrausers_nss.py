@@ -30,6 +30,8 @@ import pytest
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.models import Snapshot
+from ccm.plan.commands import fill
+from ccm.settings import CommandSettings
 from ccm.testing.noderoot import node_settings, seed_root
 from configurations import Crontabs, NginxVhosts, PhpFpmPools, PhpVersions, UnixUsers
 from configurations.fpm_pools import FpmPool
@@ -146,3 +148,43 @@ def test_php_fpm_accepts_a_pool_whose_user_exists_only_in_the_rendered_files(nod
     )
     assert control.returncode != 0
     assert "cannot get uid for user 'alice'" in control.stdout + control.stderr
+
+
+#: ``$1`` a copy of /etc, mounted over /etc; an account made there runs a process while
+#: ``$2`` (the plain userdel argv) and then ``$3`` (userdel_moved's) remove it
+_BUSY = r"""
+set -e
+mount --bind "$1" /etc
+useradd --uid 20001 --user-group --no-create-home --home-dir /home/alice alice
+setpriv --reuid 20001 --regid 20001 --clear-groups sleep 120 &
+worker=$!
+trap 'kill "$worker"' EXIT
+while [ "$(ps -o user= -p "$worker")" != alice ]; do sleep 0.05; done
+if sh -c "$2"; then echo "plain: removed"; else echo "plain: refused $?"; fi
+sh -c "$3" && echo "moved: removed"
+grep -c '^alice:' /etc/passwd /etc/group || true
+"""
+
+
+def test_the_move_out_of_etc_passwd_works_while_the_account_runs_a_process(
+    tmp_path: Path, host_untouched: None
+) -> None:
+    """On a live node the moved account's pool workers still run: plain ``userdel``
+    refuses a busy account (with root ``/``, ``--prefix`` checks no processes), so
+    ``userdel_moved`` forces. Real ``useradd``/``userdel`` on a copy of /etc mounted over
+    /etc, in private mount and PID namespaces (everything in them dies with them)."""
+    etc = tmp_path / "etc"
+    shutil.copytree("/etc", etc, symlinks=True)
+    commands = CommandSettings()
+    variables = {"root": "/", "username": "alice"}
+    plain = " ".join(fill(list(commands.userdel), variables))
+    moved = " ".join(fill(list(commands.userdel_moved), variables))
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
+         "--mount-proc", "sh", "-c", _BUSY, "sh", str(etc), plain, moved],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["plain: refused 8", "moved: removed"], result.stdout + result.stderr
+    assert lines[2:] == ["/etc/passwd:0", "/etc/group:0"]
