@@ -39,7 +39,7 @@ from configurations.unix_users import UnixUser
 
 ALICE = UnixUser(id=1, username="alice", email="alice@example.com")
 POOL = FpmPool(id=1, name="alice-web", unix_user_id=1, php_version="8.2")
-HOST_PATHS = (Path("/etc/nsswitch.conf"), Path("/var/lib/extrausers"), Path("/etc/passwd"))
+HOST_PATHS = (Path("/etc/nsswitch.conf"), Path("/var/lib/extrausers"))
 
 #: ``$1`` the root, ``$2`` "nss" (mount the root's nsswitch.conf) or "host" (do not);
 #: then the command. The root's extrausers files and homes are mounted either way.
@@ -81,9 +81,15 @@ def php_fpm_check(root: Path, which: str, version: str = "8.2") -> list[str]:
 
 
 def host_state() -> dict[Path, object]:
+    """The host's nsswitch.conf, its extrausers folder, and any tenant in its passwd or
+    group (not their bytes: a package installed meanwhile may add a system account)."""
     return {
-        path: sorted(p.name for p in path.iterdir()) if path.is_dir() else path.read_bytes()
-        for path in HOST_PATHS
+        HOST_PATHS[0]: HOST_PATHS[0].read_bytes(),
+        HOST_PATHS[1]: sorted(p.name for p in HOST_PATHS[1].iterdir()),
+        **{
+            path: [line for line in path.read_text().splitlines() if line.startswith("alice:")]
+            for path in (Path("/etc/passwd"), Path("/etc/group"))
+        },
     }
 
 
@@ -96,7 +102,7 @@ def host_untouched() -> Iterator[None]:
         pytest.fail("libnss-extrausers is missing: run scripts/install-system-packages")
     before = host_state()
     yield
-    assert host_state() == before, "the host's nsswitch.conf, extrausers or passwd changed"
+    assert host_state() == before, "the host's nsswitch.conf, extrausers or accounts changed"
 
 
 @pytest.fixture
