@@ -21,6 +21,7 @@ from ccm.engine.registry import Registry
 from ccm.engine.run import Engine, PlannedRun
 from ccm.errors import PlanError
 from ccm.models import CcmObject, Snapshot
+from ccm.models.reserved import reserved_name
 from ccm.plan.diff import describe_text
 from ccm.plan.manifest import Manifest
 from ccm.settings import Settings
@@ -287,3 +288,21 @@ def test_a_reconcile_runs_the_playbook_only_when_nsswitch_drifted(root: Path) ->
     report = engine(settings_for(root)).apply(snapshot, full=True)
     assert "playbook extrausers.yml" in report.actions
     assert nsswitch.read_text() == ready
+
+
+def test_a_name_reserved_after_it_was_rendered_leaves_the_files(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused account keeps its lines, except when the refusal is its name: a name
+    reserved later (a package brought that system account) never stays rendered."""
+    settings = settings_for(root)
+    engine(settings).apply(Snapshot.of(1, [ALICE, BOB]))
+    monkeypatch.setattr(
+        "ccm.plan.extrausers.reserved_name", lambda name: name == "alice" or reserved_name(name)
+    )
+    report = engine(settings).apply(Snapshot.of(2, [ALICE, BOB]))
+    assert "reserved" in report.refused["unix-users/1"].reason
+    for name in ("passwd", "group", "shadow"):
+        assert [line.split(":")[0] for line in read(root, f"{EXTRA}/{name}").splitlines()] == [
+            "bob"
+        ]

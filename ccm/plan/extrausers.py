@@ -238,9 +238,9 @@ class AccountFiles:
                 lines["passwd"].append(passwd_line(account, uid))
                 lines["shadow"].append(shadow_line(account))
                 continue
-            # refused: what the files hold of it stays
+            # refused: what the files hold of it stays (unless its name is reserved now)
             held = kept["passwd"].get(account.username, "")
-            if held.split(":")[2:3] == [str(uid)]:
+            if held.split(":")[2:3] == [str(uid)] and not reserved_name(account.username):
                 for name, current in kept.items():
                     if account.username in current:
                         lines[name].append(current[account.username])
