@@ -7,7 +7,9 @@ separate ``ccm apply`` processes (import and start-up count):
 * a cold apply into the empty root: ``useradd`` makes 2,000 accounts one call at a time;
   ``extrausers`` renders three files, and runs ``playbooks/extrausers.yml`` once (Ansible
   starts slowly: one run of it alone is timed too, its share of the cold apply);
-* a no-op full run (``--all``), and a run after one user's shell changed.
+* a no-op full run (``--all``), and a run after one user's shell changed;
+* in one process, the accounts alone (the ``unix-users`` configuration: accounts and
+  homes), the playbook's seconds taken out.
 
 Prints wall time, changes and peak RSS. Targets (issue 19, 2 cores): cold
 apply with extrausers ≤ 8 s at 10,000 objects; no regression of the no-op (≤ 1 s).
@@ -55,6 +57,45 @@ def playbook_alone(scratch: Path) -> float:
     return time.perf_counter() - started
 
 
+def accounts_alone(base: Path, users: int, backend: str) -> tuple[float, float]:
+    """(seconds of ccm's own work, seconds of the playbook) for a cold apply of the
+    ``unix-users`` configuration alone, in this process."""
+    from ccm.engine.registry import Registry
+    from ccm.engine.run import Engine
+    from ccm.log import configure_logging
+    from ccm.models import Snapshot
+    from ccm.plan.ansible import AnsiblePlaybooks
+    from ccm.plan.changes import Playbook
+    from ccm.settings import Settings
+    from ccm.testing.noderoot import node_settings
+    from configurations import UnixUsers
+    from configurations.unix_users import UnixUser
+
+    class TimedPlaybooks(AnsiblePlaybooks):
+        seconds = 0.0
+
+        def __call__(self, configuration: str, playbook: Playbook) -> None:
+            started = time.perf_counter()
+            super().__call__(configuration, playbook)
+            TimedPlaybooks.seconds += time.perf_counter() - started
+
+    configure_logging("json", 40)
+    root = seed_root(base / "root")
+    shutil.copy("/etc/nsswitch.conf", root / "etc/nsswitch.conf")
+    settings: Settings = node_settings(
+        root, logged_checks=(), passing_probes=(), accounts={"backend": backend}
+    )
+    snapshot = Snapshot.of(
+        1, [UnixUser(id=i, username=f"u{i:05d}", email=f"u{i:05d}@example.com")
+            for i in range(1, users + 1)],
+    )  # fmt: skip
+    engine = Engine(Registry([UnixUsers]), settings, playbooks=TimedPlaybooks(settings))
+    started = time.perf_counter()
+    engine.apply(snapshot)
+    elapsed = time.perf_counter() - started
+    return elapsed - TimedPlaybooks.seconds, TimedPlaybooks.seconds
+
+
 def timed_apply(config: Path, label: str, *extra: str) -> None:
     started = time.perf_counter()
     process = subprocess.run(
@@ -69,7 +110,7 @@ def timed_apply(config: Path, label: str, *extra: str) -> None:
         raise SystemExit(f"{label}: ccm apply failed:\n{process.stderr[-3000:]}")
     changes = process.stdout.splitlines()[0].split(": ")[-1] if process.stdout else ""
     print(
-        f"{label:<34} {elapsed:7.2f} s   {changes:<14} peak RSS so far {peak_kib / 1024:.0f} MB",
+        f"{label:<40} {elapsed:7.2f} s   {changes:<14} peak RSS so far {peak_kib / 1024:.0f} MB",
         flush=True,
     )
 
@@ -113,7 +154,13 @@ def main() -> None:
             timed_apply(config, f"{backend}: one shell changed", "--type", "unix-users")
             if backend == "extrausers":
                 alone = playbook_alone(Path(tmp) / "playbook")
-                print(f"{'extrausers.yml alone (in the cold apply)':<34} {alone:7.2f} s")
+                print(f"{'extrausers.yml alone (in the cold apply)':<40} {alone:7.2f} s")
+        for backend in args.backend or BACKENDS:
+            own, playbook = accounts_alone(Path(tmp) / f"alone-{backend}", args.users, backend)
+            print(
+                f"{backend + ': accounts alone, in-process':<40} {own:7.2f} s"
+                + (f"   (+ playbook {playbook:.2f} s)" if playbook else "")
+            )
 
 
 if __name__ == "__main__":
