@@ -306,3 +306,41 @@ def test_a_name_reserved_after_it_was_rendered_leaves_the_files(
         assert [line.split(":")[0] for line in read(root, f"{EXTRA}/{name}").splitlines()] == [
             "bob"
         ]
+
+
+def test_ccm_diff_shows_the_switch_before_ccm_apply_does_it(
+    ccm_settings: Settings, tmp_path: Path
+) -> None:
+    """The documented migration through the real ``ccm`` command and a real etcd: apply
+    with useradd; set ``backend = "extrausers"``; ``ccm diff`` (exit 2) shows each move
+    with its uid and the new passwd lines, changing nothing; ``ccm apply --all`` moves
+    them (a plain ``ccm apply`` catches up on events only, and a settings change is none);
+    ``ccm diff`` then has nothing to do (exit 0)."""
+    from ccm.testing.node import CcmNode
+
+    before = CcmNode(ccm_settings, tmp_path / "useradd.toml")
+    before.put("unix-users", [ALICE, BOB])
+    before.apply()
+    assert "alice:x:20001:20001:" in before.read("/etc/passwd")
+
+    extrausers = ccm_settings.model_copy(
+        update={"accounts": ccm_settings.accounts.model_copy(update={"backend": "extrausers"})}
+    )
+    after = CcmNode(extrausers, tmp_path / "extrausers.toml")
+    shown = after.diff()
+    assert shown.returncode == 2, shown
+    for user in (ALICE, BOB):
+        uid = UID_BASE + user.id
+        line = f"~ account {user.username} moves from /etc/passwd to /var/lib/extrausers"
+        assert f"{line} (uid {uid} kept)" in shown.stdout, shown
+        assert f"+{passwd_line(user)}" in shown.stdout, shown
+    assert "alice:x:20001" in after.read("/etc/passwd"), "ccm diff changed nothing"
+    assert not after.path(f"/{EXTRA}/passwd").exists()
+
+    # a settings change is no event: a plain `ccm apply` has nothing to catch up on
+    after.apply()
+    assert "alice:x:20001" in after.read("/etc/passwd")
+    after.apply("--all")
+    assert "alice:" not in after.read("/etc/passwd")
+    assert after.read(f"/{EXTRA}/passwd") == passwd_line(ALICE) + passwd_line(BOB)
+    assert after.diff().returncode == 0
