@@ -149,7 +149,7 @@ class CommandSettings(BaseModel):
     ``{username}``)."""
     userdel: tuple[str, ...] = ("userdel", "--prefix", "{root}", "{username}")
     """Remove an account (its home is kept): ``{root}``, ``{username}``."""
-    userdel_moved: tuple[str, ...] = ("userdel", "--force", "--prefix", "{root}", "{username}")
+    userdel_moved: tuple[str, ...] = ("userdel", "--prefix", "{root}", "--force", "{username}")
     """Remove from ``/etc/passwd`` an account ccm made with ``useradd`` once the
     ``extrausers`` backend serves it with the same uid (``{root}``, ``{username}``).
     ``--force``: the account lives on, so its running processes (a pool's workers) must
