@@ -15,7 +15,7 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -150,6 +150,11 @@ class CommandSettings(BaseModel):
     ``{username}``)."""
     userdel: tuple[str, ...] = ("userdel", "--prefix", "{root}", "{username}")
     """Remove an account (its home is kept): ``{root}``, ``{username}``."""
+    userdel_moved: tuple[str, ...] = ("userdel", "--prefix", "{root}", "--force", "{username}")
+    """Remove from ``/etc/passwd`` an account ccm made with ``useradd`` once the
+    ``extrausers`` backend serves it with the same uid (``{root}``, ``{username}``).
+    ``--force``: the account lives on, so its running processes (a pool's workers) must
+    not stop the move."""
     timeout: float = Field(default=300.0, gt=0, strict=True)
     """Seconds any external command (reload, check, probe, account) may run before it
     counts as failed."""
@@ -165,6 +170,7 @@ class CommandSettings(BaseModel):
         "useradd",
         "usermod",
         "userdel",
+        "userdel_moved",
     )
     @classmethod
     def _argv(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -186,6 +192,12 @@ class AccountSettings(BaseModel):
     """An account's uid (and its group's gid) is ``uid_base`` + its ``unix-users`` id. The
     same on every node and in the writer's settings (``ccm objects put`` refuses an id
     whose uid would be reserved)."""
+    backend: Literal["useradd", "extrausers"] = "useradd"
+    """How the accounts are stored: ``useradd`` edits ``/etc/passwd`` with
+    ``useradd``/``usermod``/``userdel``; ``extrausers`` renders ``/var/lib/extrausers/``
+    ``passwd``, ``group`` and ``shadow`` in full and sets nsswitch to ``files
+    extrausers`` (Debian's libnss-extrausers, installed by a playbook). Switching from
+    ``useradd`` moves ccm's accounts there with their uids (README, "Accounts backends")."""
 
 
 class BackoffSettings(BaseModel):

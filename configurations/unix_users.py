@@ -1,11 +1,15 @@
 """``unix-users``: one unix account and one home directory per ``unix-users`` object.
 
 Plans, per user (ordered by id): the ``Account`` (home ``/home/<username>``, the shell,
-the e-mail address as comment) and then ``/home/<username>``: mode 0750, owned by the user,
-group ``www-data`` (the web server's group). The executor creates accounts before it
-writes files and deletes accounts it created once they are no longer planned; home
-directories are never removed (they hold the user's data), and a home whose mode or group
-drifted is set back on the next run.
+the e-mail address as comment); then ``AccountFiles``, the accounts' files; then per user
+``/home/<username>``: mode 0750, owned by the user, group ``www-data`` (the web server's
+group). On a node whose ``[accounts] backend`` is ``useradd`` (the default) the executor
+creates accounts with ``useradd`` before it writes files and deletes the accounts it
+created once they are no longer planned, and ``AccountFiles`` plans nothing; on an
+``extrausers`` node ``AccountFiles`` renders ``/var/lib/extrausers/group``, ``passwd``
+and ``shadow`` in full instead, before the homes (``ccm.plan.extrausers`` says why and
+by which rules). Home directories are never removed (they hold the user's data), and a
+home whose mode or group drifted is set back on the next run.
 
 Why this home model: nginx's workers run as ``www-data`` and must traverse the home to
 reach a document root inside it; with group ``www-data`` and 0750 they can, and nobody
@@ -29,7 +33,7 @@ from ccm.models.base import CcmObject
 from ccm.models.fields import AbsolutePath, Email, pattern
 from ccm.models.reserved import reserved_name, uid_problem
 from ccm.models.snapshot import Snapshot
-from ccm.plan.changes import Account, Change, Directory
+from ccm.plan.changes import Account, AccountFiles, Change, Directory
 from ccm.plan.configuration import Configuration, Render
 
 
@@ -99,26 +103,28 @@ class UnixUsers(Configuration):
     provides_accounts = True
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
-        changes: list[Change] = []
-        for user in snapshot.all(UnixUser):
-            changes.append(
-                Account(
-                    username=user.username,
-                    home=user.home,
-                    id=user.id,
-                    shell=user.shell,
-                    comment=user.email or "",
-                    origin=(user.describe(),),
-                )
+        users = snapshot.all(UnixUser)
+        accounts = tuple(
+            Account(
+                username=user.username,
+                home=user.home,
+                id=user.id,
+                shell=user.shell,
+                comment=user.email or "",
+                origin=(user.describe(),),
             )
-            changes.append(
-                Directory(
-                    user.home,
-                    mode=0o750,
-                    owner=user.username,
-                    group=WEB_SERVER_GROUP,
-                    owner_id=user.id,
-                    origin=(user.describe(),),
-                )
+            for user in users
+        )
+        homes = [
+            Directory(
+                user.home,
+                mode=0o750,
+                owner=user.username,
+                group=WEB_SERVER_GROUP,
+                owner_id=user.id,
+                origin=(user.describe(),),
             )
-        return changes
+            for user in users
+        ]
+        # the accounts, their files (extrausers), then what they own
+        return [*accounts, AccountFiles(accounts), *homes]

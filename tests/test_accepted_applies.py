@@ -38,6 +38,11 @@ requires ``chdir`` to exist: the node's accounts are those in the root's ``etc/p
 so the check runs in a private mount namespace where the root's ``etc/passwd``,
 ``etc/group`` and ``home`` are bind-mounted over the host's (nothing of the host changes).
 
+The same property runs on a node with ``[accounts] backend = "extrausers"`` (issue 19,
+a quarter of the examples): the accounts are the rendered ``/var/lib/extrausers`` files,
+which the php-fpm check's namespace also mounts, with the nsswitch.conf the playbook's
+template makes.
+
 Run more examples with ``benchmarks/property_soak.py``.
 """
 
@@ -115,6 +120,10 @@ printf '[global]\npid = %s\nerror_log = %s\ninclude = %s\n' \
 mkdir -p "$root/home"
 mount --bind "$root/etc/passwd" /etc/passwd
 mount --bind "$root/etc/group" /etc/group
+if [ -d "$root/var/lib/extrausers" ]; then  # [accounts] backend = "extrausers"
+  mount --bind "$root/etc/nsswitch.conf" /etc/nsswitch.conf
+  mount --bind "$root/var/lib/extrausers" /var/lib/extrausers
+fi
 mount --bind "$root/home" /home
 if ! "$binary" -t -y "$conf" 2>&1; then
   cat "$root/php-fpm-$version.log" 2>/dev/null
@@ -169,16 +178,25 @@ http {{
 
 
 class PlaceholderPlaybooks:
-    """The ``php-versions`` playbook's effect under a temporary root, without Ansible."""
+    """The ``php-versions`` and ``extrausers`` playbooks' effect under a temporary root,
+    without Ansible (each from the playbook's own template)."""
 
     def __init__(self, settings: Settings) -> None:
         self.root = settings.root
         self.playbooks_dir = default_playbooks_dir()
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(self.playbooks_dir / "templates"))
         self.template = env.get_template("php-fpm-placeholder.conf.j2")
+        self.nsswitch = env.get_template("nsswitch.conf.j2")
         self.runs = 0
 
     def __call__(self, configuration: str, playbook: Playbook) -> None:
+        if playbook.playbook == "extrausers.yml":  # under a temporary root: no package
+            (self.root / "var/lib/extrausers").mkdir(parents=True, exist_ok=True)
+            nsswitch = self.root / "etc/nsswitch.conf"
+            text = nsswitch.read_text() if nsswitch.exists() else ""
+            databases = ["passwd", "group", "shadow"]
+            nsswitch.write_text(self.nsswitch.render(ccm_eu_text=text, ccm_eu_databases=databases))
+            return
         assert playbook.playbook == "php-versions.yml", playbook
         self.runs += 1
         versions = playbook.extra_vars["php_versions"]
@@ -276,11 +294,16 @@ def refused_here(snapshot: Snapshot) -> set[str]:
     return pools | vhosts
 
 
-def apply_on_node(root: Path, snapshot: Snapshot) -> tuple[Engine, set[str]]:
-    """Apply as a node would (real checks); what it refused, which must be exactly
-    ``refused_here``. A failed check raises: the fleet would halt."""
+def apply_on_node(
+    root: Path, snapshot: Snapshot, backend: str = "useradd"
+) -> tuple[Engine, set[str]]:
+    """Apply as a node would (real checks), with that ``[accounts] backend``; what it
+    refused, which must be exactly ``refused_here``. A failed check raises: the fleet
+    would halt."""
     settings = node_settings(
-        root, commands={"nginx_check": NGINX_CHECK, "php_fpm_check": PHP_FPM_CHECK}
+        root,
+        commands={"nginx_check": NGINX_CHECK, "php_fpm_check": PHP_FPM_CHECK},
+        accounts={"backend": backend},
     )
     engine = Engine(
         Registry.from_entry_points(), settings, playbooks=PlaceholderPlaybooks(settings)
@@ -513,7 +536,12 @@ _examples = itertools.count(1)
 
 
 def run_property(
-    client: EtcdClient, prefix: str, template: Path, workdir: Path, batch: Batch
+    client: EtcdClient,
+    prefix: str,
+    template: Path,
+    workdir: Path,
+    batch: Batch,
+    backend: str = "useradd",
 ) -> Outcome:
     """The whole property for one batch; raises AssertionError / CcmError on a failure."""
     n = next(_examples)
@@ -528,7 +556,7 @@ def run_property(
     shutil.copytree(template, root, symlinks=True)
     try:
         nginx_main_config(root)
-        engine, refused = apply_on_node(root, snapshot)
+        engine, refused = apply_on_node(root, snapshot, backend)
         outcome.refused_on_node = len(refused)
         outcome.applied = outcome.accepted - len(refused)
         check_node(root, snapshot, refused)
@@ -609,6 +637,32 @@ def test_every_accepted_batch_applies_and_means_what_was_accepted(
     event("clusters object: " + ("none" if not clusters else "drawn"))
     event(f"refused on the node (a PHP version it lacks): {outcome.refused_on_node > 0}")
     event(f"daemon units verified by systemd-analyze: {outcome.daemon_units > 0}")
+
+
+@settings(
+    max_examples=max(EXAMPLES // 4, 10),
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+    derandomize=os.environ.get("CI") == "true",
+)
+@given(batch=batches())
+def test_every_accepted_batch_applies_with_the_extrausers_backend(
+    etcd_client: EtcdClient,
+    etcd_settings: EtcdSettings,
+    node_template: Path,
+    workdir: Path,
+    batch: Batch,
+) -> None:
+    """The same property on a node whose accounts are the rendered extrausers files
+    (issue 19): php-fpm's check resolves each pool's user through them (NSS as the
+    playbook leaves it, in the check's mount namespace), homes and tenant files are owned
+    by the rendered uids, and a second plan has nothing to do."""
+    run_property(etcd_client, etcd_settings.prefix, node_template, workdir, batch, "extrausers")
 
 
 # --- the distinct failures the property found (issue 7), each as its smallest batch --------

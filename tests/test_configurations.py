@@ -33,6 +33,7 @@ from ccm.errors import PlanError
 from ccm.models import OBJECT_TYPES, CcmObject, Snapshot, cross_object_problems, parse_object
 from ccm.plan.changes import (
     Account,
+    AccountFiles,
     Change,
     Check,
     Directory,
@@ -102,7 +103,8 @@ def describe(change: Change) -> dict[str, Any]:
         if item.name == "mode":
             value = f"0o{value:o}"
         elif isinstance(value, tuple):
-            value = list(value)
+            # AccountFiles' accounts: by name (each is listed in full as its own change)
+            value = [getattr(item, "username", item) for item in value]
         elif item.name == "variables" or item.name == "extra_vars":
             value = dict(value)
         data[item.name] = value
@@ -239,10 +241,14 @@ def test_unix_users_accounts_and_homes(render: TemplateRenderer) -> None:
     changes = UnixUsers().plan(snap(BOB, ALICE), render)
     alice, bob = ("unix-users/1",), ("unix-users/2",)
     assert (ALICE.id, BOB.id) == (1, 2)
-    assert list(changes) == [
+    accounts = (
         Account("alice", "/home/alice", ALICE.id, "/bin/bash", "alice@example.com", alice),
-        Directory("/home/alice", 0o750, "alice", "www-data", owner_id=ALICE.id, origin=alice),
         Account("bob", "/home/bob", BOB.id, "/bin/bash", "", bob),
+    )
+    assert list(changes) == [
+        *accounts,
+        AccountFiles(accounts),
+        Directory("/home/alice", 0o750, "alice", "www-data", owner_id=ALICE.id, origin=alice),
         Directory("/home/bob", 0o750, "bob", "www-data", owner_id=BOB.id, origin=bob),
     ]
 

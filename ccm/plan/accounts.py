@@ -4,7 +4,9 @@ An account's uid is ``accounts.uid_base + id``: the object id, not the name, is 
 identity. An account ccm did not make, a uid someone else holds, a uid the node
 reserves, or a group of the same name refuse that account's objects on this node
 (``TenantConflict``), never the whole run. Deletions are deferred until after the
-reloads, so the workers of a deleted pool have exited when its user goes.
+reloads, so the workers of a deleted pool have exited when its user goes. On a node whose
+``[accounts] backend`` is ``extrausers`` an ``Account`` runs no command: its rules are
+``ccm.plan.extrausers``'s, and ``AccountFiles`` renders the accounts.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, ClassVar
 
 from ccm.errors import TenantConflict
 from ccm.models.reserved import uid_problem
+from ccm.plan import extrausers
 from ccm.plan.steps import ConfigurationOperations, NodeView, Run
 
 
@@ -33,6 +36,9 @@ class Account:
     origin: tuple[str, ...] = ()
 
     def compare(self, ops: ConfigurationOperations, node: NodeView) -> None:
+        if node.accounts_backend == extrausers.BACKEND:
+            extrausers.compare_account(self, ops, node)
+            return
         configuration, accounts = ops.configuration, node.accounts
         existing = accounts.users.get(self.username)
         uid = node.uid_base + self.id

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from ccm.plan.accounts import Account
 from ccm.plan.actions import Check, Command, Playbook, Probe, UnitAction
+from ccm.plan.extrausers import AccountFiles
 from ccm.plan.files import Directory, File, Prerequisite
 from ccm.plan.units import Unit
 
@@ -29,6 +30,7 @@ Change = (
     | Directory
     | Prerequisite
     | Account
+    | AccountFiles
     | Unit
     | Check
     | Probe
@@ -39,6 +41,7 @@ Change = (
 
 __all__ = [
     "Account",
+    "AccountFiles",
     "Change",
     "Check",
     "Command",

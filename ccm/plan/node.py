@@ -2,7 +2,9 @@
 
 Owner and group names are resolved through the root's own ``etc/passwd`` and
 ``etc/group`` (not the host's), so a temporary root with its own accounts behaves like
-a real node.
+a real node; and through the root's ``var/lib/extrausers/passwd`` and ``group`` (the
+``extrausers`` accounts backend renders them), read after ``etc`` as nsswitch's ``files
+extrausers`` does: a name in both is the ``etc`` one.
 """
 
 from __future__ import annotations
@@ -33,13 +35,45 @@ def _read_colon_file(path: Path) -> list[list[str]]:
     return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
 
 
+def _passwd_entries(path: Path) -> dict[str, PasswdEntry]:
+    entries = {}
+    for fields in _read_colon_file(path):
+        if len(fields) >= 7 and fields[2].isdigit() and fields[3].isdigit():
+            entry = PasswdEntry(
+                fields[0], int(fields[2]), int(fields[3]), fields[4], fields[5], fields[6]
+            )
+            entries[entry.username] = entry
+    return entries
+
+
+def _group_entries(path: Path) -> dict[str, int]:
+    return {
+        fields[0]: int(fields[2])
+        for fields in _read_colon_file(path)
+        if len(fields) >= 3 and fields[2].isdigit()
+    }
+
+
+#: where the ``extrausers`` accounts backend renders its passwd, group and shadow
+EXTRAUSERS_DIR = "var/lib/extrausers"
+
+
 class Accounts:
-    """The root's passwd and group databases, re-read with ``reload()`` after changes."""
+    """The root's passwd and group databases, re-read with ``reload()`` after changes.
+
+    ``users`` and ``groups`` are what NSS resolves (``etc``, then extrausers);
+    ``etc_users`` and ``etc_groups`` are ``etc/passwd`` and ``etc/group`` alone.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.users: dict[str, PasswdEntry] = {}
         self.groups: dict[str, int] = {}
+        self.etc_users: dict[str, PasswdEntry] = {}
+        self.etc_groups: dict[str, int] = {}
+        #: uid → name in ``etc/passwd``, gid → name in ``etc/group``
+        self.etc_uids: dict[int, str] = {}
+        self.etc_gids: dict[int, str] = {}
         self._user_names: dict[int, str] = {}
         self._group_names: dict[int, str] = {}
         #: accounts (and their groups) that the run being planned will create
@@ -47,20 +81,18 @@ class Accounts:
         self.reload()
 
     def reload(self) -> None:
-        self.users = {}
-        for fields in _read_colon_file(self.root / "etc/passwd"):
-            if len(fields) >= 7 and fields[2].isdigit() and fields[3].isdigit():
-                entry = PasswdEntry(
-                    fields[0], int(fields[2]), int(fields[3]), fields[4], fields[5], fields[6]
-                )
-                self.users[entry.username] = entry
-        self.groups = {
-            fields[0]: int(fields[2])
-            for fields in _read_colon_file(self.root / "etc/group")
-            if len(fields) >= 3 and fields[2].isdigit()
-        }
+        self.etc_users = _passwd_entries(self.root / "etc/passwd")
+        self.etc_groups = _group_entries(self.root / "etc/group")
+        extra = self.root / EXTRAUSERS_DIR
+        self.users = {**_passwd_entries(extra / "passwd"), **self.etc_users}
+        self.groups = {**_group_entries(extra / "group"), **self.etc_groups}
+        self.etc_uids = {entry.uid: name for name, entry in self.etc_users.items()}
+        self.etc_gids = {gid: name for name, gid in self.etc_groups.items()}
+        # a uid in both: the etc name, as NSS answers
         self._user_names = {entry.uid: name for name, entry in self.users.items()}
+        self._user_names.update(self.etc_uids)
         self._group_names = {gid: name for name, gid in self.groups.items()}
+        self._group_names.update(self.etc_gids)
 
     def uid(self, name: str, *, configuration: str) -> int:
         if name in self.users:

@@ -49,6 +49,7 @@ def compute_operations(
     full: bool,
     uid_base: int,
     refused: dict[str, Refusal],
+    accounts_backend: str = "useradd",
 ) -> ConfigurationOperations:
     """The operations for one configuration's changes.
 
@@ -62,7 +63,7 @@ def compute_operations(
     the configuration is compared again with that object refused from the start, so
     none of its steps remain. Each pass refuses at least one more object, so this ends.
     """
-    node = NodeView(root, manifest, accounts, uid_base, fingerprint, full)
+    node = NodeView(root, manifest, accounts, uid_base, fingerprint, full, accounts_backend)
     planned_accounts = set(accounts.planned)
     while True:
         ops = _compare(configuration, changes, node, refused)

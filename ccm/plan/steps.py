@@ -48,6 +48,8 @@ class NodeView:
     fingerprint: Callable[[Playbook], str]
     #: a reconcile: run playbooks even with unchanged inputs
     full: bool
+    #: ``[accounts] backend``: ``useradd`` or ``extrausers`` (``ccm.plan.extrausers``)
+    accounts_backend: str = "useradd"
 
     def under(self, node_path: str) -> str:
         # plain strings: this runs once per planned file, and Path objects cost more here
