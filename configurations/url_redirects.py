@@ -53,13 +53,14 @@ _HOST = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?:[a-z]{2,63}|xn--[a-z0-9-
 #: RFC 3986's characters less what nginx would read (``$``), quotes and backslashes;
 #: ``%`` only as an escape
 _URL_CHARS = r"(?:[A-Za-z0-9._~!&()*+,;=:@/?#-]|%[0-9A-Fa-f]{2})"
-DESTINATION = re.compile(rf"https?://{_HOST}(?::[1-9][0-9]{{0,4}})?(?:/{_URL_CHARS}*)?")
+DESTINATION = re.compile(rf"https?://{_HOST}(?::(?P<port>[1-9][0-9]{{0,4}}))?(?:/{_URL_CHARS}*)?")
 
 
 def _destination(value: str) -> str:
     if len(value) > MAX_URL:
         raise ValueError(f"{len(value)} characters: a destination has at most {MAX_URL}")
-    if not DESTINATION.fullmatch(value):
+    found = DESTINATION.fullmatch(value)
+    if found is None:
         scheme = value.partition(":")[0].lower() if ":" in value else ""
         if scheme and scheme not in ("http", "https"):
             raise ValueError(f"the scheme {scheme!r} is not allowed: only http and https")
@@ -67,9 +68,8 @@ def _destination(value: str) -> str:
             "is not an absolute http or https URL to a lower-case host name in URL "
             "characters (no $, quotes, backslash, space or control character)"
         )
-    port = urlsplit(value).port
-    if port is not None and port > 65535:
-        raise ValueError(f"port {port} is not a port")
+    if found["port"] is not None and int(found["port"]) > 65535:
+        raise ValueError(f"port {found['port']} is not a port")
     return value
 
 

@@ -106,9 +106,7 @@ class TestCa:
     def __init__(self, name: str = "ccm test", valid_from: datetime | None = None) -> None:
         start = valid_from or datetime.now(UTC) - timedelta(days=365)
         self.root_key = new_key()
-        self.root = _ca_certificate(
-            f"{name} root", self.root_key, None, self.root_key, start, 3650
-        )
+        self.root = _ca_certificate(f"{name} root", self.root_key, None, self.root_key, start, 3650)
         self.intermediate_key = new_key()
         self.intermediate = _ca_certificate(
             f"{name} intermediate", self.intermediate_key, self.root, self.root_key, start, 3650
