@@ -7,10 +7,11 @@ script) bind-mounts the root's ``etc/passwd``, ``group``, ``shadow``, ``gshadow`
 ``var/spool/cron/crontabs`` over the real paths and scratch directories over ``/run``,
 ``/var/log`` and ``/var/lib/nginx``. The root's ``etc/ssl/ccm`` and ``etc/nginx/htpasswd``
 have no real directory to cover: a private copy of ``/etc/ssl`` and ``/etc/nginx`` goes
-over those first, with the two directories bound into it. Then it starts Debian's nginx and php-fpm from their
-stock main configurations (``/etc/nginx/nginx.conf``, ``/etc/php/<v>/fpm/php-fpm.conf``)
-and, when asked, Dovecot with a small configuration of the caller's. It polls until each
-answers (bounded), says so on stdout, and waits for its stdin to close.
+over those first, with the two directories bound into it. Then it starts Debian's nginx
+and php-fpm from their stock main configurations (``/etc/nginx/nginx.conf``,
+``/etc/php/<v>/fpm/php-fpm.conf``) and, when asked, Dovecot with a small configuration of
+the caller's. It polls until each answers (bounded), says so on stdout, and waits for its
+stdin to close.
 
 The machine's own files are never written: the mounts exist only in the private mount
 namespace and vanish with it. The rendered files are used unchanged.

@@ -553,7 +553,8 @@ def test_nginx_vhosts(render: TemplateRenderer) -> None:
     for content in (php.content, plain.content):
         # every component is checked, the document root's too (no from=)
         assert "    disable_symlinks if_not_owner;\n" in content
-    assert only(changes, Check) == [Check("nginx_check", ("/etc/nginx/sites-enabled/", "/etc/ssl/ccm/"))]
+    triggers = ("/etc/nginx/sites-enabled/", "/etc/ssl/ccm/")
+    assert only(changes, Check) == [Check("nginx_check", triggers)]
     assert only(changes, UnitAction) == [
         UnitAction("nginx", "reload", ("/etc/nginx/sites-enabled/", "/etc/ssl/ccm/"))
     ]
