@@ -79,6 +79,7 @@ class RealmUser(BaseModel):
     @field_validator("password_hash")
     @classmethod
     def _safe_scheme(cls, value: str) -> str:
+        """bcrypt (cost 4-12) or SHA-512 crypt (1,000-100,000 rounds)."""
         return _hash_cost(value)
 
 
@@ -105,6 +106,7 @@ class BasicAuthRealm(CcmObject):
     @field_validator("users")
     @classmethod
     def _distinct_users(cls, value: list[RealmUser]) -> list[RealmUser]:
+        """No user name twice."""
         names = [user.username for user in value]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:

@@ -93,6 +93,7 @@ PemCertificates = Annotated[
 
 
 def _key_shape(value: str) -> str:
+    """One unencrypted PEM private key (PKCS#8, RSA or EC); a refusal never quotes it."""
     # never quotes the value (``fullmatch`` would): it is a secret
     if not re.fullmatch(PEM_PRIVATE_KEY, value):
         raise ValueError(
@@ -181,6 +182,8 @@ class Certificate(CcmObject):
     @field_validator("certificate")
     @classmethod
     def _one_sound_leaf(cls, value: str, info: ValidationInfo) -> str:
+        """Exactly one certificate; when written: valid now, its names host names and
+        exactly ``common_names``."""
         if len(_PEM_CERTIFICATE_BLOCK.findall(value)) != 1:
             raise ValueError("exactly one certificate, the leaf (the chain goes in ca_chain)")
         now = _write_time(info)
@@ -199,6 +202,8 @@ class Certificate(CcmObject):
     @field_validator("ca_chain")
     @classmethod
     def _chain_links_up(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """When written: the leaf signed by the first, each by the next, none expired;
+        at most 8 certificates."""
         now = _write_time(info)
         leaf_pem = info.data.get("certificate")
         if value is None or now is None or leaf_pem is None:
@@ -224,6 +229,7 @@ class Certificate(CcmObject):
     @field_validator("private_key")
     @classmethod
     def _key_is_the_leafs(cls, value: str, info: ValidationInfo) -> str:
+        """When written: the certificate's key (RSA of 2048 bits or more, EC, Ed25519)."""
         now = _write_time(info)
         leaf_pem = info.data.get("certificate")
         if now is None or leaf_pem is None:

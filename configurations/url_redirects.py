@@ -93,6 +93,8 @@ class UrlRedirect(CcmObject):
     @field_validator("destination_url")
     @classmethod
     def _safe_destination(cls, value: str) -> str:
+        """An absolute http(s) URL to a lower-case host name, in URL characters without
+        ``$``, quotes or backslashes; at most 2048 characters."""
         return _destination(value)
 
     def unique_keys(self) -> dict[str, Any]:
