@@ -24,7 +24,7 @@ rule for every server block that uses it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from ccm.models.base import ObjectsView
 from ccm.models.names import ServedNames, ServerName, canonical, overlap
@@ -37,12 +37,22 @@ NAME_TYPES = ("virtual-hosts", "url-redirects")
 class ServerBlock(Protocol):
     """What the rules read of a vhost or a redirect."""
 
-    id: int
-    TYPE: str
-    domain: str
-    server_aliases: list[str]
-    unix_user_id: int
-    certificate_id: int | None
+    TYPE: ClassVar[str]
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def domain(self) -> str: ...
+
+    @property
+    def server_aliases(self) -> list[str]: ...
+
+    @property
+    def unix_user_id(self) -> int: ...
+
+    @property
+    def certificate_id(self) -> int | None: ...
 
     @property
     def served(self) -> ServedNames: ...
