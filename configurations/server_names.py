@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import ClassVar, Protocol
+from weakref import WeakKeyDictionary
 
 from ccm.models.base import ObjectsView
 from ccm.models.names import ServedNames, ServerName, canonical, overlap
@@ -67,6 +68,59 @@ def _blocks(view: ObjectsView, types: Iterable[str]) -> Iterable[ServerBlock]:
                 yield obj  # type: ignore[misc]
 
 
+class _Index:
+    """The blocks of a view by the names they hold, so that a block's rule looks only at
+    the blocks that share a ``Host`` with it (``ServedNames.overlaps``, spelled as
+    lookups), not at every block: writing a vhost re-runs every redirect's rule."""
+
+    def __init__(self, blocks: Iterable[ServerBlock], types: Sequence[str]) -> None:
+        self.order = {name: position for position, name in enumerate(types)}
+        self.exact: dict[str, list[ServerBlock]] = {}
+        self.wild: dict[str, list[ServerBlock]] = {}
+        self.above: dict[str, list[ServerBlock]] = {}
+        for block in blocks:
+            served = block.served
+            for table, keys in (
+                (self.exact, served.exact),
+                (self.wild, served.wild),
+                (self.above, served.above),
+            ):
+                for key in keys:
+                    table.setdefault(key, []).append(block)
+
+    def candidates(self, served: ServedNames) -> list[ServerBlock]:
+        """Every block some name of which overlaps one of ``served`` (or equals it)."""
+        found: dict[tuple[str, int], ServerBlock] = {}
+        for table, keys in (
+            (self.exact, served.exact),
+            (self.wild, served.above | served.wild),  # their wildcard over mine
+            (self.above, served.wild),  # my wildcard over theirs
+        ):
+            for key in keys:
+                for block in table.get(key, ()):
+                    found[(block.TYPE, block.id)] = block
+        return sorted(found.values(), key=lambda b: (self.order.get(b.TYPE, 0), b.id))
+
+
+#: the index of each view in use, by the object behind its ``list_type`` (the store's
+#: view of one write attempt, whose objects do not change while it is in use)
+_INDEXES: WeakKeyDictionary[object, dict[tuple[str, ...], _Index]] = WeakKeyDictionary()
+
+
+def _index(view: ObjectsView, types: Sequence[str]) -> _Index:
+    owner = getattr(view.list_type, "__self__", None)
+    key = tuple(types)
+    if owner is None:
+        return _Index(_blocks(view, key), key)
+    try:
+        indexes = _INDEXES.setdefault(owner, {})
+    except TypeError:  # not weakly referable: no cache
+        return _Index(_blocks(view, key), key)
+    if key not in indexes:
+        indexes[key] = _Index(_blocks(view, key), key)
+    return indexes[key]
+
+
 def _fields(block: ServerBlock) -> list[tuple[str, str]]:
     return [("domain", block.domain), *(("server_aliases", a) for a in block.server_aliases)]
 
@@ -92,7 +146,7 @@ def _carve_outs(mine: ServerBlock, other: ServerBlock, theirs: frozenset[str]) -
 
 
 def name_problems(
-    mine: ServerBlock, view: ObjectsView, types: Iterable[str] = NAME_TYPES
+    mine: ServerBlock, view: ObjectsView, types: Sequence[str] = NAME_TYPES
 ) -> list[str]:
     """The namespace rules for ``mine`` against every stored object of ``types`` (those
     its type ``READS``)."""
@@ -103,7 +157,7 @@ def name_problems(
     if repeated:
         problems.append(f"{where}: server_aliases: {', '.join(repeated)} given twice")
     served = mine.served
-    for other in _blocks(view, types):
+    for other in _index(view, types).candidates(served):
         if other.TYPE == mine.TYPE and other.id == mine.id:
             continue
         taken = served.names & other.served.names

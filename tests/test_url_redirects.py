@@ -245,3 +245,36 @@ def test_what_follows_the_destination(keep_path: bool, keep_query: bool, target:
         )
     )
     assert obj.target == target
+
+
+def test_the_name_index_finds_exactly_the_overlapping_blocks() -> None:
+    """``server_names`` looks a block's neighbours up instead of comparing it with every
+    block: the lookup must find exactly the blocks the pairwise rule would."""
+    from itertools import product
+
+    from configurations.server_names import _Index
+
+    family = [
+        "bob.example.net",
+        "x.bob.example.net",
+        "a.b.bob.example.net",
+        "example.net",
+        "*.bob.example.net",
+        "*.x.bob.example.net",
+        "*.example.net",
+        "other.example.org",
+        "*.other.example.org",
+    ]
+    blocks = [
+        UrlRedirect.model_validate(
+            redirect(i, f"d{i}.example.com", server_aliases=[name], unix_user_id=1 + i % 2)
+        )
+        for i, name in enumerate(family, start=1)
+    ]
+    index = _Index(blocks, ("url-redirects",))
+    for mine, theirs in product(blocks, blocks):
+        expected = bool(
+            mine.served.overlaps(theirs.served) or mine.served.names & theirs.served.names
+        )
+        found = theirs in index.candidates(mine.served)
+        assert found == expected, (mine.server_aliases, theirs.server_aliases)
