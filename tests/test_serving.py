@@ -60,13 +60,9 @@ VISITOR, VISITOR_PASSWORD = "visitor", "friend-and-enter"
 def web_objects() -> list[CcmObject]:
     """HTTPS, force_https, redirects and basic auth, on alice's sites."""
     issued = CA.issue(TLS_NAMES)
-    bcrypt = subprocess.run(
-        ["php", "-r", f"echo password_hash({ADMIN_PASSWORD!r}, PASSWORD_BCRYPT);"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    sha512 = subprocess.run(
-        ["openssl", "passwd", "-6", VISITOR_PASSWORD], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    # crypt hashes as nginx reads them: doveadm's, without its {SCHEME} prefix
+    bcrypt = password_hash(ADMIN_PASSWORD, "BLF-CRYPT").partition("}")[2]
+    sha512 = password_hash(VISITOR_PASSWORD).partition("}")[2]
     common = {"unix_user_id": 1, "document_root": "/home/alice/www", "fpm_pool_id": 1}
     return [
         Certificate.model_validate(issued.raw()),
@@ -325,9 +321,9 @@ class Served:
     snapshot: Snapshot
 
 
-def password_hash(password: str) -> str:
+def password_hash(password: str, scheme: str = "SHA512-CRYPT") -> str:
     done = subprocess.run(
-        ["doveadm", "pw", "-s", "SHA512-CRYPT", "-p", password],
+        ["doveadm", "pw", "-s", scheme, "-p", password],
         capture_output=True,
         text=True,
         check=False,
