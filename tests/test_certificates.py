@@ -172,6 +172,26 @@ def test_certificate_object_takes_the_names_from_the_leaf() -> None:
     assert isinstance(parse_object("certificates", raw, at_now()), Certificate)
 
 
+@pytest.mark.parametrize("bad", ["wrong-key", "expired", "foreign-chain"])
+def test_a_refused_certificate_stores_nothing(clocked: ObjectStore, bad: str) -> None:
+    clocked.put("certificates", [issued()])
+    kvs_before, _ = clocked.client.get_prefix(clocked.prefix + "/")
+    before = [(kv.key, kv.value, kv.mod_revision) for kv in kvs_before]
+    raw = issued(valid_from=NOW - timedelta(days=100), days=90) if bad == "expired" else issued()
+    if bad == "wrong-key":
+        raw["private_key"] = key_pem(new_key())
+    if bad == "foreign-chain":
+        raw["ca_chain"] = TestCa("another").chain_pem
+    field = {"wrong-key": "private_key", "expired": "certificate", "foreign-chain": "ca_chain"}
+    for object_id in (1, 2):  # a replacement and a new object
+        with pytest.raises(ValidationFailed) as refused:
+            clocked.put("certificates", [dict(raw, id=object_id)])
+        (problem,) = refused.value.problems
+        assert problem.startswith(f"certificates/{object_id}: {field[bad]}: "), problem
+        kvs_after, _ = clocked.client.get_prefix(clocked.prefix + "/")
+        assert [(kv.key, kv.value, kv.mod_revision) for kv in kvs_after] == before
+
+
 # -- coverage ------------------------------------------------------------------------------
 
 

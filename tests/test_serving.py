@@ -64,8 +64,18 @@ def web_objects() -> list[CcmObject]:
     bcrypt = password_hash(ADMIN_PASSWORD, "BLF-CRYPT").partition("}")[2]
     sha512 = password_hash(VISITOR_PASSWORD).partition("}")[2]
     common = {"unix_user_id": 1, "document_root": "/home/alice/www", "fpm_pool_id": 1}
+    wildcard = CA.issue(["wild.alice.example.com", "*.wild.alice.example.com"])
     return [
         Certificate.model_validate(issued.raw()),
+        Certificate.model_validate(wildcard.raw(2)),
+        VirtualHost(
+            id=11,
+            domain="wild.alice.example.com",
+            server_aliases=["*.wild.alice.example.com"],
+            unix_user_id=1,
+            document_root="/home/alice/static",
+            certificate_id=2,
+        ),
         VirtualHost(id=8, domain="secure.alice.example.com", certificate_id=1, **common),
         VirtualHost(
             id=9, domain="forced.alice.example.com", certificate_id=1, force_https=True, **common
@@ -633,6 +643,17 @@ def test_a_name_the_certificate_does_not_cover_fails_verification(
     no TLS server block, so its name reaches the default server's rejection."""
     result = served.node.get("alice.example.com", "/", https=True, ca_file=ca_file)
     assert (result.status, result.curl_exit) == (0, 35), str(result)
+
+
+def test_a_wildcard_certificate_covers_one_label(served: Served, ca_file: Path) -> None:
+    """RFC 6125 as the client checks it: ``*.wild…`` covers ``x.wild…``, not ``a.b.wild…``
+    (which nginx's ``*.wild…`` still routes to the vhost: the writer accepts the same
+    wildcard on both sides, and the deeper names fail verification)."""
+    for host in ("wild.alice.example.com", "x.wild.alice.example.com"):
+        result = served.node.get(host, "/hello.txt", https=True, ca_file=ca_file)
+        assert (result.status, result.body) == (200, "static hello\n"), (host, str(result))
+    deeper = served.node.get("a.b.wild.alice.example.com", "/", https=True, ca_file=ca_file)
+    assert (deeper.status, deeper.curl_exit) == (0, 60), str(deeper)  # peer name mismatch
 
 
 @pytest.mark.parametrize(
