@@ -18,7 +18,22 @@ checked, from ``/``: the tenant owns everything in its home, the document root t
 another home serve that home. php-fpm then opens ``SCRIPT_FILENAME`` as the tenant, so
 a link swapped after nginx's check still reaches only what the tenant may read. No
 per-vhost log files: the server's global logs apply, and ``nginx -t`` opens no extra
-paths.
+paths. ``/.well-known/acme-challenge/`` is served as static files only, never behind
+basic auth.
+
+**HTTPS.** With a ``certificate_id`` (a ``certificates`` object that covers every name of
+the vhost, RFC 6125: ``configurations.server_names``) the block also listens on 443 with
+HTTP/2, TLS 1.2 and 1.3 only and Mozilla's "intermediate" ciphers. With ``force_https``
+(which needs a certificate) port 80 has a block of its own that answers 301 to
+``https://$host$request_uri``, except ACME's HTTP-01 challenges. A
+``basic-auth-realms`` object adds ``auth_basic`` for its path (``configurations.basic_auth``).
+
+**One configuration for everything nginx reads.** The certificates' files, the redirects'
+server blocks and the realms' user files are planned here too, not by configurations of
+their own: ``nginx -t`` loads every certificate a server block names, so a block and its
+certificate must appear, change and go in the same configuration's run. In two
+configurations one of the two orders would fail its check (a vhost that drops a
+certificate deleted in the same run, or one that takes a certificate added in it).
 
 Always, even with no vhosts: ``/etc/nginx/sites-enabled/ccm-default.conf`` from
 ``templates/virtual-hosts/nginx-default-server.conf.j2``, the ``default_server`` for ports
@@ -29,7 +44,9 @@ A domain always contains a dot, so no vhost file can be named ``ccm-default.conf
 Debian's own ``default`` site is not needed, and must be removed: it claims
 ``default_server`` too, and ``nginx -t`` refuses two.
 
-Then ``nginx_check`` and a reload of ``nginx``, triggered by ``sites-enabled/``.
+Then ``nginx_check`` and a reload of ``nginx``, triggered by ``sites-enabled/`` and
+``/etc/ssl/ccm/`` (a renewed certificate reloads nginx once; a changed basic-auth user file
+needs no reload: nginx reads it at each request).
 """
 
 from __future__ import annotations
