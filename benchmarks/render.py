@@ -1,16 +1,19 @@
 """Render benchmark: 10,000 objects, whole ``ccm`` processes, a temporary root.
 
-Generates 2,000 users, 2,000 pools, 2,000 vhosts and 4,000 crons in a real local etcd,
-then times, as separate ``ccm apply`` processes (so import and start-up count):
+Generates 2,000 users, 2,000 pools, 2,000 vhosts and 4,000 crons, plus 2,000 certificates
+(one per vhost, from a test CA: the vhosts serve HTTPS) and 500 redirects, in a real local
+etcd, then times, as separate ``ccm apply`` processes (so import and start-up count):
 
 * a cold apply into an empty root (account creation by the real ``useradd`` dominates),
 * a no-op full run (must write nothing and reload nothing),
 * a run after one cron changed (must write only that user's crontab),
 
 and prints wall time, files written, reloads and peak RSS of each. Targets (2 cores):
-no-op ≤ 1 s, one change ≤ 1 s, cold ≤ 60 s, peak RSS ≤ 150 MB.
+no-op ≤ 1 s, one change ≤ 1 s, cold ≤ 60 s, peak RSS ≤ 150 MB. It also times the writer:
+one vhost and one redirect put against all of that (their name rules read every vhost and
+redirect; a vhost's write re-runs every redirect's rule).
 
-    .venv/bin/python benchmarks/render.py [--users 2000]
+    .venv/bin/python benchmarks/render.py [--users 2000] [--redirects 500]
 """
 
 from __future__ import annotations
@@ -37,12 +40,17 @@ from ccm.testing.noderoot import seed_root  # noqa: E402
 BATCH = 100  # objects per put (etcd's default --max-txn-ops is 128)
 
 
-def objects(users: int) -> dict[str, list[dict[str, object]]]:
+def objects(users: int, redirects: int) -> dict[str, list[dict[str, object]]]:
+    from certs import TestCa
+
+    ca = TestCa("ccm bench")
     made: dict[str, list[dict[str, object]]] = {
         "unix-users": [],
+        "certificates": [],
         "fpm-pools": [],
         "virtual-hosts": [],
         "crons": [],
+        "url-redirects": [],
     }
     for i in range(1, users + 1):
         name = f"u{i:05d}"
@@ -65,7 +73,12 @@ def objects(users: int) -> dict[str, list[dict[str, object]]]:
                 "unix_user_id": i,
                 "document_root": f"/home/{name}/www",
                 "fpm_pool_id": i,
+                "certificate_id": i,
+                "force_https": i % 2 == 0,
             }
+        )
+        made["certificates"].append(
+            ca.issue([f"{name}.example.com", f"www.{name}.example.com"]).raw(i)
         )
         for j in range(2):
             made["crons"].append(
@@ -77,7 +90,23 @@ def objects(users: int) -> dict[str, list[dict[str, object]]]:
                     "command": f"php /home/{name}/j{j}.php",
                 }
             )
+    for i in range(1, redirects + 1):
+        made["url-redirects"].append(
+            {
+                "id": i,
+                "domain": f"r{i:05d}.example.org",
+                "server_aliases": [f"www.r{i:05d}.example.org"],
+                "unix_user_id": 1 + (i - 1) % users,
+                "destination_url": f"https://u{1 + (i - 1) % users:05d}.example.com/",
+            }
+        )
     return made
+
+
+def timed_put(store: ObjectStore, type_name: str, raw: dict[str, object]) -> None:
+    started = time.perf_counter()
+    store.put(type_name, [raw])
+    print(f"write: one {type_name:<16} {time.perf_counter() - started:6.2f} s")
 
 
 def write_config(path: Path, root: Path, endpoint: str) -> None:
@@ -120,6 +149,7 @@ def timed_apply(config: Path, label: str, log: Path, *extra: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--redirects", type=int, default=500)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ccm-bench-") as tmp, EtcdServer() as server:
         base = Path(tmp)
@@ -127,11 +157,11 @@ def main() -> None:
         config = base / "ccm.toml"
         write_config(config, root, server.endpoint)
         settings = EtcdSettings(endpoints=(server.endpoint,), prefix="/bench")
-        made = objects(args.users)
+        made = objects(args.users, args.redirects)
         started = time.perf_counter()
         with EtcdClient.from_settings(settings) as client:
             store = ObjectStore(client, "/bench", writer="bench")
-            for type_name in ("unix-users", "fpm-pools", "virtual-hosts", "crons"):
+            for type_name in made:
                 items = made[type_name]
                 for offset in range(0, len(items), BATCH):
                     store.put(type_name, items[offset : offset + BATCH])
@@ -140,6 +170,11 @@ def main() -> None:
             f"wrote {total} objects in {time.perf_counter() - started:.1f} s "
             f"({os.cpu_count()} cores)"
         )
+        with EtcdClient.from_settings(settings) as client:
+            store = ObjectStore(client, "/bench", writer="bench")
+            timed_put(store, "virtual-hosts", made["virtual-hosts"][0])
+            if made["url-redirects"]:
+                timed_put(store, "url-redirects", made["url-redirects"][0])
         log = base / "actions.log"
         timed_apply(config, "cold apply", log)
         # the machine's disk and neighbours make single runs noisy: three of each

@@ -18,7 +18,22 @@ checked, from ``/``: the tenant owns everything in its home, the document root t
 another home serve that home. php-fpm then opens ``SCRIPT_FILENAME`` as the tenant, so
 a link swapped after nginx's check still reaches only what the tenant may read. No
 per-vhost log files: the server's global logs apply, and ``nginx -t`` opens no extra
-paths.
+paths. ``/.well-known/acme-challenge/`` is served as static files only, never behind
+basic auth.
+
+**HTTPS.** With a ``certificate_id`` (a ``certificates`` object that covers every name of
+the vhost, RFC 6125: ``configurations.server_names``) the block also listens on 443 with
+HTTP/2, TLS 1.2 and 1.3 only and Mozilla's "intermediate" ciphers. With ``force_https``
+(which needs a certificate) port 80 has a block of its own that answers 301 to
+``https://$host$request_uri``, except ACME's HTTP-01 challenges. A
+``basic-auth-realms`` object adds ``auth_basic`` for its path (``configurations.basic_auth``).
+
+**One configuration for everything nginx reads.** The certificates' files, the redirects'
+server blocks and the realms' user files are planned here too, not by configurations of
+their own: ``nginx -t`` loads every certificate a server block names, so a block and its
+certificate must appear, change and go in the same configuration's run. In two
+configurations one of the two orders would fail its check (a vhost that drops a
+certificate deleted in the same run, or one that takes a certificate added in it).
 
 Always, even with no vhosts: ``/etc/nginx/sites-enabled/ccm-default.conf`` from
 ``templates/virtual-hosts/nginx-default-server.conf.j2``, the ``default_server`` for ports
@@ -29,7 +44,9 @@ A domain always contains a dot, so no vhost file can be named ``ccm-default.conf
 Debian's own ``default`` site is not needed, and must be removed: it claims
 ``default_server`` too, and ``nginx -t`` refuses two.
 
-Then ``nginx_check`` and a reload of ``nginx``, triggered by ``sites-enabled/``.
+Then ``nginx_check`` and a reload of ``nginx``, triggered by ``sites-enabled/`` and
+``/etc/ssl/ccm/`` (a renewed certificate reloads nginx once; a changed basic-auth user file
+needs no reload: nginx reads it at each request).
 """
 
 from __future__ import annotations
@@ -37,26 +54,32 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import Field
 
 from ccm.models.base import CcmObject, ObjectsView
 from ccm.models.fields import AbsolutePath, Alias, Hostname, ObjectId, Ref
-from ccm.models.names import ServedNames, ServerName, canonical, overlap
+from ccm.models.names import ServedNames
 from ccm.models.snapshot import Snapshot
 from ccm.plan.changes import Change, Check, File, Probe, UnitAction
 from ccm.plan.configuration import Configuration, Render, referenced
 from ccm.plan.paths import file_name
+from configurations.basic_auth import BasicAuthRealm, htpasswd_file
+from configurations.certificates import CERTIFICATE_DIR, Certificate, certificate_files
 from configurations.fpm_pools import FpmPool
+from configurations.server_names import coverage_problems, name_problems
 from configurations.unix_users import UnixUser
+from configurations.url_redirects import UrlRedirect, redirect_files
 
 MAX_SERVER_ALIASES = 100
+T = TypeVar("T", bound=CcmObject)
 
 
 class VirtualHost(CcmObject):
     TYPE: ClassVar[str] = "virtual-hosts"
-    #: every vhost: no two may serve the same name
+    #: every vhost: no two may serve the same name (the redirects read the vhosts: one
+    #: namespace, checked both ways by their rule; ``configurations.server_names``)
     READS: ClassVar[tuple[str, ...]] = ("virtual-hosts",)
     domain: Hostname
     server_aliases: list[Alias] = Field(default_factory=list, max_length=MAX_SERVER_ALIASES)
@@ -65,6 +88,10 @@ class VirtualHost(CcmObject):
     fpm_pool_id: Annotated[ObjectId, Ref("fpm-pools")] | None = None
     #: with a pool, unknown paths go to /index.php (WordPress, Laravel); False: plain 404s
     front_controller: bool = Field(default=True, strict=True)
+    #: served on port 443 too, with this certificate (it must cover every name)
+    certificate_id: Annotated[ObjectId, Ref("certificates")] | None = None
+    #: port 80 answers 301 to https (except ACME's HTTP-01 challenges); needs a certificate
+    force_https: bool = Field(default=False, strict=True)
 
     def unique_keys(self) -> dict[str, Any]:
         return {"domain": self.domain}
@@ -75,44 +102,15 @@ class VirtualHost(CcmObject):
         each written vhost with every stored one)."""
         return ServedNames((self.domain, *self.server_aliases))
 
-    def _carve_outs(self, other: VirtualHost, theirs: frozenset[str]) -> list[str]:
-        """Names of ``self`` that share a ``Host`` with a name of ``other``, another
-        owner's vhost, through a wildcard (``ccm.models.names``): whichever nginx picks,
-        one owner takes names from the other. Refused both ways: the name below another
-        owner's wildcard, and the wildcard above another owner's name."""
-        found = []
-        mine = [("domain", self.domain), *(("server_aliases", a) for a in self.server_aliases)]
-        for field, name in mine:
-            for their in sorted(theirs):
-                if overlap(name, their):
-                    inside = ServerName.parse(their).matches(ServerName.parse(name).base)
-                    how = "is covered by" if inside else "covers"
-                    found.append(
-                        f"{self.describe()}: {field}: {name} {how} {their}, served by "
-                        f"{other.describe()} ({other.domain}) of another owner "
-                        f"(unix-users/{other.unix_user_id}); nginx would give names of one "
-                        "owner to the other"
-                    )
-        return found
-
     def problems(self, view: ObjectsView) -> list[str]:
         where = self.describe()
-        problems: list[str] = []
-        names = [canonical(name) for name in (self.domain, *self.server_aliases)]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            problems.append(f"{where}: server_aliases: {', '.join(repeated)} given twice")
-        mine = self.served
-        for other in view.list_type(VirtualHost.TYPE):
-            if isinstance(other, VirtualHost) and other.id != self.id:
-                taken = mine.names & other.served.names
-                if taken:  # nginx would serve one of the two at random: a hijack
-                    problems.append(
-                        f"{where}: {', '.join(sorted(taken))} already served by "
-                        f"{other.describe()} ({other.domain})"
-                    )
-                if other.unix_user_id != self.unix_user_id and mine.overlaps(other.served):
-                    problems += self._carve_outs(other, other.served.names - taken)
+        problems = name_problems(self, view, self.READS)
+        if self.force_https and self.certificate_id is None:
+            problems.append(
+                f"{where}: force_https: needs a certificate_id (port 443 would have no "
+                "certificate to answer with)"
+            )
+        problems += coverage_problems(self, view)
         user = view.lookup(UnixUser.TYPE, self.unix_user_id)
         if isinstance(user, UnixUser) and not self.document_root.startswith(user.home + "/"):
             problems.append(
@@ -154,13 +152,33 @@ class VhostView:
     socket: str | None
     #: unknown paths go to /index.php (only with a pool)
     front_controller: bool
+    #: served on 443 with it (None: port 80 only)
+    certificate: Certificate | None = None
+    #: port 80 answers 301 to https, except ACME's challenges
+    force_https: bool = False
+    #: the basic-auth realms of its paths, by path
+    realms: tuple[BasicAuthRealm, ...] = ()
 
 
 class NginxVhosts(Configuration):
+    """Every file nginx reads: the vhosts, the redirects, the certificates and the basic
+    auth user files. One configuration, so one ``nginx -t`` sees a server block and the
+    certificate it names appear or go together, whichever order a run meets them in."""
+
     name = "nginx-vhosts"
-    subscribes = (VirtualHost.TYPE, FpmPool.TYPE, UnixUser.TYPE)
+    subscribes = (
+        VirtualHost.TYPE,
+        FpmPool.TYPE,
+        UnixUser.TYPE,
+        Certificate.TYPE,
+        UrlRedirect.TYPE,
+        BasicAuthRealm.TYPE,
+    )
     depends_on = ("unix-users", "php-fpm-pools")
-    summary = "nginx server blocks and a default server in sites-enabled; check, reload nginx"
+    summary = (
+        "nginx server blocks (vhosts, redirects), certificates, basic auth files and a "
+        "default server; check, reload nginx"
+    )
     groups = ("nginx",)
     needs_accounts = True
     checks = NGINX_CHECKS
@@ -170,41 +188,62 @@ class NginxVhosts(Configuration):
         changes: list[Change] = [
             File(DEFAULT_SERVER, render("virtual-hosts/nginx-default-server.conf.j2"))
         ]
-        for vhost in snapshot.all(VirtualHost):
+        for certificate in snapshot.all(Certificate):
+            changes += certificate_files(certificate)
+        realms: dict[int, list[BasicAuthRealm]] = {}
+        for realm in snapshot.all(BasicAuthRealm):
             referenced(
                 snapshot,
-                UnixUser,
-                vhost.unix_user_id,
-                referrer=vhost,
-                field="unix_user_id",
+                VirtualHost,
+                realm.virtual_host_id,
+                referrer=realm,
+                field="virtual_host_id",
                 configuration=self.name,
             )
-            pool = None
-            if vhost.fpm_pool_id is not None:
-                pool = referenced(
-                    snapshot,
-                    FpmPool,
-                    vhost.fpm_pool_id,
-                    referrer=vhost,
-                    field="fpm_pool_id",
-                    configuration=self.name,
-                )
-            view = VhostView(
-                id=vhost.id,
-                server_names=(vhost.domain, *vhost.server_aliases),
-                document_root=vhost.document_root,
-                pool_name=pool.name if pool else None,
-                socket=pool.socket if pool else None,
-                front_controller=pool is not None and vhost.front_controller,
-            )
-            changes.append(
-                File(
-                    SITES_DIR + file_name(vhost.domain, ".conf"),
-                    render("virtual-hosts/nginx-vhost.conf.j2", vhost=view),
-                    origin=(vhost.describe(),),
-                )
-            )
-        changes.append(Check(NGINX_CHECK, triggers=(SITES_DIR,)))
-        changes.append(UnitAction("nginx", "reload", triggers=(SITES_DIR,)))
-        changes.append(Probe(NGINX_PROBE, triggers=(SITES_DIR,)))
+            realms.setdefault(realm.virtual_host_id, []).append(realm)
+            changes.append(htpasswd_file(realm, render))
+        for vhost in snapshot.all(VirtualHost):
+            changes.append(self._vhost_file(vhost, snapshot, render, realms.get(vhost.id, [])))
+        changes += redirect_files(snapshot, render, self.name)
+        # certificates count: a renewal (same id, new PEM) is checked and reloads nginx once
+        triggers = (SITES_DIR, CERTIFICATE_DIR)
+        changes.append(Check(NGINX_CHECK, triggers=triggers))
+        changes.append(UnitAction("nginx", "reload", triggers=triggers))
+        changes.append(Probe(NGINX_PROBE, triggers=triggers))
         return changes
+
+    def _vhost_file(
+        self,
+        vhost: VirtualHost,
+        snapshot: Snapshot,
+        render: Render,
+        realms: list[BasicAuthRealm],
+    ) -> File:
+        def refers(model: type[T], object_id: int, field: str) -> T:
+            return referenced(
+                snapshot, model, object_id, referrer=vhost, field=field, configuration=self.name
+            )
+
+        refers(UnixUser, vhost.unix_user_id, "unix_user_id")
+        pool = None
+        if vhost.fpm_pool_id is not None:
+            pool = refers(FpmPool, vhost.fpm_pool_id, "fpm_pool_id")
+        certificate = None
+        if vhost.certificate_id is not None:
+            certificate = refers(Certificate, vhost.certificate_id, "certificate_id")
+        view = VhostView(
+            id=vhost.id,
+            server_names=(vhost.domain, *vhost.server_aliases),
+            document_root=vhost.document_root,
+            pool_name=pool.name if pool else None,
+            socket=pool.socket if pool else None,
+            front_controller=pool is not None and vhost.front_controller,
+            certificate=certificate,
+            force_https=vhost.force_https and certificate is not None,
+            realms=tuple(sorted(realms, key=lambda realm: (realm.path, realm.id))),
+        )
+        return File(
+            SITES_DIR + file_name(vhost.domain, ".conf"),
+            render("virtual-hosts/nginx-vhost.conf.j2", vhost=view, certificate=certificate),
+            origin=(vhost.describe(), *(realm.describe() for realm in view.realms)),
+        )

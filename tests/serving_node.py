@@ -5,10 +5,13 @@ namespaces (``unshare -m -n -p``, loopback only). The helper (this file, run as 
 script) bind-mounts the root's ``etc/passwd``, ``group``, ``shadow``, ``gshadow``,
 ``home``, ``etc/php/<v>/fpm/pool.d``, ``etc/nginx/sites-enabled``, ``etc/dovecot`` and
 ``var/spool/cron/crontabs`` over the real paths and scratch directories over ``/run``,
-``/var/log`` and ``/var/lib/nginx``; then it starts Debian's nginx and php-fpm from their
-stock main configurations (``/etc/nginx/nginx.conf``, ``/etc/php/<v>/fpm/php-fpm.conf``)
-and, when asked, Dovecot with a small configuration of the caller's. It polls until each
-answers (bounded), says so on stdout, and waits for its stdin to close.
+``/var/log`` and ``/var/lib/nginx``. The root's ``etc/ssl/ccm`` and ``etc/nginx/htpasswd``
+have no real directory to cover: a private copy of ``/etc/ssl`` and ``/etc/nginx`` goes
+over those first, with the two directories bound into it. Then it starts Debian's nginx
+and php-fpm from their stock main configurations (``/etc/nginx/nginx.conf``,
+``/etc/php/<v>/fpm/php-fpm.conf``) and, when asked, Dovecot with a small configuration of
+the caller's. It polls until each answers (bounded), says so on stdout, and waits for its
+stdin to close.
 
 The machine's own files are never written: the mounts exist only in the private mount
 namespace and vanish with it. The rendered files are used unchanged.
@@ -41,6 +44,8 @@ START_TIMEOUT = 30.0
 STOP_GRACE = 2.0
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow")
+#: (parent, directory) ccm writes under a parent the machine has: certificates, htpasswd
+COPIED_PARENTS = (("/etc/nginx", "htpasswd"), ("/etc/ssl", "ccm"))
 
 
 class ServingError(RuntimeError):
@@ -62,6 +67,10 @@ class HttpResult:
     body: str
     curl_exit: int
     error: str
+    #: the response's ``Location`` header ("" when none)
+    location: str = ""
+    #: the HTTP version spoken ("1.1", "2")
+    http_version: str = ""
 
     def __str__(self) -> str:
         if self.status == 0:
@@ -173,28 +182,46 @@ class ServedNode:
             check=False,
         )
 
-    def get(self, host: str, path: str = "/", *, https: bool = False) -> HttpResult:
-        """GET ``path`` from ``host`` at 127.0.0.1 (port 80, or 443 with ``https``)."""
+    def get(
+        self,
+        host: str,
+        path: str = "/",
+        *,
+        https: bool = False,
+        ca_file: Path | None = None,
+        options: Sequence[str] = (),
+    ) -> HttpResult:
+        """GET ``path`` from ``host`` at 127.0.0.1 (port 80, or 443 with ``https``).
+
+        With ``ca_file`` the server's certificate is verified against it (for ``host``);
+        without, it is not checked. ``options``: more curl options (``--tlsv1.1``, ``-u``).
+        """
         scheme, port = ("https", 443) if https else ("http", 80)
+        trust = ["--cacert", str(ca_file)] if ca_file is not None else ["--insecure"]
         done = self.run(
             [
                 _tool("curl"),
                 "--silent",
                 "--show-error",
-                "--insecure",
+                *trust,
                 "--max-time",
                 "20",
                 "--resolve",
                 f"{host}:{port}:127.0.0.1",
+                *options,
                 "--output",
                 "-",
                 "--write-out",
-                "\n%{http_code}",
+                "\n%{http_code} %{http_version} %header{location}",
                 f"{scheme}://{host}{path}",
             ]  # fmt: skip
         )
-        body, _, code = done.stdout.rpartition("\n")
-        return HttpResult(int(code or 0), body, done.returncode, done.stderr)
+        body, _, tail = done.stdout.rpartition("\n")
+        code, _, rest = tail.partition(" ")
+        version, _, location = rest.partition(" ")
+        return HttpResult(
+            int(code or 0), body, done.returncode, done.stderr, location.strip(), version
+        )
 
     def log_tails(self, lines: int = 20) -> str:
         parts = []
@@ -247,6 +274,17 @@ class _Helper:
 
     def mount(self) -> None:
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True, capture_output=True)
+        # Directories ccm writes that the machine does not have (certificates, basic auth
+        # files): a private copy of their parent goes over the parent first (the real one
+        # is never written), then the root's directory over the new one.
+        for parent, name in COPIED_PARENTS:
+            copy = self.scratch / ("copy" + parent.replace("/", "-"))
+            shutil.copytree(parent, copy, symlinks=True)
+            (copy / name).mkdir(exist_ok=True)
+            _mount_bind(copy, parent)
+            source = self.root / parent.lstrip("/") / name
+            source.mkdir(parents=True, exist_ok=True)
+            _mount_bind(source, f"{parent}/{name}")
         etc = self.root / "etc"
         for name in ACCOUNT_FILES:
             if (etc / name).exists():

@@ -18,12 +18,15 @@ several KB), and a small share is wild (any JSON value).
 
 from __future__ import annotations
 
+import functools
 import graphlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from certs import TestCa, key_pem, new_key
 from hypothesis import strategies as st
 
 from ccm.models import OBJECT_TYPES
@@ -479,6 +482,13 @@ def virtual_host(draw: st.DrawFn, context: Context, index: int) -> Raw:
         draw(field_value(context, st.booleans())),
         absent=draw(st.booleans()),
     )
+    use_certificate(draw, context, raw)
+    maybe(
+        raw,
+        "force_https",
+        draw(field_value(context, st.booleans())),
+        absent=draw(st.booleans()),
+    )
     return raw
 
 
@@ -610,6 +620,193 @@ def daemon(draw: st.DrawFn, context: Context, index: int) -> Raw:
     return raw
 
 
+#: the names certificates are made for: the contested family, so that vhosts and
+#: redirects of several owners draw names a certificate covers (or nearly covers)
+TLS_NAMES = (*CONTESTED, *CONTESTED_WILDCARDS, "shop.example.com", "www.shop.example.com")
+#: the property's CA; its certificates are valid now (the writer checks at the real time)
+PROPERTY_CA = TestCa("ccm property")
+#: what a drawn certificate is: sound, or one of the ways a PEM is refused
+CERTIFICATE_KINDS = ("sound", "sound", "sound", "expired", "wrong-key", "foreign-chain", "no-san")
+
+
+@functools.cache
+def _certificate(names: tuple[str, ...], kind: str) -> tuple[str, str, str]:
+    """(certificate, key, chain) PEM for ``names`` (cached: a key pair costs ~1 ms)."""
+    now = datetime.now(UTC)
+    if kind == "expired":
+        issued = PROPERTY_CA.issue(list(names), valid_from=now - timedelta(days=100), days=90)
+    else:
+        issued = PROPERTY_CA.issue(list(names), san=kind != "no-san")
+    key = key_pem(new_key()) if kind == "wrong-key" else issued.private_key
+    chain = _foreign_chain() if kind == "foreign-chain" else issued.ca_chain
+    return issued.certificate, key, chain
+
+
+@functools.cache
+def _foreign_chain() -> str:
+    return TestCa("ccm foreign").chain_pem
+
+
+@st.composite
+def certificate(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    names = tuple(sorted(set(draw(st.lists(st.sampled_from(TLS_NAMES), min_size=1, max_size=3)))))
+    kind = draw(st.sampled_from(CERTIFICATE_KINDS))
+    leaf, key, chain = _certificate(names, kind)
+    listed = list(names) if kind != "no-san" else [names[0]]
+    raw: Raw = {
+        "id": draw(object_id(context, index)),
+        "common_names": draw(field_value(context, st.just(listed))),
+        "certificate": draw(field_value(context, st.just(leaf))),
+        "private_key": draw(field_value(context, st.just(key))),
+    }
+    maybe(raw, "ca_chain", draw(field_value(context, st.just(chain))), absent=draw(st.booleans()))
+    return raw
+
+
+def use_certificate(draw: st.DrawFn, context: Context, raw: Raw) -> None:
+    """Maybe a ``certificate_id``: mostly a drawn certificate's, whose names then often
+    become the object's (so coverage is met, or missed by one name)."""
+    certificates = [c for c in context.drawn.get("certificates", []) if isinstance(c, dict)]
+    if not certificates or draw(st.integers(0, 2)) == 0:
+        maybe(raw, "certificate_id", draw(reference(context, "certificates")), absent=True)
+        return
+    chosen = draw(st.sampled_from(certificates))
+    raw["certificate_id"] = draw(_rarely(context, st.just(chosen.get("id"))))
+    names = chosen.get("common_names")
+    if isinstance(names, list) and names and draw(st.booleans()):
+        exact = [n for n in names if isinstance(n, str)]
+        if exact:
+            raw["domain"] = draw(st.sampled_from(exact)).removeprefix("*.")
+            raw["server_aliases"] = draw(st.lists(st.sampled_from(exact), max_size=2))
+
+
+GOOD_DESTINATIONS = (
+    "https://new.example.com/",
+    "https://new.example.com",
+    "http://new.example.com:8080/landing/",
+    "https://shop.example.net/",
+)
+BAD_DESTINATIONS = (
+    "https://new.example.com/?campaign=1",  # refused with keep_path/keep_query only
+    "https://new.example.com/page#top",
+    "javascript:alert(1)",
+    "data:text/html,x",
+    "ftp://new.example.com/",
+    "https://new.example.com/$host",
+    'https://new.example.com/"; return 200 "x',
+    "https://NEW.example.com/",
+    "https://new.example.com:70000/",
+    "//new.example.com/",
+)
+
+
+@st.composite
+def url_redirect(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    taken = [
+        d
+        for type_name in ("virtual-hosts", "url-redirects")
+        for d in context.values(type_name, "domain")
+        if isinstance(d, str)
+    ]
+    stolen = (
+        st.sampled_from(taken).flatmap(lambda d: st.one_of(st.just(d), overlapping(d)))
+        if taken
+        else plausible_domain()
+    )
+    name = st.one_of(plausible_domain(), stolen, st.sampled_from(CONTESTED))
+    if context.calm:  # plausible fields: the names contest the vhosts' (or are free)
+        raw = {
+            "id": index,
+            "domain": draw(st.sampled_from([*CONTESTED, f"r{index}.example.org"])),
+            "unix_user_id": draw(st.sampled_from(context.ids("unix-users") or [1])),
+            "destination_url": draw(st.sampled_from(GOOD_DESTINATIONS)),
+            "status_code": draw(st.sampled_from([301, 302, 303, 307, 308])),
+            "keep_path": draw(st.booleans()),
+            "keep_query": draw(st.booleans()),
+        }
+        use_certificate(draw, context, raw)
+        return raw
+    raw: Raw = {
+        "id": draw(object_id(context, index)),
+        "domain": draw(field_value(context, name)),
+        "unix_user_id": draw(reference(context, "unix-users")),
+        "destination_url": draw(
+            field_value(
+                context,
+                st.one_of(
+                    *[st.sampled_from(GOOD_DESTINATIONS)] * 3, st.sampled_from(BAD_DESTINATIONS)
+                ),
+            )
+        ),
+    }
+    aliases = st.lists(st.one_of(name, st.sampled_from(CONTESTED_WILDCARDS)), max_size=2)
+    maybe(raw, "server_aliases", draw(field_value(context, aliases)), absent=draw(st.booleans()))
+    codes = st.sampled_from([301, 302, 303, 307, 308, 200, 399, "301"])
+    maybe(raw, "status_code", draw(field_value(context, codes)), absent=draw(st.booleans()))
+    for key in ("keep_path", "keep_query"):
+        flag = field_value(context, st.booleans())
+        maybe(raw, key, draw(flag), absent=draw(st.booleans()))
+    use_certificate(draw, context, raw)
+    return raw
+
+
+BCRYPT_HASH = "$2y$10$chpmzJ.a9300VT.cdBzibu5JlugPaF.4DBchXtrNJzbg7SjBgMy56"
+SHA512_HASH = (
+    "$6$aNo4UHUZ1x0b9i1s$MhCXVO0xtqvNWHngnmTZTFdBx1VFonMR/fEXRtW3jLls9z4yWz/86i0176fOvUuxvOd"
+    "w5aNeXrs7wdQxhrbUl1"
+)
+
+
+@st.composite
+def basic_auth_realm(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    def mostly(good: list[Any], bad: list[Any]) -> st.SearchStrategy[Any]:
+        return st.integers(0, 9).flatmap(lambda roll: st.sampled_from(bad if roll == 0 else good))
+
+    paths = mostly(
+        ["/", "/admin/", "/admin", "/wp-admin/", "/a/b/c/"], ["admin/", "/../etc", "/.git/", "/a b"]
+    )
+    hashes = mostly(
+        [BCRYPT_HASH, SHA512_HASH],
+        [
+            "{PLAIN}secret",
+            "$apr1$abcdefgh$0123456789abcdefghijkl",
+            BCRYPT_HASH.replace("$10$", "$31$"),
+            "secret",
+        ],
+    )
+    usernames = mostly(["admin", "visitor", "a.b@c"], ["ad:min", "x" * 65])
+    users = st.lists(
+        st.fixed_dictionaries(
+            {
+                "username": field_value(context, usernames),
+                "password_hash": field_value(context, hashes),
+            }
+        ),
+        min_size=1,
+        max_size=2,
+    )
+    if context.calm:  # a realm that applies wherever its vhost does
+        return {
+            "id": index,
+            "virtual_host_id": draw(st.sampled_from(context.ids("virtual-hosts") or [1])),
+            "path": draw(st.sampled_from(["/", "/admin/", "/wp-admin/", f"/p{index}"])),
+            "name": "Admin area",
+            "users": [
+                {
+                    "username": "admin",
+                    "password_hash": draw(st.sampled_from([BCRYPT_HASH, SHA512_HASH])),
+                }
+            ],
+        }
+    return {
+        "id": draw(object_id(context, index)),
+        "virtual_host_id": draw(reference(context, "virtual-hosts")),
+        "path": draw(field_value(context, paths)),
+        "name": draw(field_value(context, mostly(["Admin area", "Staff (only)"], ['a"b', "$x"]))),
+        "users": draw(field_value(context, users)),
+    }
+
+
 #: type name → (context, index) → a raw object of that type. A new type adds its own.
 Strategy = Callable[[Context, int], st.SearchStrategy[Raw]]
 STRATEGIES: dict[str, Strategy] = {
@@ -622,6 +819,9 @@ STRATEGIES: dict[str, Strategy] = {
     "nodes": node,
     "redis-instances": redis_instance,
     "daemons": daemon,
+    "certificates": certificate,
+    "url-redirects": url_redirect,
+    "basic-auth-realms": basic_auth_realm,
 }
 #: how many objects of a type one batch holds (at most); half the batches have no
 #: ``clusters`` object (the README allows it: PHP versions are then not managed)

@@ -78,28 +78,39 @@ from ccm.plan.paths import file_name
 from ccm.plan.templates import TemplateRenderer, package_templates
 from ccm.settings import EtcdSettings, Settings
 from ccm.testing.noderoot import INSTALLED_PHP, node_settings, seed_root
+from configurations.basic_auth import BasicAuthRealm
+from configurations.certificates import Certificate, fullchain
 from configurations.clusters import Cluster
 from configurations.crons import Cron
 from configurations.daemons import Daemon, Daemons, systemd_quote
 from configurations.fpm_pools import OPCACHE_ISOLATION, FpmPool
 from configurations.mail_accounts import MailAccount
 from configurations.unix_users import UnixUser
+from configurations.url_redirects import UrlRedirect
 from configurations.virtual_hosts import VirtualHost
 
 UID_BASE = 20000
 EXAMPLES = int(os.environ.get("CCM_PROPERTY_EXAMPLES", "200"))
 
-#: real nginx -t, everything under the root (main config from ``nginx_main_config``)
+#: real nginx -t, everything under the root (main config from ``nginx_main_config``). The
+#: certificates' paths are absolute node paths, which nginx -t opens: it runs in a private
+#: mount namespace where the root's ``etc/ssl`` is bind-mounted over ``/etc/ssl``.
+_NGINX_SCRIPT = r"""
+set -e
+mkdir -p "$1/etc/ssl"
+mount --bind "$1/etc/ssl" /etc/ssl
+exec nginx -t -q -p "$1/" -c "$1/etc/nginx/nginx.conf" -e "$1/var/log/nginx-error.log"
+"""
 NGINX_CHECK = [
-    "nginx",
-    "-t",
-    "-q",
-    "-p",
-    "{root}/",
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
     "-c",
-    "{root}/etc/nginx/nginx.conf",
-    "-e",
-    "{root}/var/log/nginx-error.log",
+    _NGINX_SCRIPT,
+    "sh",
+    "{root}",
 ]
 
 _PHP_FPM_SCRIPT = r"""
@@ -246,6 +257,8 @@ class Outcome:
     refusals: list[str] = field(default_factory=list)
     #: daemon units that passed systemd-analyze verify
     daemon_units: int = 0
+    #: type → objects accepted
+    accepted_of: dict[str, int] = field(default_factory=dict)
 
 
 def write_batch(
@@ -269,6 +282,7 @@ def write_batch(
                 assert_names_the_object(error, type_name, group)
                 continue
             outcome.accepted += len(group)
+            outcome.accepted_of[type_name] = outcome.accepted_of.get(type_name, 0) + len(group)
             for raw in group:
                 obj = parse_object(type_name, raw)
                 expected[type_name][obj.id] = obj
@@ -291,7 +305,12 @@ def refused_here(snapshot: Snapshot) -> set[str]:
         for v in snapshot.all(VirtualHost)
         if v.fpm_pool_id is not None and f"fpm-pools/{v.fpm_pool_id}" in pools
     }
-    return pools | vhosts
+    realms = {
+        r.describe()
+        for r in snapshot.all(BasicAuthRealm)
+        if f"virtual-hosts/{r.virtual_host_id}" in vhosts
+    }
+    return pools | vhosts | realms
 
 
 def apply_on_node(
@@ -458,24 +477,64 @@ def check_node(root: Path, snapshot: Snapshot, refused: set[str]) -> None:
     # nginx
     sites = root / "etc/nginx/sites-enabled"
     vhosts = [v for v in snapshot.all(VirtualHost) if v.describe() not in refused]
+    redirects = snapshot.all(UrlRedirect)
     present = sorted(p.name for p in sites.iterdir()) if sites.is_dir() else []
-    expected = ["ccm-default.conf", *(file_name(v.domain, ".conf") for v in vhosts)]
+    expected = [
+        "ccm-default.conf",
+        *(file_name(v.domain, ".conf") for v in vhosts),
+        *(file_name("redirect_" + r.domain, ".conf") for r in redirects),
+    ]
     assert present == sorted(expected), f"sites {present!r}"
     served: dict[str, str] = {}
-    for vhost in vhosts:
-        text = (sites / file_name(vhost.domain, ".conf")).read_text()
+    blocks: list[VirtualHost | UrlRedirect] = [*vhosts, *redirects]
+    for block in blocks:
+        stem = block.domain if isinstance(block, VirtualHost) else "redirect_" + block.domain
+        text = (sites / file_name(stem, ".conf")).read_text()
         directives = server_name_tokens(text)
-        assert directives == [[vhost.domain, *vhost.server_aliases]], (
-            f"{vhost.describe()} serves {directives!r}"
-        )
-        for name in directives[0]:
+        # force_https: a port 80 block of its own, with the same names
+        blocks_of_it = 2 if isinstance(block, VirtualHost) and block.force_https else 1
+        names = [block.domain, *block.server_aliases]
+        assert directives == [names] * blocks_of_it, f"{block.describe()} serves {directives!r}"
+        for name in names:
             key = normalised(name)
-            assert key not in served, f"{name!r} of {vhost.describe()} is also {served[key]}"
-            served[key] = f"{vhost.describe()} ({name!r})"
-        roots = re.findall(r"^    root (.*);$", text, flags=re.MULTILINE)
-        assert roots == [vhost.document_root], f"{vhost.describe()} root lines {roots!r}"
+            assert key not in served, f"{name!r} of {block.describe()} is also {served[key]}"
+            served[key] = f"{block.describe()} ({name!r})"
+        certificate_id = block.certificate_id
+        tls = re.findall(r"^    ssl_certificate (.*);$", text, flags=re.MULTILINE)
+        wanted_tls = (
+            [] if certificate_id is None else [f"/etc/ssl/ccm/{certificate_id}/fullchain.pem"]
+        )
+        assert tls == wanted_tls, f"{block.describe()} certificates {tls!r}"
+        if isinstance(block, VirtualHost):
+            roots = re.findall(r"^    root (.*);$", text, flags=re.MULTILINE)
+            wanted = [block.document_root] * blocks_of_it
+            assert roots == wanted, f"{block.describe()} root lines {roots!r}"
+        else:
+            returns = re.findall(r"^        return (.*);$", text, flags=re.MULTILINE)
+            assert returns == [f'{block.status_code} "{block.target}"'], returns
 
-    assert_no_carve_outs(vhosts)
+    assert_no_carve_outs(blocks)
+
+    # certificates: every one on every nginx node, the key root's only
+    for cert in snapshot.all(Certificate):
+        directory = root / f"etc/ssl/ccm/{cert.id}"
+        assert (directory / "fullchain.pem").read_text() == fullchain(cert)
+        key = directory / "privkey.pem"
+        assert key.read_text() == cert.private_key.strip() + "\n"
+        assert (key.stat().st_mode & 0o777, key.stat().st_uid) == (0o600, 0)
+
+    # basic auth: the user file of each realm, and its location in the vhost
+    for realm in snapshot.all(BasicAuthRealm):
+        htpasswd = root / f"etc/nginx/htpasswd/{realm.id}"
+        if realm.describe() in refused:
+            assert not htpasswd.exists()
+            continue
+        lines = [line for line in htpasswd.read_text().split("\n") if line and line[0] != "#"]
+        assert lines == [f"{u.username}:{u.password_hash}" for u in realm.users]
+        vhost = snapshot.get(VirtualHost, realm.virtual_host_id)
+        assert vhost is not None
+        text = (sites / file_name(vhost.domain, ".conf")).read_text()
+        assert f"auth_basic_user_file {realm.htpasswd_path};" in text
 
     # php-fpm pools
     for pool in snapshot.all(FpmPool):
@@ -515,7 +574,7 @@ def _nginx_serves(name: str, host: str) -> bool:
     return host == name
 
 
-def assert_no_carve_outs(vhosts: list[VirtualHost]) -> None:
+def assert_no_carve_outs(vhosts: list[VirtualHost | UrlRedirect]) -> None:
     """No host is matched by names of two owners: probed with each name of the two vhosts
     and a name one label below it (enough to meet nginx's wildcards)."""
     for one, other in itertools.combinations(vhosts, 2):
@@ -637,6 +696,10 @@ def test_every_accepted_batch_applies_and_means_what_was_accepted(
     event("clusters object: " + ("none" if not clusters else "drawn"))
     event(f"refused on the node (a PHP version it lacks): {outcome.refused_on_node > 0}")
     event(f"daemon units verified by systemd-analyze: {outcome.daemon_units > 0}")
+    for type_name in ("certificates", "url-redirects", "basic-auth-realms"):
+        event(f"{type_name} accepted: {outcome.accepted_of.get(type_name, 0) > 0}")
+    tls = [r for t, raws in batch.objects if t == "virtual-hosts" for r in raws]
+    event(f"a vhost with a certificate drawn: {any('certificate_id' in r for r in tls)}")
 
 
 @settings(

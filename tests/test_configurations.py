@@ -217,7 +217,14 @@ def test_configurations_metadata() -> None:
     assert by_name["php-fpm-pools"].depends_on == ("unix-users", "php-versions")
     assert by_name["php-versions"].subscribes == ("clusters",)
     assert by_name["php-versions"].depends_on == ()
-    assert by_name["nginx-vhosts"].subscribes == ("virtual-hosts", "fpm-pools", "unix-users")
+    assert by_name["nginx-vhosts"].subscribes == (
+        "virtual-hosts",
+        "fpm-pools",
+        "unix-users",
+        "certificates",
+        "url-redirects",
+        "basic-auth-realms",
+    )
     assert by_name["nginx-vhosts"].depends_on == ("unix-users", "php-fpm-pools")
     assert by_name["dovecot-users"].depends_on == ()
 
@@ -552,9 +559,10 @@ def test_nginx_vhosts(render: TemplateRenderer) -> None:
     for content in (php.content, plain.content):
         # every component is checked, the document root's too (no from=)
         assert "    disable_symlinks if_not_owner;\n" in content
-    assert only(changes, Check) == [Check("nginx_check", ("/etc/nginx/sites-enabled/",))]
+    triggers = ("/etc/nginx/sites-enabled/", "/etc/ssl/ccm/")
+    assert only(changes, Check) == [Check("nginx_check", triggers)]
     assert only(changes, UnitAction) == [
-        UnitAction("nginx", "reload", ("/etc/nginx/sites-enabled/",))
+        UnitAction("nginx", "reload", ("/etc/nginx/sites-enabled/", "/etc/ssl/ccm/"))
     ]
 
 
@@ -573,7 +581,7 @@ def test_nginx_front_controller_only_with_a_pool_and_when_wanted(
         line.strip()
         for file in files
         for line in file.content.splitlines()
-        if "try_files $uri" in line
+        if "try_files $uri $uri/" in line
     ]
     assert fallbacks == [
         "try_files $uri $uri/ /index.php$is_args$args;",
@@ -596,8 +604,8 @@ def test_nginx_default_server(render: TemplateRenderer) -> None:
         "listen 80 default_server;",
         "listen [::]:80 default_server;",
         "return 444;",
-        "listen 443 ssl default_server;",
-        "listen [::]:443 ssl default_server;",
+        "listen 443 ssl http2 default_server;",
+        "listen [::]:443 ssl http2 default_server;",
         "ssl_reject_handshake on;",
     ]:
         assert expected in lines
@@ -608,9 +616,9 @@ def test_nginx_check_and_reload_without_vhosts(render: TemplateRenderer) -> None
     # the last vhost was deleted: the executor removes its file and must reload nginx;
     # the default server stays
     assert list(NginxVhosts().plan(snap(ALICE), render))[1:] == [
-        Check("nginx_check", ("/etc/nginx/sites-enabled/",)),
-        UnitAction("nginx", "reload", ("/etc/nginx/sites-enabled/",)),
-        Probe("nginx_probe", ("/etc/nginx/sites-enabled/",)),
+        Check("nginx_check", ("/etc/nginx/sites-enabled/", "/etc/ssl/ccm/")),
+        UnitAction("nginx", "reload", ("/etc/nginx/sites-enabled/", "/etc/ssl/ccm/")),
+        Probe("nginx_probe", ("/etc/nginx/sites-enabled/", "/etc/ssl/ccm/")),
     ]
 
 

@@ -194,7 +194,11 @@ def test_references_are_derived_from_every_spelling_of_a_ref(registry: None) -> 
     assert model_for("test-backups") is Backup
     # the built-in types, optional references included
     assert Cron.REFERENCES == {"unix_user_id": "unix-users", "node_id": "nodes"}
-    assert VirtualHost.REFERENCES == {"unix_user_id": "unix-users", "fpm_pool_id": "fpm-pools"}
+    assert VirtualHost.REFERENCES == {
+        "unix_user_id": "unix-users",
+        "fpm_pool_id": "fpm-pools",
+        "certificate_id": "certificates",
+    }
     assert UnixUser.REFERENCES == {}
 
 
@@ -295,8 +299,8 @@ def test_an_unknown_type_is_refused_listing_the_known_ones() -> None:
     (problem,) = refused.value.problems
     assert problem.startswith("unknown object type (known: ")
     assert (
-        "clusters, crons, daemons, fpm-pools, mail-accounts, nodes, redis-instances, "
-        "unix-users, virtual-hosts" in problem
+        "basic-auth-realms, certificates, clusters, crons, daemons, fpm-pools, mail-accounts, "
+        "nodes, redis-instances, unix-users, url-redirects, virtual-hosts" in problem
     )
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from certs import TestCa
 from serving_node import ServedNode, ServingError
 
 from ccm.engine.registry import Registry
@@ -34,10 +35,13 @@ from ccm.models import CcmObject, Snapshot
 from ccm.plan.commands import fill
 from ccm.testing.noderoot import node_settings, seed_root
 from configurations import CONFIGURATIONS
+from configurations.basic_auth import BasicAuthRealm
+from configurations.certificates import Certificate
 from configurations.crons import Cron
 from configurations.fpm_pools import OPCACHE_API_NOWHERE, FpmPool, PhpFpmPools
 from configurations.mail_accounts import MailAccount
 from configurations.unix_users import UnixUser
+from configurations.url_redirects import UrlRedirect
 from configurations.virtual_hosts import NginxVhosts, VirtualHost
 
 UID_BASE = 20000
@@ -46,6 +50,89 @@ PASSWORD = "correct horse battery staple"
 SECRET = "bob's secret: 7f3a9c"
 DB_BACKUP = "-- bob's database dump: 5be1d0\n"
 PHP_SECRET = "bob's compiled secret: 0c4e7d"
+#: the test CA of the HTTPS sites (valid now: curl checks it at the real time)
+CA = TestCa("ccm serving")
+TLS_NAMES = ["secure.alice.example.com", "forced.alice.example.com", "go.alice.example.com"]
+ADMIN, ADMIN_PASSWORD = "admin", "open sesame 4711"
+VISITOR, VISITOR_PASSWORD = "visitor", "friend-and-enter"
+
+
+def web_objects() -> list[CcmObject]:
+    """HTTPS, force_https, redirects and basic auth, on alice's sites."""
+    issued = CA.issue(TLS_NAMES)
+    # crypt hashes as nginx reads them: doveadm's, without its {SCHEME} prefix
+    bcrypt = password_hash(ADMIN_PASSWORD, "BLF-CRYPT").partition("}")[2]
+    sha512 = password_hash(VISITOR_PASSWORD).partition("}")[2]
+    common = {"unix_user_id": 1, "document_root": "/home/alice/www", "fpm_pool_id": 1}
+    wildcard = CA.issue(["wild.alice.example.com", "*.wild.alice.example.com"])
+    return [
+        Certificate.model_validate(issued.raw()),
+        Certificate.model_validate(wildcard.raw(2)),
+        VirtualHost(
+            id=11,
+            domain="wild.alice.example.com",
+            server_aliases=["*.wild.alice.example.com"],
+            unix_user_id=1,
+            document_root="/home/alice/static",
+            certificate_id=2,
+        ),
+        VirtualHost(id=8, domain="secure.alice.example.com", certificate_id=1, **common),
+        VirtualHost(
+            id=9, domain="forced.alice.example.com", certificate_id=1, force_https=True, **common
+        ),
+        UrlRedirect(
+            id=1,
+            domain="go.alice.example.com",
+            unix_user_id=1,
+            destination_url="https://alice.example.com/landing/",
+            certificate_id=1,
+        ),
+        UrlRedirect(
+            id=2,
+            domain="old.alice.example.com",
+            unix_user_id=1,
+            destination_url="https://alice.example.com/",
+            status_code=302,
+            keep_path=False,
+            keep_query=False,
+        ),
+        UrlRedirect(
+            id=3,
+            domain="path.alice.example.com",
+            unix_user_id=1,
+            destination_url="https://alice.example.com/new",
+            status_code=308,
+            keep_query=False,
+        ),
+        UrlRedirect(
+            id=4,
+            domain="query.alice.example.com",
+            unix_user_id=1,
+            destination_url="http://alice.example.com/search",
+            status_code=307,
+            keep_path=False,
+        ),
+        BasicAuthRealm(
+            id=1,
+            virtual_host_id=1,
+            path="/admin/",
+            name="Alice (admin)",
+            users=[{"username": ADMIN, "password_hash": bcrypt}],
+        ),
+        VirtualHost(
+            id=10,
+            domain="private.alice.example.com",
+            unix_user_id=1,
+            document_root="/home/alice/static",
+        ),
+        BasicAuthRealm(
+            id=2,
+            virtual_host_id=10,
+            path="/",
+            name="static",
+            users=[{"username": VISITOR, "password_hash": sha512}],
+        ),
+    ]
 
 
 def objects(password_hash: str) -> list[CcmObject]:
@@ -108,6 +195,7 @@ def objects(password_hash: str) -> list[CcmObject]:
             email_address="ops@example.com",
         ),
         MailAccount(id=1, local_part="info", domain="example.com", password_hash=password_hash),
+        *web_objects(),
     ]
 
 
@@ -164,6 +252,8 @@ SITE_FILES: dict[str, tuple[int, str]] = {
     "alice/www/hello.txt": (ALICE_UID, "hello from alice\n"),
     "alice/www/.env": (ALICE_UID, "DB_PASSWORD=alice-dotfile-secret\n"),
     "alice/www/.well-known/acme-challenge/token": (ALICE_UID, "acme-token\n"),
+    "alice/www/admin/whoami.php": (ALICE_UID, WHOAMI),
+    "alice/www/admin/notes.txt": (ALICE_UID, "alice's admin notes\n"),
     "alice/static/hello.txt": (ALICE_UID, "static hello\n"),
     "alice/static/info.php": (ALICE_UID, '<?php echo "EXECUTED"; // PHP-SOURCE-MARKER\n'),
     "bob/www/index.php": (BOB_UID, FRONT_CONTROLLER),
@@ -241,9 +331,9 @@ class Served:
     snapshot: Snapshot
 
 
-def password_hash(password: str) -> str:
+def password_hash(password: str, scheme: str = "SHA512-CRYPT") -> str:
     done = subprocess.run(
-        ["doveadm", "pw", "-s", "SHA512-CRYPT", "-p", password],
+        ["doveadm", "pw", "-s", scheme, "-p", password],
         capture_output=True,
         text=True,
         check=False,
@@ -522,3 +612,184 @@ def test_the_shipped_probes_pass_against_the_real_servers(served: Served) -> Non
         assert answered.returncode == 0, (pool, answered.stdout + answered.stderr)
     missing = fill(PhpFpmPools.probes["php_fpm_probe"], {"socket": "/run/php/none.sock"})
     assert served.node.run(missing).returncode != 0
+
+
+# --- HTTPS, force_https, redirects, basic auth ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca_file(served: Served) -> Path:
+    path = served.base / "test-ca.pem"
+    path.write_text(CA.root_pem)
+    return path
+
+
+def test_https_answers_with_the_certificate_the_client_verifies(
+    served: Served, ca_file: Path
+) -> None:
+    for host in ("secure.alice.example.com", "forced.alice.example.com"):
+        result = served.node.get(host, "/whoami.php", https=True, ca_file=ca_file)
+        assert (result.status, result.body) == (200, "alice"), (host, str(result))
+        assert result.http_version == "2", host  # HTTP/2 over TLS (ALPN)
+    # without force_https, port 80 serves the site as before
+    result = served.node.get("secure.alice.example.com", "/hello.txt")
+    assert (result.status, result.body) == (200, "hello from alice\n"), str(result)
+
+
+def test_a_name_the_certificate_does_not_cover_fails_verification(
+    served: Served, ca_file: Path
+) -> None:
+    """The check is the client's, against the test CA: a vhost without a certificate has
+    no TLS server block, so its name reaches the default server's rejection."""
+    result = served.node.get("alice.example.com", "/", https=True, ca_file=ca_file)
+    assert (result.status, result.curl_exit) == (0, 35), str(result)
+
+
+def test_a_wildcard_certificate_covers_one_label(served: Served, ca_file: Path) -> None:
+    """RFC 6125 as the client checks it: ``*.wild…`` covers ``x.wild…``, not ``a.b.wild…``
+    (which nginx's ``*.wild…`` still routes to the vhost: the writer accepts the same
+    wildcard on both sides, and the deeper names fail verification)."""
+    for host in ("wild.alice.example.com", "x.wild.alice.example.com"):
+        result = served.node.get(host, "/hello.txt", https=True, ca_file=ca_file)
+        assert (result.status, result.body) == (200, "static hello\n"), (host, str(result))
+    deeper = served.node.get("a.b.wild.alice.example.com", "/", https=True, ca_file=ca_file)
+    assert (deeper.status, deeper.curl_exit) == (0, 60), str(deeper)  # peer name mismatch
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--tlsv1.1", "--tls-max", "1.1", "--ciphers", "DEFAULT@SECLEVEL=0"],
+        ["--tlsv1", "--tls-max", "1.0", "--ciphers", "DEFAULT@SECLEVEL=0"],
+        # TLS 1.2, but only a cipher Mozilla's intermediate list leaves out (no forward
+        # secrecy, CBC): nginx's own default would take it
+        ["--tlsv1.2", "--tls-max", "1.2", "--ciphers", "ECDHE-ECDSA-AES128-SHA"],
+        ["--tlsv1.2", "--tls-max", "1.2", "--ciphers", "AES128-GCM-SHA256"],
+    ],
+    ids=["tls1.1", "tls1.0", "tls1.2-cbc", "tls1.2-no-forward-secrecy"],
+)
+def test_old_protocols_and_weak_ciphers_are_refused(
+    served: Served, ca_file: Path, options: list[str]
+) -> None:
+    result = served.node.get(
+        "secure.alice.example.com", "/hello.txt", https=True, ca_file=ca_file, options=options
+    )
+    assert (result.status, result.curl_exit) == (0, 35), str(result)
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_tls_1_2_and_1_3_are_served(served: Served, ca_file: Path, version: str) -> None:
+    result = served.node.get(
+        "secure.alice.example.com",
+        "/hello.txt",
+        https=True,
+        ca_file=ca_file,
+        options=[f"--tlsv{version}", "--tls-max", version],
+    )
+    assert (result.status, result.body) == (200, "hello from alice\n"), str(result)
+
+
+def test_force_https_redirects_everything_but_acme_challenges(served: Served) -> None:
+    result = served.node.get("forced.alice.example.com", "/whoami.php?a=1&b=%20")
+    assert result.status == 301, str(result)
+    assert result.location == "https://forced.alice.example.com/whoami.php?a=1&b=%20"
+    assert "alice" not in result.body
+    result = served.node.get("forced.alice.example.com", "/.well-known/acme-challenge/token")
+    assert (result.status, result.body) == (200, "acme-token\n"), str(result)
+    result = served.node.get("forced.alice.example.com", "/.well-known/acme-challenge/none")
+    assert (result.status, result.location) == (404, ""), str(result)
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "status", "location"),
+    [
+        # keep_path and keep_query (the defaults): the request as sent follows
+        ("go.alice.example.com", "/a/b?c=d", 301, "https://alice.example.com/landing/a/b?c=d"),
+        ("go.alice.example.com", "/", 301, "https://alice.example.com/landing/"),
+        # an encoded line break stays encoded: no header of the attacker's
+        (
+            "go.alice.example.com",
+            "/x%0d%0aSet-Cookie:%20a=b",
+            301,
+            "https://alice.example.com/landing/x%0d%0aSet-Cookie:%20a=b",
+        ),
+        ("old.alice.example.com", "/a/b?c=d", 302, "https://alice.example.com/"),
+        ("path.alice.example.com", "/a/b?c=d", 308, "https://alice.example.com/new/a/b"),
+        ("query.alice.example.com", "/a/b?c=d", 307, "http://alice.example.com/search?c=d"),
+        ("query.alice.example.com", "/a/b", 307, "http://alice.example.com/search"),
+    ],
+)
+def test_redirects_answer_with_their_status_and_location(
+    served: Served, host: str, path: str, status: int, location: str
+) -> None:
+    result = served.node.get(host, path)
+    assert (result.status, result.location) == (status, location), str(result)
+
+
+def test_a_redirect_with_a_certificate_answers_over_https(served: Served, ca_file: Path) -> None:
+    result = served.node.get("go.alice.example.com", "/x?y=z", https=True, ca_file=ca_file)
+    assert (result.status, result.location) == (
+        301,
+        "https://alice.example.com/landing/x?y=z",
+    ), str(result)
+    without = served.node.get("old.alice.example.com", "/", https=True, ca_file=ca_file)
+    assert (without.status, without.curl_exit) == (0, 35), str(without)
+
+
+@pytest.mark.parametrize(
+    ("path", "options"),
+    [
+        ("/admin/whoami.php", []),  # PHP under the protected path
+        ("/admin/notes.txt", []),
+        ("/admin/", []),
+        ("/admin/../admin/whoami.php", ["--path-as-is"]),
+        ("/%61dmin/whoami.php", ["--path-as-is"]),  # nginx decodes before it matches
+        ("/admin//whoami.php", ["--path-as-is"]),
+    ],
+)
+def test_basic_auth_protects_its_path_php_included(
+    served: Served, path: str, options: list[str]
+) -> None:
+    result = served.node.get("alice.example.com", path, options=options)
+    assert result.status == 401, str(result)
+    assert "alice" not in result.body
+    wrong = served.node.get("alice.example.com", path, options=[*options, "-u", "admin:wrong"])
+    assert wrong.status == 401, str(wrong)
+
+
+def test_basic_auth_lets_its_users_in(served: Served) -> None:
+    credentials = ["-u", f"{ADMIN}:{ADMIN_PASSWORD}"]
+    result = served.node.get("alice.example.com", "/admin/whoami.php", options=credentials)
+    assert (result.status, result.body) == (200, "alice"), str(result)
+    result = served.node.get("alice.example.com", "/admin/notes.txt", options=credentials)
+    assert (result.status, result.body) == (200, "alice's admin notes\n"), str(result)
+    # outside the realm: no credentials needed
+    result = served.node.get("alice.example.com", "/whoami.php")
+    assert (result.status, result.body) == (200, "alice"), str(result)
+
+
+def test_a_realm_on_slash_protects_the_whole_site(served: Served) -> None:
+    host = "private.alice.example.com"
+    assert served.node.get(host, "/hello.txt").status == 401
+    assert served.node.get(host, "/info.php").status == 403  # no PHP here: denied first
+    admin = ["-u", f"{ADMIN}:{ADMIN_PASSWORD}"]  # a user of another realm
+    assert served.node.get(host, "/hello.txt", options=admin).status == 401
+    result = served.node.get(host, "/hello.txt", options=["-u", f"{VISITOR}:{VISITOR_PASSWORD}"])
+    assert (result.status, result.body) == (200, "static hello\n"), str(result)
+    # an ACME challenge is never behind basic auth
+    acme = served.node.get(host, "/.well-known/acme-challenge/none")
+    assert acme.status == 404, str(acme)
+
+
+def test_the_htpasswd_and_key_files_are_not_for_tenants(served: Served) -> None:
+    www_data = grp.getgrnam("www-data").gr_gid
+    htpasswd = served.root / "etc/nginx/htpasswd/1"
+    info = htpasswd.stat()
+    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o640, 0, www_data)
+    key = served.root / "etc/ssl/ccm/1/privkey.pem"
+    info = key.stat()
+    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o600, 0, 0)
+    # a tenant's PHP cannot read either
+    for path in ("/etc/nginx/htpasswd/1", "/etc/ssl/ccm/1/privkey.pem"):
+        result = served.node.get("alice.example.com", f"/peek.php?path={path}")
+        assert (result.status, result.body) == (200, "DENIED"), (path, str(result))
