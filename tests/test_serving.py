@@ -21,6 +21,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,6 +253,7 @@ SITE_FILES: dict[str, tuple[int, str]] = {
     "alice/www/hello.txt": (ALICE_UID, "hello from alice\n"),
     "alice/www/.env": (ALICE_UID, "DB_PASSWORD=alice-dotfile-secret\n"),
     "alice/www/.well-known/acme-challenge/token": (ALICE_UID, "acme-token\n"),
+    "alice/www/.well-known/security.txt": (ALICE_UID, "alice-security\n"),
     "alice/www/admin/whoami.php": (ALICE_UID, WHOAMI),
     "alice/www/admin/notes.txt": (ALICE_UID, "alice's admin notes\n"),
     "alice/static/hello.txt": (ALICE_UID, "static hello\n"),
@@ -387,8 +389,54 @@ def test_dotfiles_are_refused_but_well_known_is_served(served: Served) -> None:
     result = served.node.get("alice.example.com", "/.env")
     assert result.status == 403, str(result)
     assert "alice-dotfile-secret" not in result.body
-    result = served.node.get("alice.example.com", "/.well-known/acme-challenge/token")
-    assert (result.status, result.body) == (200, "acme-token\n"), str(result)
+    result = served.node.get("alice.example.com", "/.well-known/security.txt")
+    assert (result.status, result.body) == (200, "alice-security\n"), str(result)
+
+
+#: ccm's real ACME responder, in the served namespace on the node's responder_listen,
+#: answering one token from a fixed table (its etcd lookup: tests/test_acme*.py)
+RESPONDER = """
+import sys, time
+from ccm.daemon.acme_responder import ChallengeResponder
+responder = ChallengeResponder({"token": "token.thumbprint"}.get)
+responder.serve(sys.argv[1])
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
+@pytest.fixture(scope="module")
+def responder(served: Served) -> Iterator[None]:
+    listen = served.engine.settings.acme.responder_listen
+    process = subprocess.Popen(
+        ["nsenter", "-t", str(served.node.pid), "-m", "-n", "--", sys.executable, "-c",
+         RESPONDER, listen],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+        yield
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["alice.example.com", "forced.alice.example.com", "old.alice.example.com", "nobody.example"],
+)
+def test_an_acme_challenge_is_answered_by_ccms_responder_on_every_server(
+    served: Served, responder: None, host: str
+) -> None:
+    """Every port-80 server (a vhost, a force_https vhost, a redirect, the default server
+    for a name nobody serves) passes the challenge path to the node's ccm responder: not
+    to the file a tenant put at that path, not to PHP, not behind basic auth."""
+    result = served.node.get(host, "/.well-known/acme-challenge/token")
+    assert (result.status, result.body) == (200, "token.thumbprint"), str(result)
+    unknown = served.node.get(host, "/.well-known/acme-challenge/none.php")
+    assert unknown.status == 404, str(unknown)
 
 
 def test_php_on_a_static_vhost_is_not_served(served: Served) -> None:
@@ -689,15 +737,15 @@ def test_tls_1_2_and_1_3_are_served(served: Served, ca_file: Path, version: str)
     assert (result.status, result.body) == (200, "hello from alice\n"), str(result)
 
 
-def test_force_https_redirects_everything_but_acme_challenges(served: Served) -> None:
+def test_force_https_redirects_everything_but_acme_challenges(
+    served: Served, responder: None
+) -> None:
     result = served.node.get("forced.alice.example.com", "/whoami.php?a=1&b=%20")
     assert result.status == 301, str(result)
     assert result.location == "https://forced.alice.example.com/whoami.php?a=1&b=%20"
     assert "alice" not in result.body
-    result = served.node.get("forced.alice.example.com", "/.well-known/acme-challenge/token")
-    assert (result.status, result.body) == (200, "acme-token\n"), str(result)
     result = served.node.get("forced.alice.example.com", "/.well-known/acme-challenge/none")
-    assert (result.status, result.location) == (404, ""), str(result)
+    assert (result.status, result.location) == (404, ""), str(result)  # ccm's, no 301
 
 
 @pytest.mark.parametrize(

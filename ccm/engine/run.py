@@ -73,8 +73,10 @@ class Engine:
         self.runner = runner
         self.playbooks: PlaybookExecutor = playbooks or AnsiblePlaybooks(settings)
         override = Path(settings.templates_dir) if settings.templates_dir else None
+        # templates read the node's settings as ``node_settings`` (its ACME responder)
+        shared = {"node_settings": settings}
         self.renderers: dict[str, TemplateRenderer] = {
-            c.name: renderer_for(type(c), c.name, override) for c in registry
+            c.name: renderer_for(type(c), c.name, override, shared) for c in registry
         }
 
     @property

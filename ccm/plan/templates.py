@@ -10,6 +10,7 @@ searched first: a template of the same name there replaces the shipped one.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import jinja2
@@ -21,7 +22,12 @@ class TemplateRenderer:
     """A ``Render`` over template folders (searched in order): strict undefined,
     trailing newline kept; errors name ``configuration``."""
 
-    def __init__(self, *directories: Path, configuration: str = "(template)") -> None:
+    def __init__(
+        self,
+        *directories: Path,
+        configuration: str = "(template)",
+        globals: Mapping[str, object] | None = None,
+    ) -> None:
         self.directories = directories
         self.environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader([str(d) for d in directories]),
@@ -34,6 +40,8 @@ class TemplateRenderer:
             # deployment, and the daemon builds a new renderer on SIGHUP
             auto_reload=False,
         )
+        #: what every template may read besides its variables (``node_settings``)
+        self.environment.globals.update(globals or {})
         self.configuration = configuration
 
     def __call__(self, template: str, /, **variables: object) -> str:
@@ -62,8 +70,15 @@ def package_templates(owner: type) -> Path:
     return Path(source).parent / "templates"
 
 
-def renderer_for(owner: type, name: str, override: Path | None = None) -> TemplateRenderer:
+def renderer_for(
+    owner: type,
+    name: str,
+    override: Path | None = None,
+    globals: Mapping[str, object] | None = None,
+) -> TemplateRenderer:
     """The ``Render`` of one configuration: ``override`` (an operator's folder), then its
-    own package's templates."""
+    own package's templates. ``globals``: what every template reads besides its variables
+    (the engine passes ``node_settings``, the node's settings: where its ACME responder
+    listens, for one)."""
     folders = [override] if override is not None else []
-    return TemplateRenderer(*folders, package_templates(owner), configuration=name)
+    return TemplateRenderer(*folders, package_templates(owner), configuration=name, globals=globals)
