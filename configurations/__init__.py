@@ -21,6 +21,9 @@ Run order follows ``depends_on``::
 from __future__ import annotations
 
 from ccm.plan.configuration import Configuration
+
+# a type nothing renders on a node (the ACME orderer reads it): registered by its import
+from configurations import certificate_managers  # noqa: F401
 from configurations.clusters import PhpVersions
 from configurations.crons import Crontabs
 from configurations.daemons import Daemons

@@ -185,3 +185,21 @@ def coverage_problems(mine: ServerBlock, view: ObjectsView) -> list[str]:
         for field, name in _fields(mine)
         if not covers(names, name)
     ]
+
+
+def server_for(view: ObjectsView, host: str) -> ServerBlock | None:
+    """The vhost or redirect nginx gives ``host`` to (an exact name first, then the
+    longest wildcard), or None: the default server, which answers no tenant."""
+    host = canonical(host)
+    matching = [
+        (ServerName.parse(name), block)
+        for block in _index(view, NAME_TYPES).candidates(ServedNames([host]))
+        for _, name in _fields(block)
+        if ServerName.parse(name).matches(host)
+    ]
+    if not matching:
+        return None
+    exact = [block for name, block in matching if name.base == host and name.exact]
+    if exact:
+        return exact[0]
+    return max(matching, key=lambda item: len(item[0].base))[1]

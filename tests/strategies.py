@@ -807,6 +807,27 @@ def basic_auth_realm(draw: st.DrawFn, context: Context, index: int) -> Raw:
     }
 
 
+@st.composite
+def certificate_manager(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    """Names the batch's vhosts and redirects serve (theirs, or another owner's), names
+    below their wildcards, names nobody serves, and hostile ones."""
+    served = [
+        name
+        for type_name in ("virtual-hosts", "url-redirects")
+        for key in ("domain", "server_aliases")
+        for value in context.values(type_name, key)
+        for name in (value if isinstance(value, list) else [value])
+        if isinstance(name, str)
+    ]
+    below = [f"x{index}." + name.removeprefix("*.") for name in served if name.startswith("*.")]
+    plausible = st.sampled_from([*served, *below, *CONTESTED, f"free{index}.example.org"])
+    names = st.lists(field_value(context, plausible), min_size=1, max_size=3)
+    raw: Raw = {"id": draw(object_id(context, index)), "common_names": draw(names)}
+    owner = st.one_of(reference(context, "unix-users"), st.none())
+    maybe(raw, "unix_user_id", draw(owner), absent=draw(st.booleans()))
+    return raw
+
+
 #: type name → (context, index) → a raw object of that type. A new type adds its own.
 Strategy = Callable[[Context, int], st.SearchStrategy[Raw]]
 STRATEGIES: dict[str, Strategy] = {
@@ -822,6 +843,7 @@ STRATEGIES: dict[str, Strategy] = {
     "certificates": certificate,
     "url-redirects": url_redirect,
     "basic-auth-realms": basic_auth_realm,
+    "certificate-managers": certificate_manager,
 }
 #: how many objects of a type one batch holds (at most); half the batches have no
 #: ``clusters`` object (the README allows it: PHP versions are then not managed)
@@ -829,11 +851,12 @@ MAX_PER_TYPE: dict[str, int] = {"clusters": 1, "unix-users": 3}
 
 
 def write_order() -> list[str]:
-    """Every type after the types it references; ``clusters`` (which pools are checked
-    against) first, so pools have versions to be listed in."""
+    """Every type after the types it references or reads; ``clusters`` (which pools are
+    checked against) first, so pools have versions to be listed in."""
     sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for name, model in sorted(OBJECT_TYPES.items()):
-        sorter.add(name, *model.REFERENCES.values())
+        reads = [other for other in model.READS if other != name]
+        sorter.add(name, *model.REFERENCES.values(), *reads)
     order = list(sorter.static_order())
     return sorted(order, key=lambda name: (name != "clusters", order.index(name)))
 

@@ -19,10 +19,11 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Any
 
 import pytest
 from acme_servers import ChallengeNginx, PebbleServer, free_port
+from certs import TestCa
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import generate_latest
@@ -41,7 +42,7 @@ from ccm.cluster.store import ObjectStore
 from ccm.daemon.acme_responder import ChallengeResponder
 from ccm.daemon.acme_service import AcmeService
 from ccm.daemon.metrics import Metrics
-from ccm.models.base import CcmObject, Secret, object_types
+from ccm.models.base import CcmObject, object_types
 from ccm.settings import AcmeSettings, EtcdSettings, Settings
 
 # --------------------------------------------------------------------------- fixtures
@@ -94,21 +95,10 @@ def start_nginx(pebble: PebbleServer) -> Iterator[Callable[..., ChallengeNginx]]
 
 @pytest.fixture
 def certificates_type(registry: None) -> type[CcmObject]:
-    """The ``certificates`` type: the real one once it is installed, else a stand-in with
-    DESIGN's fields, so the write goes through the real validated store either way."""
+    """The real ``certificates`` type: every write goes through its write-time checks."""
     import configurations  # noqa: F401 - registers the built-in types
 
-    if "certificates" in object_types:
-        return object_types["certificates"]
-
-    class Certificate(CcmObject):
-        TYPE: ClassVar[str] = "certificates"
-        common_names: list[str]
-        certificate: str
-        ca_chain: str | None = None
-        private_key: Annotated[str, Secret]
-
-    return Certificate
+    return object_types["certificates"]
 
 
 def acme_settings(pebble: PebbleServer, **changes: Any) -> AcmeSettings:
@@ -352,8 +342,9 @@ def test_a_change_of_names_orders_again_under_the_same_id(
     )
     store = ObjectStore(etcd_client, prefix)
     # a certificate uploaded by hand holds id 1: the manager's gets another
-    taken = {"id": 1, "common_names": ["x.test"], "certificate": "x", "private_key": "x"}
-    etcd_client.put(Keys(prefix).object("certificates", 1), json.dumps(taken).encode())
+    taken = TestCa().issue(["x.example.test"]).raw(1)
+    store.put("certificates", [taken])
+    taken = store.get("certificates", 1).model_dump(mode="json")
     put_manager(etcd_client, prefix, 3, ["cafe.example.test"])
     assert renewal.tick().attempted == {3: "issued"}
     certificate_id = ManagerStates(etcd_client, prefix).all()[3].certificate_id
@@ -370,7 +361,7 @@ def test_a_change_of_names_orders_again_under_the_same_id(
         "cafe.example.test",
         "www.cafe.example.test",
     ]
-    assert json.loads(etcd_client.get(Keys(prefix).object("certificates", 1)).value) == taken  # type: ignore[union-attr]
+    assert store.get("certificates", 1).model_dump(mode="json") == taken
 
 
 # --------------------------------------------------------------------------- failure
