@@ -95,10 +95,12 @@ def start_nginx(pebble: PebbleServer) -> Iterator[Callable[..., ChallengeNginx]]
 
 @pytest.fixture
 def certificates_type(registry: None) -> type[CcmObject]:
-    """The real ``certificates`` type: every write goes through its write-time checks."""
-    import configurations  # noqa: F401 - registers the built-in types
+    """The real ``certificates`` type: every write goes through its write-time checks
+    (registered for this test: an earlier test's ``registry`` may have dropped it)."""
+    from configurations.certificates import Certificate
 
-    return object_types["certificates"]
+    object_types.setdefault(Certificate.TYPE, Certificate)
+    return Certificate
 
 
 def acme_settings(pebble: PebbleServer, **changes: Any) -> AcmeSettings:
