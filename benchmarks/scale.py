@@ -57,7 +57,8 @@ def config_text(root: Path, endpoint: str, prefix: str, backend: str) -> str:
     log = root.parent / f"actions-{root.name}.log"
     record = f'["sh", "-c", "echo \\"$1\\" >> {log}", "sh"'
     return (
-        f'node = "scale"\nroot = "{root}"\nlog_format = "json"\nreconcile_interval = 0\n'
+        # a node of its own per root: a node's record says what it applied already
+        f'node = "{root.name}"\nroot = "{root}"\nlog_format = "json"\nreconcile_interval = 0\n'
         f'[etcd]\nendpoints = ["{endpoint}"]\nprefix = "{prefix}"\n'
         # useradd is the default: its settings need no [accounts] table
         + (f'[accounts]\nbackend = "{backend}"\n' if backend != "useradd" else "")
@@ -232,11 +233,7 @@ def main() -> None:
                 if size == args.ready_at:
                     fresh = seed_root(base / f"ready-{size}-{backend}")
                     ready_config = base / f"ready-{size}-{backend}.toml"
-                    ready_config.write_text(
-                        config_text(fresh, server.endpoint, prefix, backend).replace(
-                            'node = "scale"', f'node = "new-{backend}"'
-                        )
-                    )
+                    ready_config.write_text(config_text(fresh, server.endpoint, prefix, backend))
                     record(f"new node READY {backend} s", size, ready_time(ready_config))
     print()
     sizes = sorted(args.sizes)
