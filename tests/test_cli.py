@@ -241,3 +241,17 @@ def test_help_imports_nothing_heavy(argv: list[str]) -> None:
     )
     assert "Usage: ccm" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_objects_get_and_list_hide_secret_fields_unless_asked(config: Path) -> None:
+    password = "s3cret-redis-password-0123456789"
+    instance = {"id": 1, "name": "cache", "port": 16379, "password": password}
+    assert put(config, "redis-instances", {**instance, "memory_limit_mib": 64}).exit_code == 0
+    for args in (("get", "redis-instances", "1"), ("list", "redis-instances")):
+        hidden = ccm(config, "objects", *args)
+        assert hidden.exit_code == 0, hidden.output
+        assert password not in hidden.output
+        assert '"password": "[secret]"' in hidden.output
+        assert '"port": 16379' in hidden.output  # the rest as stored
+        shown = ccm(config, "objects", *args, "--show-secrets")
+        assert f'"password": "{password}"' in shown.output

@@ -521,23 +521,50 @@ def history(context: Context, node_name: str | None, limit: int, as_json: bool) 
             click.echo("    error: " + run.error.splitlines()[0])
 
 
+def _shown(obj: Any, reveal: bool) -> Any:
+    """The object as JSON data, its secret fields' values (a key, a password hash) as
+    ``"[secret]"`` unless ``reveal``: a terminal, a scrollback or a ticket is no place
+    for them."""
+    from ccm.models.base import secret_values
+
+    data = obj.model_dump(mode="json")
+    hidden = set() if reveal else secret_values(type(obj), data)
+
+    def mask(value: Any) -> Any:
+        if isinstance(value, str):
+            return "[secret]" if value in hidden else value
+        if isinstance(value, dict):
+            return {key: mask(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [mask(item) for item in value]
+        return value
+
+    return mask(data)
+
+
+_REVEAL_HELP = "Print secret fields (keys, password hashes) instead of [secret]."
+
+
 @objects.command("get")
 @click.argument("type_name", metavar="TYPE", type=TYPE_CHOICE)
 @click.argument("object_id", metavar="ID", type=int)
+@click.option("--show-secrets", is_flag=True, help=_REVEAL_HELP)
 @pass_context
-def objects_get(context: Context, type_name: str, object_id: int) -> None:
-    """Print one object as JSON."""
+def objects_get(context: Context, type_name: str, object_id: int, show_secrets: bool) -> None:
+    """Print one object as JSON (secret fields as [secret])."""
     with _errors(), context.store() as store:
-        click.echo(store.get(type_name, object_id).model_dump_json(indent=2))
+        shown = _shown(store.get(type_name, object_id), show_secrets)
+        click.echo(json.dumps(shown, indent=2))
 
 
 @objects.command("list")
 @click.argument("type_name", metavar="TYPE", type=TYPE_CHOICE)
+@click.option("--show-secrets", is_flag=True, help=_REVEAL_HELP)
 @pass_context
-def objects_list(context: Context, type_name: str) -> None:
-    """Print every object of a type as a JSON list."""
+def objects_list(context: Context, type_name: str, show_secrets: bool) -> None:
+    """Print every object of a type as a JSON list (secret fields as [secret])."""
     with _errors(), context.store() as store:
-        found = [obj.model_dump(mode="json") for obj in store.list(type_name)]
+        found = [_shown(obj, show_secrets) for obj in store.list(type_name)]
         click.echo(json.dumps(found, indent=2))
 
 

@@ -124,7 +124,8 @@ class CcmNode:
         return self.ccm("objects", "delete", type_name, str(object_id), check=check)
 
     def objects(self, type_name: str) -> list[dict[str, Any]]:
-        """The stored objects of ``type_name`` (``ccm objects list``), as dicts."""
+        """The stored objects of ``type_name`` (``ccm objects list``), as dicts; secret
+        fields read ``"[secret]"``."""
         found: list[dict[str, Any]] = json.loads(
             self.ccm("objects", "list", type_name, check=True).stdout
         )
