@@ -40,7 +40,8 @@ from ccm.testing.noderoot import seed_root  # noqa: E402
 BATCH = 100  # objects per put (etcd's default --max-txn-ops is 128)
 
 
-def objects(users: int, redirects: int) -> dict[str, list[dict[str, object]]]:
+def objects(users: int, redirects: int, tls: bool = True) -> dict[str, list[dict[str, object]]]:
+    """``tls``: a certificate per vhost (``scale.py`` keeps the older proportions)."""
     from certs import TestCa
 
     ca = TestCa("ccm bench")
@@ -73,13 +74,13 @@ def objects(users: int, redirects: int) -> dict[str, list[dict[str, object]]]:
                 "unix_user_id": i,
                 "document_root": f"/home/{name}/www",
                 "fpm_pool_id": i,
-                "certificate_id": i,
-                "force_https": i % 2 == 0,
+                **({"certificate_id": i, "force_https": i % 2 == 0} if tls else {}),
             }
         )
-        made["certificates"].append(
-            ca.issue([f"{name}.example.com", f"www.{name}.example.com"]).raw(i)
-        )
+        if tls:
+            made["certificates"].append(
+                ca.issue([f"{name}.example.com", f"www.{name}.example.com"]).raw(i)
+            )
         for j in range(2):
             made["crons"].append(
                 {

@@ -38,6 +38,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))  # render.py's certs
 
 from render import objects  # noqa: E402  (the same objects, the same proportions)
 
@@ -75,7 +76,7 @@ def config_text(root: Path, endpoint: str, prefix: str, backend: str) -> str:
 
 
 def write_objects(settings: EtcdSettings, users: int) -> float:
-    made = objects(users)
+    made = objects(users, 0, tls=False)
     started = time.perf_counter()
     with EtcdClient.from_settings(settings) as client:
         store = ObjectStore(client, settings.prefix, writer="scale")
