@@ -151,6 +151,7 @@ class Engine:
                         full=full,
                         uid_base=self.settings.accounts.uid_base,
                         refused=refused,
+                        settings=self.settings,
                     )
                 )
                 refuse_referrers(snapshot, refused, name)

@@ -22,6 +22,7 @@ from ccm.plan.manifest import Manifest
 from ccm.plan.node import Accounts
 from ccm.plan.steps import ConfigurationOperations, NodeView, Refusal, triggered
 from ccm.plan.units import plan_unit_removals
+from ccm.settings import Settings
 
 __all__ = [
     "ConfigurationOperations",
@@ -49,6 +50,7 @@ def compute_operations(
     full: bool,
     uid_base: int,
     refused: dict[str, Refusal],
+    settings: Settings | None = None,
 ) -> ConfigurationOperations:
     """The operations for one configuration's changes.
 
@@ -62,7 +64,7 @@ def compute_operations(
     the configuration is compared again with that object refused from the start, so
     none of its steps remain. Each pass refuses at least one more object, so this ends.
     """
-    node = NodeView(root, manifest, accounts, uid_base, fingerprint, full)
+    node = NodeView(root, manifest, accounts, uid_base, fingerprint, full, settings)
     planned_accounts = set(accounts.planned)
     while True:
         ops = _compare(configuration, changes, node, refused)

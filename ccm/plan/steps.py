@@ -48,6 +48,11 @@ class NodeView:
     fingerprint: Callable[[Playbook], str]
     #: a reconcile: run playbooks even with unchanged inputs
     full: bool
+    #: the node's settings, for a kind that reads a server (``ccm.plan.sql``); None in a
+    #: comparison that has none (such a kind then refuses to plan)
+    settings: Settings | None = None
+    #: what a kind read once for this comparison (a SQL server's state), by its own key
+    cache: dict[str, Any] = field(default_factory=dict)
 
     def under(self, node_path: str) -> str:
         # plain strings: this runs once per planned file, and Path objects cost more here
