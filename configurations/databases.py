@@ -201,21 +201,39 @@ class _Databases(Configuration):
         for user in snapshot.all(DatabaseUser):
             if user.server_software == software:
                 changes.append(
-                    SqlUser(software, user.name, user.account_host, user.password_hash,
-                            (user.describe(),))
-                )  # fmt: skip
+                    SqlUser(
+                        software,
+                        user.name,
+                        user.account_host,
+                        user.password_hash,
+                        (user.describe(),),
+                    )
+                )
         for grant in snapshot.all(DatabaseUserGrant):
-            database = referenced(snapshot, Database, grant.database_id, referrer=grant,
-                                  field="database_id", configuration=self.name)  # fmt: skip
+            database = referenced(
+                snapshot,
+                Database,
+                grant.database_id,
+                referrer=grant,
+                field="database_id",
+                configuration=self.name,
+            )
             if database.server_software != software:
                 continue
-            user = referenced(snapshot, DatabaseUser, grant.database_user_id, referrer=grant,
-                              field="database_user_id", configuration=self.name)  # fmt: skip
+            user = referenced(
+                snapshot,
+                DatabaseUser,
+                grant.database_user_id,
+                referrer=grant,
+                field="database_user_id",
+                configuration=self.name,
+            )
             origin = (grant.describe(), database.describe(), user.describe())
             changes.append(
-                SqlGrant(software, database.name, user.name, user.account_host,
-                         grant.privilege, origin)
-            )  # fmt: skip
+                SqlGrant(
+                    software, database.name, user.name, user.account_host, grant.privilege, origin
+                )
+            )
         changes.append(SqlCleanup(software, snapshot.revision))
         return changes
 

@@ -93,7 +93,9 @@ class PostgreSQL:
     socket_dir: str
     port: int
 
-    def conninfo(self, user: str = "postgres", password: str = PG_PASSWORD, dbname: str = "postgres") -> str:
+    def conninfo(
+        self, user: str = "postgres", password: str = PG_PASSWORD, dbname: str = "postgres"
+    ) -> str:
         return psycopg.conninfo.make_conninfo(
             host="127.0.0.1", port=self.port, user=user, password=password, dbname=dbname
         )

@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 import pymysql
 import pytest
+from sql_servers import PG_PASSWORD, MariaDB, PostgreSQL, mariadb_server, postgresql_server
 
 from ccm.cluster.store import ObjectStore
 from ccm.engine.registry import Registry
@@ -35,7 +36,6 @@ from ccm.plan.sql_state import Ident, statement
 from ccm.settings import Settings
 from ccm.testing.noderoot import node_settings, seed_root
 from configurations.databases import MariadbDatabases, PostgresqlDatabases
-from sql_servers import PG_PASSWORD, MariaDB, PostgreSQL, mariadb_server, postgresql_server
 
 SOFTWARE = ("mariadb", "postgresql")
 
@@ -70,7 +70,8 @@ def empty_mariadb(server: MariaDB) -> None:
 def empty_postgresql(server: PostgreSQL) -> None:
     server.execute("DROP SCHEMA IF EXISTS ccm CASCADE")
     for (name,) in server.query(
-        "SELECT datname FROM pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1')"
+        "SELECT datname FROM pg_database "
+        "WHERE datname NOT IN ('postgres', 'template0', 'template1')"
     ):
         server.execute(psycopg.sql.SQL("DROP DATABASE {}").format(psycopg.sql.Identifier(name)))  # type: ignore[arg-type]
     for (name,) in server.query("SELECT rolname FROM pg_roles WHERE oid >= 16384"):
@@ -553,8 +554,8 @@ def test_only_stored_hashes_are_accepted_and_never_echoed(
 ) -> None:
     store.put("unix-users", [{"id": 1, "username": "tenant1"}])
     with pytest.raises(ValidationFailed) as refused:
-        store.put("database-users", [{"id": 1, "name": "shop_user", "unix_user_id": 1,
-                                      "server_software": software, "password_hash": bad}])  # fmt: skip
+        raw = {"id": 1, "name": "shop_user", "unix_user_id": 1, "server_software": software}
+        store.put("database-users", [{**raw, "password_hash": bad}])
     assert "database-users/1" in str(refused.value)
     assert bad not in str(refused.value)
 

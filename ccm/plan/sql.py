@@ -109,12 +109,14 @@ class SqlDatabase:
         dialect = view.dialect
         ops.add(
             SqlStep(
-                dialect, "+", f"database {self.name}",
+                dialect,
+                "+",
+                f"database {self.name}",
                 statements=tuple(dialect.create_database(self.name)),
                 undo=tuple(dialect.drop_database(self.name)),
                 claim_record=None if ours else self.record,
             )
-        )  # fmt: skip
+        )
 
     def keep(self, ops: ConfigurationOperations, node: NodeView) -> None:
         server_view(ops, node, self.server).declared.add(self.record)
@@ -151,25 +153,31 @@ class SqlUser:
         if current is None:
             ops.add(
                 SqlStep(
-                    dialect, "+", f"user {self.label}",
+                    dialect,
+                    "+",
+                    f"user {self.label}",
                     statements=tuple(dialect.create_user(self.name, self.host, self.password_hash)),
                     undo=tuple(dialect.drop_user(self.name, self.host)),
                     claim_record=None if ours else self.record,
                 )
-            )  # fmt: skip
+            )
         elif current != self.password_hash:
             ops.secret_text.add(current)
             ops.add(
                 SqlStep(
-                    dialect, "~", f"user {self.label} (password hash)",
-                    statements=tuple(dialect.set_password(self.name, self.host, self.password_hash)),
+                    dialect,
+                    "~",
+                    f"user {self.label} (password hash)",
+                    statements=tuple(
+                        dialect.set_password(self.name, self.host, self.password_hash)
+                    ),
                     undo=tuple(dialect.set_password(self.name, self.host, current)),
                 )
-            )  # fmt: skip
+            )
 
     @property
     def label(self) -> str:
-        return f"{self.name}@{self.host}" if self.host else self.name
+        return account(self.name, self.host)
 
     def keep(self, ops: ConfigurationOperations, node: NodeView) -> None:
         server_view(ops, node, self.server).declared.add(self.record)
@@ -199,25 +207,31 @@ class SqlGrant:
             raise TenantConflict(
                 ops.configuration,
                 f"{self.server} already has a grant on {self.database!r} for "
-                f"{self.user}@{self.host} that ccm did not make; refusing to take it over",
+                f"{account(self.user, self.host)} that ccm did not make; refusing to take it over",
             )
         if current == self.privilege:
             return
         dialect = view.dialect
         revoke = dialect.revoke(self.database, self.user, self.host)
         before = [] if current is None else revoke
-        restore = [] if current in (None, OTHER) else dialect.grant(
-            self.database, self.user, self.host, str(current)
+        restore = (
+            []
+            if current in (None, OTHER)
+            else dialect.grant(self.database, self.user, self.host, str(current))
         )
         ops.add(
             SqlStep(
-                dialect, "+" if current is None else "~",
-                f"grant {self.privilege} on {self.database} to {self.user}@{self.host}",
-                statements=(*before, *dialect.grant(self.database, self.user, self.host, self.privilege)),
+                dialect,
+                "+" if current is None else "~",
+                f"grant {self.privilege} on {self.database} to {account(self.user, self.host)}",
+                statements=(
+                    *before,
+                    *dialect.grant(self.database, self.user, self.host, self.privilege),
+                ),
                 undo=(*revoke, *restore),
                 claim_record=None if ours else self.record,
             )
-        )  # fmt: skip
+        )
 
     def keep(self, ops: ConfigurationOperations, node: NodeView) -> None:
         server_view(ops, node, self.server).declared.add(self.record)
@@ -242,53 +256,85 @@ class SqlCleanup:
         for record in sorted(leaving, key=lambda r: (order[r.kind], r)):
             if record.kind == "grant":
                 user, _, host = record.detail.rpartition("@")
+                to = account(user, host)
                 if (record.name, user, host) not in actual.grants:
-                    ops.add(SqlStep(dialect, "-", f"grant on {record.name} to {record.detail} "
-                                    "(gone from the server)", forget=record))  # fmt: skip
+                    ops.add(
+                        SqlStep(
+                            dialect,
+                            "-",
+                            f"grant on {record.name} to {to} (gone from the server)",
+                            forget=record,
+                        )
+                    )
                     continue
                 current = actual.grants[(record.name, user, host)]
-                restore = [] if current == OTHER else dialect.grant(record.name, user, host, current)
+                restore = (
+                    [] if current == OTHER else dialect.grant(record.name, user, host, current)
+                )
                 ops.add(
                     SqlStep(
-                        dialect, "-", f"grant on {record.name} to {record.detail}",
+                        dialect,
+                        "-",
+                        f"grant on {record.name} to {to}",
                         statements=tuple(dialect.revoke(record.name, user, host)),
-                        undo=tuple(restore), forget=record,
+                        undo=tuple(restore),
+                        forget=record,
                     )
-                )  # fmt: skip
+                )
             elif record.kind == "user":
                 current_hash = actual.users.get((record.name, record.detail))
-                label = f"{record.name}@{record.detail}" if record.detail else record.name
+                label = account(record.name, record.detail)
                 if current_hash is None:
-                    ops.add(SqlStep(dialect, "-", f"user {label} (gone from the server)",
-                                    forget=record))  # fmt: skip
+                    ops.add(
+                        SqlStep(dialect, "-", f"user {label} (gone from the server)", forget=record)
+                    )
                     continue
                 ops.secret_text.add(current_hash)
                 ops.add(
                     SqlStep(
-                        dialect, "-", f"user {label}",
+                        dialect,
+                        "-",
+                        f"user {label}",
                         statements=tuple(dialect.drop_user(record.name, record.detail)),
                         undo=tuple(dialect.create_user(record.name, record.detail, current_hash)),
                         forget=record,
                     )
-                )  # fmt: skip
+                )
             elif record.name not in actual.databases:
-                ops.add(SqlStep(dialect, "-", f"database {record.name} (gone from the server)",
-                                forget=record))  # fmt: skip
+                ops.add(
+                    SqlStep(
+                        dialect,
+                        "-",
+                        f"database {record.name} (gone from the server)",
+                        forget=record,
+                    )
+                )
             elif drop == "drop":
                 ops.add(
                     SqlStep(
-                        dialect, "-", f"database {record.name} (dropped: its data is lost)",
-                        statements=tuple(dialect.drop_database(record.name)), forget=record,
+                        dialect,
+                        "-",
+                        f"database {record.name} (dropped: its data is lost)",
+                        statements=tuple(dialect.drop_database(record.name)),
+                        forget=record,
                     )
-                )  # fmt: skip
+                )
             else:
                 new = deleted_name(record.name, self.revision)
                 ops.add(
                     SqlStep(
-                        dialect, "-", f"database {record.name} (renamed to {new})",
-                        rename=(record.name, new), forget=record,
+                        dialect,
+                        "-",
+                        f"database {record.name} (renamed to {new})",
+                        rename=(record.name, new),
+                        forget=record,
                     )
-                )  # fmt: skip
+                )
+
+
+def account(user: str, host: str) -> str:
+    """``user@host`` (MariaDB), or ``user`` (PostgreSQL: no host)."""
+    return f"{user}@{host}" if host else user
 
 
 def deleted_name(name: str, revision: int) -> str:

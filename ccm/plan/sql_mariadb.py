@@ -67,7 +67,8 @@ def unescape_pattern(pattern: str) -> str:
 
 
 def _literal(value: str) -> str:
-    return "'" + escape_string(value) + "'"
+    escaped: str = escape_string(value)
+    return "'" + escaped + "'"
 
 
 class MariaDB:
@@ -112,8 +113,7 @@ class MariaDB:
         cursor.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
         actual.databases = {row[0] for row in cursor.fetchall()}
         cursor.execute(
-            "SELECT User, Host, JSON_VALUE(Priv, '$.authentication_string') "
-            "FROM mysql.global_priv"
+            "SELECT User, Host, JSON_VALUE(Priv, '$.authentication_string') FROM mysql.global_priv"
         )
         actual.users = {(row[0], row[1]): row[2] or "" for row in cursor.fetchall()}
         cursor.execute("SELECT * FROM mysql.db")
@@ -132,7 +132,9 @@ class MariaDB:
             (STATE_DATABASE,),
         )
         if cursor.fetchone()[0]:
-            cursor.execute(f"SELECT kind, name, detail FROM {quote_identifier(STATE_DATABASE)}.created")
+            cursor.execute(
+                f"SELECT kind, name, detail FROM {quote_identifier(STATE_DATABASE)}.created"
+            )
             actual.created = {Record(row[0], row[1], row[2]) for row in cursor.fetchall()}
         return actual
 
@@ -177,23 +179,38 @@ class MariaDB:
         return [
             statement("CREATE DATABASE IF NOT EXISTS ", db),
             statement(
-                "CREATE TABLE IF NOT EXISTS ", db, ".created (kind VARCHAR(16) NOT NULL, "
+                "CREATE TABLE IF NOT EXISTS ",
+                db,
+                ".created (kind VARCHAR(16) NOT NULL, "
                 "name VARCHAR(64) NOT NULL, detail VARCHAR(400) NOT NULL, "
                 "PRIMARY KEY (kind, name, detail)) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
             ),
             statement(
-                "INSERT IGNORE INTO ", db, ".created (kind, name, detail) VALUES (",
-                Lit(record.kind), ", ", Lit(record.name), ", ", Lit(record.detail), ")",
+                "INSERT IGNORE INTO ",
+                db,
+                ".created (kind, name, detail) VALUES (",
+                Lit(record.kind),
+                ", ",
+                Lit(record.name),
+                ", ",
+                Lit(record.detail),
+                ")",
             ),
-        ]  # fmt: skip
+        ]
 
     def forget(self, record: Record) -> list[Statement]:
         return [
             statement(
-                "DELETE FROM ", Ident(STATE_DATABASE), ".created WHERE kind = ", Lit(record.kind),
-                " AND name = ", Lit(record.name), " AND detail = ", Lit(record.detail),
+                "DELETE FROM ",
+                Ident(STATE_DATABASE),
+                ".created WHERE kind = ",
+                Lit(record.kind),
+                " AND name = ",
+                Lit(record.name),
+                " AND detail = ",
+                Lit(record.detail),
             )
-        ]  # fmt: skip
+        ]
 
     # -- intents -----------------------------------------------------------------------
 
@@ -226,7 +243,15 @@ class MariaDB:
                     moves: list[str | Ident] = ["RENAME TABLE "]
                     for index, table in enumerate(tables):
                         moves += [", "] if index else []
-                        moves += [Ident(name), ".", Ident(table), " TO ", Ident(new), ".", Ident(table)]
+                        moves += [
+                            Ident(name),
+                            ".",
+                            Ident(table),
+                            " TO ",
+                            Ident(new),
+                            ".",
+                            Ident(table),
+                        ]
                     self._run(connection, cursor, statement(*moves))
                 self._run(connection, cursor, self.drop_database(name)[0])
         finally:
@@ -234,15 +259,27 @@ class MariaDB:
 
     def create_user(self, name: str, host: str, password_hash: str) -> list[Statement]:
         return [
-            statement("CREATE USER ", Lit(name), "@", Lit(host),
-                      " IDENTIFIED BY PASSWORD ", SecretLit(password_hash))
-        ]  # fmt: skip
+            statement(
+                "CREATE USER ",
+                Lit(name),
+                "@",
+                Lit(host),
+                " IDENTIFIED BY PASSWORD ",
+                SecretLit(password_hash),
+            )
+        ]
 
     def set_password(self, name: str, host: str, password_hash: str) -> list[Statement]:
         return [
-            statement("ALTER USER ", Lit(name), "@", Lit(host),
-                      " IDENTIFIED BY PASSWORD ", SecretLit(password_hash))
-        ]  # fmt: skip
+            statement(
+                "ALTER USER ",
+                Lit(name),
+                "@",
+                Lit(host),
+                " IDENTIFIED BY PASSWORD ",
+                SecretLit(password_hash),
+            )
+        ]
 
     def drop_user(self, name: str, host: str) -> list[Statement]:
         return [statement("DROP USER ", Lit(name), "@", Lit(host))]
@@ -250,15 +287,29 @@ class MariaDB:
     def grant(self, database: str, user: str, host: str, privilege: str) -> list[Statement]:
         what = "ALL PRIVILEGES" if privilege == "ALL" else "SELECT"
         return [
-            statement("GRANT ", what, " ON ", Ident(grant_pattern(database)), ".* TO ",
-                      Lit(user), "@", Lit(host))
-        ]  # fmt: skip
+            statement(
+                "GRANT ",
+                what,
+                " ON ",
+                Ident(grant_pattern(database)),
+                ".* TO ",
+                Lit(user),
+                "@",
+                Lit(host),
+            )
+        ]
 
     def revoke(self, database: str, user: str, host: str) -> list[Statement]:
         return [
-            statement("REVOKE ALL PRIVILEGES ON ", Ident(grant_pattern(database)), ".* FROM ",
-                      Lit(user), "@", Lit(host))
-        ]  # fmt: skip
+            statement(
+                "REVOKE ALL PRIVILEGES ON ",
+                Ident(grant_pattern(database)),
+                ".* FROM ",
+                Lit(user),
+                "@",
+                Lit(host),
+            )
+        ]
 
 
 def _shown_piece(piece: str | Ident | Lit | SecretLit) -> str:

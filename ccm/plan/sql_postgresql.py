@@ -47,7 +47,7 @@ def compose(stmt: Statement, *, shown: bool = False) -> sql.Composed:
     parts: list[sql.Composable] = []
     for piece in stmt.pieces:
         if isinstance(piece, str):
-            parts.append(sql.SQL(piece))  # type: ignore[arg-type]  # constants of ccm's code
+            parts.append(sql.SQL(piece))  # constants of ccm's code, never input
         elif isinstance(piece, Ident):
             parts.append(sql.Identifier(piece.value))
         elif isinstance(piece, SecretLit):
@@ -147,23 +147,37 @@ class PostgreSQL:
             statement("CREATE SCHEMA IF NOT EXISTS ", schema),
             statement("REVOKE ALL ON SCHEMA ", schema, " FROM PUBLIC"),
             statement(
-                "CREATE TABLE IF NOT EXISTS ", schema, ".created (kind text NOT NULL, "
-                "name text NOT NULL, detail text NOT NULL, PRIMARY KEY (kind, name, detail))"
+                "CREATE TABLE IF NOT EXISTS ",
+                schema,
+                ".created (kind text NOT NULL, "
+                "name text NOT NULL, detail text NOT NULL, PRIMARY KEY (kind, name, detail))",
             ),
             statement(
-                "INSERT INTO ", schema, ".created (kind, name, detail) VALUES (",
-                Lit(record.kind), ", ", Lit(record.name), ", ", Lit(record.detail),
+                "INSERT INTO ",
+                schema,
+                ".created (kind, name, detail) VALUES (",
+                Lit(record.kind),
+                ", ",
+                Lit(record.name),
+                ", ",
+                Lit(record.detail),
                 ") ON CONFLICT DO NOTHING",
             ),
-        ]  # fmt: skip
+        ]
 
     def forget(self, record: Record) -> list[Statement]:
         return [
             statement(
-                "DELETE FROM ", Ident(STATE_SCHEMA), ".created WHERE kind = ", Lit(record.kind),
-                " AND name = ", Lit(record.name), " AND detail = ", Lit(record.detail),
+                "DELETE FROM ",
+                Ident(STATE_SCHEMA),
+                ".created WHERE kind = ",
+                Lit(record.kind),
+                " AND name = ",
+                Lit(record.name),
+                " AND detail = ",
+                Lit(record.detail),
             )
-        ]  # fmt: skip
+        ]
 
     def create_database(self, name: str) -> list[Statement]:
         return [
@@ -185,7 +199,9 @@ class PostgreSQL:
         self.execute([self._rename(name, new)])
 
     def create_user(self, name: str, host: str, password_hash: str) -> list[Statement]:
-        return [statement("CREATE ROLE ", Ident(name), " LOGIN PASSWORD ", SecretLit(password_hash))]
+        return [
+            statement("CREATE ROLE ", Ident(name), " LOGIN PASSWORD ", SecretLit(password_hash))
+        ]
 
     def set_password(self, name: str, host: str, password_hash: str) -> list[Statement]:
         return [statement("ALTER ROLE ", Ident(name), " PASSWORD ", SecretLit(password_hash))]
