@@ -5,9 +5,11 @@ Two configurations, ``mariadb-databases`` (group ``mariadb``) and
 ``postgresql-databases`` (group ``postgresql``), declare the full intended state of their
 server with the SQL change kind (``ccm.plan.sql``): every database, user and grant of that
 ``server_software``, then the cleanup that removes what ccm created and no longer
-declares. They run on the node that is ``primary_for`` their group, and on an
-unregistered node (a one-server setup); every other node of the group plans nothing and
-so touches nothing (replication carries the primary's result to them).
+declares. They plan only on the node whose ``nodes`` object is ``primary_for`` their
+group; every other node plans nothing and so touches nothing (replication carries the
+primary's result to them). An unregistered node runs every configuration but is nobody's
+primary: SQL is the one thing it never does (a node that guessed wrong would change a
+server it does not own; a one-server setup registers itself as primary).
 
 Ownership: a database and a database user belong to a unix user (``unix_user_id``); a
 grant joins a user and a database of the same owner and the same server software, so a
@@ -121,7 +123,7 @@ class DatabaseUser(CcmObject):
     ) = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> DatabaseUser:
+    def _hash_and_host_fit_the_server(self) -> DatabaseUser:
         _name(self.name)
         if self.server_software == "mariadb":
             if not MARIADB_HASH.fullmatch(self.password_hash):
@@ -191,7 +193,7 @@ class _Databases(Configuration):
 
     def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
         node = snapshot.this_node()
-        if node is not None and self.software not in node.primary_for:
+        if node is None or self.software not in node.primary_for:
             return []  # not this server's primary: nothing is planned, nothing touched
         software = self.software
         changes: list[Change] = []

@@ -115,8 +115,13 @@ class Node:
         )
 
 
+THIS_NODE = {"id": 100, "hostname": "test", "groups": list(SOFTWARE), "primary_for": list(SOFTWARE)}
+
+
 @pytest.fixture
 def node(store: ObjectStore, servers: tuple[MariaDB, PostgreSQL], tmp_path: Path) -> Node:
+    """The node ``test``, registered as the primary of both servers."""
+    store.put("nodes", [THIS_NODE])
     return Node(store, settings_for(seed_root(tmp_path / "root"), servers))
 
 
@@ -359,6 +364,7 @@ def test_drop_really_drops(
     store: ObjectStore, servers: tuple[MariaDB, PostgreSQL], software: str, tmp_path: Path
 ) -> None:
     settings = settings_for(seed_root(tmp_path / "root"), servers, databases={"drop": "drop"})
+    store.put("nodes", [THIS_NODE])
     node = Node(store, settings)
     put_tenant(store, software)
     node.apply()
@@ -475,31 +481,39 @@ def test_a_failing_mariadb_statement_shows_no_hash(
 # -- placement: the primary only ------------------------------------------------------------
 
 
+def registered(store: ObjectStore, software: str, *, primary: str | None) -> None:
+    """``test`` (id 100) and ``db01`` (id 2) with the ``software`` group; ``primary``
+    names the one that is its primary (None: neither)."""
+    store.put("nodes", [
+        {"id": 100, "hostname": "test", "groups": [software], "primary_for": []},
+        {"id": 2, "hostname": "db01", "groups": [software], "primary_for": []},
+    ])  # fmt: skip
+    if primary is not None:
+        this = 100 if primary == "test" else 2
+        store.put("nodes", [{"id": this, "hostname": primary, "groups": [software],
+                             "primary_for": [software]}])  # fmt: skip
+
+
 @pytest.mark.parametrize("software", SOFTWARE)
 def test_only_the_primary_runs_sql(
-    node: Node, store: ObjectStore, servers: tuple[MariaDB, PostgreSQL], software: str
+    store: ObjectStore, servers: tuple[MariaDB, PostgreSQL], software: str, tmp_path: Path
 ) -> None:
-    store.put("nodes", [
-        {"id": 1, "hostname": "test", "groups": [software]},
-        {"id": 2, "hostname": "db01", "groups": [software], "primary_for": [software]},
-    ])  # fmt: skip
+    node = Node(store, settings_for(seed_root(tmp_path / "root"), servers))
     put_tenant(store, software)
+    node.apply()  # unregistered: nobody's primary
+    assert "shop" not in databases_of(servers, software)
+
+    registered(store, software, primary="db01")
     node.apply()
     assert "shop" not in databases_of(servers, software)
     assert not can_log_in(servers, software, "shop_user", "first-password-1")
 
-    store.put("nodes", [
-        {"id": 2, "hostname": "db01", "groups": [software]},
-        {"id": 1, "hostname": "test", "groups": [software], "primary_for": [software]},
-    ])  # fmt: skip
+    registered(store, software, primary="test")
     node.apply()
     assert "shop" in databases_of(servers, software)
 
     # the role moves away: this node plans nothing and drops nothing
-    store.put("nodes", [
-        {"id": 1, "hostname": "test", "groups": [software]},
-        {"id": 2, "hostname": "db01", "groups": [software], "primary_for": [software]},
-    ])  # fmt: skip
+    registered(store, software, primary="db01")
     store.delete("database-user-grants", 1)
     store.delete("databases", 1)
     node.apply()
