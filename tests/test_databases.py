@@ -213,6 +213,12 @@ def rows_in(servers: tuple[MariaDB, PostgreSQL], software: str, database: str) -
         return list(connection.execute("SELECT id FROM orders").fetchall())
 
 
+def created_records(servers: tuple[MariaDB, PostgreSQL], software: str) -> set[Any]:
+    mariadb, postgresql = servers
+    server: Any = mariadb if software == "mariadb" else postgresql
+    return {tuple(row) for row in server.query("SELECT kind, name, detail FROM ccm.created")}
+
+
 # -- create ------------------------------------------------------------------------------
 
 
@@ -228,6 +234,13 @@ def test_create_makes_the_database_the_user_with_its_hash_and_the_grant(
     assert not can_log_in(servers, software, "shop_user", "another-password", "shop")
     changed = report.changed[f"{software}-databases"]
     assert any("database shop" in entry for entry in changed)
+    # what ccm made is recorded in the server itself, and nothing else is
+    host = "%" if software == "mariadb" else ""
+    assert created_records(servers, software) == {
+        ("database", "shop", ""),
+        ("user", "shop_user", host),
+        ("grant", "shop", f"shop_user@{host}"),
+    }
     # nothing left to do: the server is what the objects say
     text, _ = node.diff()
     assert text == ""
@@ -357,6 +370,7 @@ def test_a_deleted_database_is_renamed_with_its_data(
     # the renamed database is no longer ccm's: a later run leaves it alone
     node.apply()
     assert f"shop_deleted_{revision}" in databases_of(servers, software)
+    assert created_records(servers, software) == set()
 
 
 @pytest.mark.parametrize("software", SOFTWARE)
@@ -431,32 +445,57 @@ def test_a_hand_made_user_is_not_taken_over(
 # -- a failing statement halts the run --------------------------------------------------------
 
 
+@pytest.mark.parametrize("software", SOFTWARE)
 def test_a_failing_statement_halts_with_the_statement_and_the_servers_error(
+    node: Node, store: ObjectStore, servers: tuple[MariaDB, PostgreSQL], software: str
+) -> None:
+    """The name a deleted database is renamed to was taken by hand: the rename fails,
+    the run names the statement and the server's error, and what the run did before it
+    (a new database, a revoked grant) is undone."""
+    put_tenant(store, software, password="first-password-1")
+    node.apply()
+    store.put("unix-users", [{"id": 2, "username": "tenant2"}])
+    store.put("databases", [{"id": 2, "name": "blog", "unix_user_id": 2,
+                             "server_software": software}])  # fmt: skip
+    store.delete("database-user-grants", 1)
+    revision = store.delete("databases", 1)  # the run's revision names the renamed one
+    make_database_by_hand(servers, software, f"shop_deleted_{revision}")
+
+    with pytest.raises(RunError) as failed:
+        node.apply()
+    message = str(failed.value)
+    statement, error = {
+        "mariadb": (f"CREATE DATABASE `shop_deleted_{revision}`", "1007"),
+        "postgresql": (
+            f'ALTER DATABASE "shop" RENAME TO "shop_deleted_{revision}"',
+            f'database "shop_deleted_{revision}" already exists',
+        ),
+    }[software]
+    assert statement in message and error in message
+    assert f"{software}-databases" in message
+    assert password_hash(software, "first-password-1") not in message
+    assert "blog" not in databases_of(servers, software)  # undone
+    assert rows_in(servers, software, f"shop_deleted_{revision}") == [(42,)]  # untouched
+    # the grant revoked before the failure is back
+    assert can_log_in(servers, software, "shop_user", "first-password-1", "shop")
+
+
+def test_a_deleted_postgresql_role_leaves_its_tables(
     node: Node, store: ObjectStore, servers: tuple[MariaDB, PostgreSQL]
 ) -> None:
-    """A role that owns a table cannot be dropped: the run fails naming the statement and
-    PostgreSQL's error, and what the run did before it (a new database) is undone."""
+    """A role that made tables is dropped after they are handed to the administrator:
+    the tenant's data stays with its database, and the run does not fail on it."""
     put_tenant(store, "postgresql", password="first-password-1")
     node.apply()
     make_table(servers, "postgresql", "shop", "shop_user", "first-password-1")
     store.delete("database-user-grants", 1)
     store.delete("database-users", 1)
-    store.put("unix-users", [{"id": 2, "username": "tenant2"}])
-    store.put("databases", [{"id": 2, "name": "blog", "unix_user_id": 2,
-                             "server_software": "postgresql"}])  # fmt: skip
-
-    with pytest.raises(RunError) as failed:
-        node.apply()
-    message = str(failed.value)
-    assert 'DROP ROLE "shop_user"' in message
-    assert "cannot be dropped because some objects depend on it" in message
-    assert "postgresql-databases" in message
-    assert "blog" not in databases_of(servers, "postgresql")  # undone
-    # the grant revoked before the failure is back
-    assert can_log_in(servers, "postgresql", "shop_user", "first-password-1", "shop")
+    node.apply()
+    assert not can_log_in(servers, "postgresql", "shop_user", "first-password-1")
+    assert rows_in(servers, "postgresql", "shop") == [(42,)]
 
 
-def test_a_failing_mariadb_statement_shows_no_hash(
+def test_a_view_blocks_a_mariadb_rename_and_the_run_halts(
     node: Node, store: ObjectStore, servers: tuple[MariaDB, PostgreSQL]
 ) -> None:
     """A view cannot move to another database: the rename's statement fails and the

@@ -295,7 +295,9 @@ class SqlCleanup:
                         dialect,
                         "-",
                         f"user {label}",
-                        statements=tuple(dialect.drop_user(record.name, record.detail)),
+                        statements=tuple(
+                            dialect.drop_user(record.name, record.detail, granted(actual, record))
+                        ),
                         undo=tuple(dialect.create_user(record.name, record.detail, current_hash)),
                         forget=record,
                     )
@@ -330,6 +332,17 @@ class SqlCleanup:
                         forget=record,
                     )
                 )
+
+
+def granted(actual: Actual, user: Record) -> list[str]:
+    """The existing databases on which ccm gave ``user`` a grant (where it may own what
+    it made)."""
+    detail = f"{user.name}@{user.detail}"
+    return sorted(
+        record.name
+        for record in actual.created
+        if record.kind == "grant" and record.detail == detail and record.name in actual.databases
+    )
 
 
 def account(user: str, host: str) -> str:

@@ -281,7 +281,8 @@ class MariaDB:
             )
         ]
 
-    def drop_user(self, name: str, host: str) -> list[Statement]:
+    def drop_user(self, name: str, host: str, databases: Sequence[str] = ()) -> list[Statement]:
+        """MariaDB users own no objects: ``databases`` does not matter."""
         return [statement("DROP USER ", Lit(name), "@", Lit(host))]
 
     def grant(self, database: str, user: str, host: str, privilege: str) -> list[Statement]:

@@ -206,8 +206,20 @@ class PostgreSQL:
     def set_password(self, name: str, host: str, password_hash: str) -> list[Statement]:
         return [statement("ALTER ROLE ", Ident(name), " PASSWORD ", SecretLit(password_hash))]
 
-    def drop_user(self, name: str, host: str) -> list[Statement]:
-        return [statement("DROP ROLE ", Ident(name))]
+    def drop_user(self, name: str, host: str, databases: Sequence[str] = ()) -> list[Statement]:
+        """``REASSIGN OWNED`` (to ccm's own role) and ``DROP OWNED`` (what privileges it
+        still holds) in each database it was granted, then ``DROP ROLE``: the tables it
+        made stay with the database, owned by the administrator."""
+        role = Ident(name)
+        inside = [
+            stmt
+            for database in databases
+            for stmt in (
+                statement("REASSIGN OWNED BY ", role, " TO CURRENT_USER", database=database),
+                statement("DROP OWNED BY ", role, database=database),
+            )
+        ]
+        return [*inside, statement("DROP ROLE ", role)]
 
     def grant(self, database: str, user: str, host: str, privilege: str) -> list[Statement]:
         """``ALL``: the database's privileges and the ``public`` schema's (PostgreSQL 15

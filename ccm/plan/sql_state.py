@@ -134,7 +134,10 @@ class Dialect(Protocol):
 
     def set_password(self, name: str, host: str, password_hash: str) -> list[Statement]: ...
 
-    def drop_user(self, name: str, host: str) -> list[Statement]: ...
+    def drop_user(self, name: str, host: str, databases: Sequence[str] = ()) -> list[Statement]:
+        """Drop the user; ``databases``: where it may own objects (PostgreSQL hands them
+        to ccm's own role first: the tenant's tables stay, and the drop cannot fail on
+        them)."""
 
     def grant(self, database: str, user: str, host: str, privilege: str) -> list[Statement]: ...
 
