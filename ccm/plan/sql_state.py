@@ -44,9 +44,9 @@ class Lit:
 
 @dataclass(frozen=True)
 class SecretLit:
-    """A string literal that is never shown (a password hash)."""
+    """A string literal that is never shown (a password hash), not even in a repr."""
 
-    value: str
+    value: str = field(repr=False)
 
 
 Piece = str | Ident | Lit | SecretLit
@@ -84,7 +84,7 @@ class Actual:
 
     databases: set[str] = field(default_factory=set)
     #: (user, host) → its password hash as the server stores it
-    users: dict[tuple[str, str], str] = field(default_factory=dict)
+    users: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
     #: (database, user, host) → ``ALL``, ``SELECT`` or ``OTHER``
     grants: dict[tuple[str, str, str], str] = field(default_factory=dict)
     #: what ccm created (its own table)
