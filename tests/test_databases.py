@@ -33,7 +33,8 @@ from ccm.plan.sql_mariadb import MariaDB as MariaDBDialect
 from ccm.plan.sql_mariadb import grant_pattern, quote_identifier
 from ccm.plan.sql_postgresql import PostgreSQL as PostgreSQLDialect
 from ccm.plan.sql_state import Ident, statement
-from ccm.settings import Settings
+from ccm.settings import EtcdSettings, Settings
+from ccm.testing.node import CcmNode
 from ccm.testing.noderoot import node_settings, seed_root
 from configurations.databases import MariadbDatabases, PostgresqlDatabases
 
@@ -663,3 +664,40 @@ def test_the_identifier_helpers_quote_for_the_real_servers(
         assert databases_of(servers, dialect.software) == before | {name}
         assert {"mysql", "postgres"} & before <= databases_of(servers, dialect.software)
     assert grant_pattern("a_b%c\\") == "a\\_b\\%c\\\\"
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+def test_the_command_line_shows_the_statements_then_applies_them(
+    servers: tuple[MariaDB, PostgreSQL], etcd_settings: EtcdSettings, tmp_path: Path
+) -> None:
+    """``ccm diff`` (text and ``--json``) lists the statements with the hash masked, and
+    ``ccm apply`` runs them: the settings' ``[mariadb]`` reaches the server."""
+    settings = settings_for(seed_root(tmp_path / "root"), servers, etcd=etcd_settings.model_dump())
+    cli = CcmNode(settings, tmp_path / "ccm.toml")
+    cli.put("nodes", THIS_NODE)
+    cli.put("unix-users", {"id": 1, "username": "tenant1"})
+    cli.put("databases", {"id": 1, "name": "shop", "unix_user_id": 1,
+                          "server_software": "mariadb"})  # fmt: skip
+    secret_hash = mariadb_hash("first-password-1")
+    user = {"id": 1, "name": "shop_user", "unix_user_id": 1, "server_software": "mariadb"}
+    cli.put("database-users", {**user, "password_hash": secret_hash})
+    cli.put("database-user-grants", {"id": 1, "database_id": 1, "database_user_id": 1,
+                                     "privilege": "SELECT"})  # fmt: skip
+
+    diff, as_json = cli.diff(), cli.diff("--json")
+    assert diff.returncode == 2
+    for statement_text in (
+        "CREATE DATABASE `shop` CHARACTER SET utf8mb4",
+        "CREATE USER 'shop_user'@'%' IDENTIFIED BY PASSWORD '[secret]'",
+        "GRANT SELECT ON `shop`.* TO 'shop_user'@'%'",
+    ):
+        assert statement_text in diff.stdout
+        assert statement_text in as_json.stdout
+    for output in (diff.stdout, diff.stderr, as_json.stdout):
+        assert secret_hash not in output
+
+    cli.apply()
+    assert can_log_in(servers, "mariadb", "shop_user", "first-password-1", "shop")
+    assert cli.diff().returncode == 0
