@@ -367,6 +367,11 @@ class SqlStep:
     ``forget``: removed from the record after they ran. ``undo``: the statements that put
     the server back, run by the journal when the run fails later (none: not undoable).
     ``rename``: a database moved (``(name, new)``) instead of ``statements``.
+
+    The undo is recorded once the statements ran, not before: a step the server refuses
+    halfway is not undone (its first statements stay, and the run halts saying which
+    failed), because undoing a CREATE that failed would drop what the server already
+    had under that name.
     """
 
     ORDER: ClassVar[int] = 0  # with the accounts: before the files, listed as changed
