@@ -399,18 +399,23 @@ class SqlStep:
         return [self.dialect.show(stmt) for stmt in self.statements]
 
     def apply(self, run: Run, configuration: str) -> None:
+        """Claim, statements and forget on one connection (a connection costs more than
+        a statement); a claim is taken back when what it claimed was not made."""
         dialect = self.dialect
+        claim = dialect.claim(self.claim_record) if self.claim_record is not None else []
+        forget = dialect.forget(self.forget) if self.forget is not None else []
         try:
-            if self.claim_record is not None:
-                dialect.execute(dialect.claim(self.claim_record))
-            try:
-                self._perform()
-            except SqlFailed:
-                if self.claim_record is not None:
-                    dialect.execute(dialect.forget(self.claim_record))
-                raise
-            if self.forget is not None:
-                dialect.execute(dialect.forget(self.forget))
+            if self.rename is not None:
+                dialect.execute(claim)
+                dialect.rename_database(*self.rename)
+                dialect.execute(forget)
+            else:
+                try:
+                    dialect.execute([*claim, *self.statements, *forget])
+                except SqlFailed as failed:
+                    if self.claim_record is not None and failed.index >= len(claim):
+                        dialect.execute(dialect.forget(self.claim_record))
+                    raise
         except SqlFailed as failed:
             raise RunError(
                 configuration,
@@ -418,12 +423,6 @@ class SqlStep:
                 f"{failed.error}",
             ) from None
         run.journal.record(f"sql {dialect.software} {self.subject}", self._undo())
-
-    def _perform(self) -> None:
-        if self.rename is not None:
-            self.dialect.rename_database(*self.rename)
-        else:
-            self.dialect.execute(self.statements)
 
     def _undo(self) -> Callable[[], None]:
         dialect = self.dialect

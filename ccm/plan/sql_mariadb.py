@@ -149,8 +149,12 @@ class MariaDB:
         connection = self._connect()
         try:
             with connection.cursor() as cursor:
-                for stmt in statements:
-                    self._run(connection, cursor, stmt)
+                for index, stmt in enumerate(statements):
+                    try:
+                        self._run(connection, cursor, stmt)
+                    except SqlFailed as failed:
+                        failed.index = index
+                        raise
         finally:
             connection.close()
 

@@ -127,10 +127,14 @@ class PostgreSQL:
             return
         connections: dict[str | None, psycopg.Connection[Any]] = {}
         try:
-            for stmt in statements:
-                if stmt.database not in connections:
-                    connections[stmt.database] = self._connect(stmt.database)
-                self._run(connections[stmt.database], stmt)
+            for index, stmt in enumerate(statements):
+                try:
+                    if stmt.database not in connections:
+                        connections[stmt.database] = self._connect(stmt.database)
+                    self._run(connections[stmt.database], stmt)
+                except SqlFailed as failed:
+                    failed.index = index
+                    raise
         finally:
             for connection in connections.values():
                 connection.close()

@@ -99,6 +99,9 @@ class SqlFailed(Exception):
         super().__init__(f"{shown}: {error}")
         self.shown = shown
         self.error = error
+        #: the position of the failing statement in what ``execute`` was given (-1:
+        #: before any ran, a connection refused)
+        self.index = -1
 
 
 class Dialect(Protocol):
@@ -111,8 +114,8 @@ class Dialect(Protocol):
     def show(self, statement: Statement) -> str: ...
 
     def execute(self, statements: Sequence[Statement]) -> None:
-        """Run the statements in order on one connection; ``SqlFailed`` at the first the
-        server refuses."""
+        """Run the statements in order on one connection; ``SqlFailed`` (with its
+        ``index``) at the first the server refuses."""
 
     def claim(self, record: Record) -> list[Statement]:
         """Add ``record`` to ccm's table of what it created (the table made if missing)."""
