@@ -341,6 +341,54 @@ class AcmeSettings(BaseModel):
         return self
 
 
+class MariadbSettings(BaseModel):
+    """The MariaDB server the node ``primary_for`` the ``mariadb`` group manages
+    (``databases``, ``database-users``, ``database-user-grants``)."""
+
+    model_config = _Strict
+    unix_socket: str = "/run/mysqld/mysqld.sock"
+    """The server's socket (Debian's ``root`` logs in through it by ``unix_socket``);
+    empty: connect to ``host`` and ``port``."""
+    host: str = ""
+    """Host name or address when ``unix_socket`` is empty."""
+    port: int = Field(default=3306, ge=1, le=65535, strict=True)
+    """TCP port when ``unix_socket`` is empty."""
+    user: str = "root"
+    """The administrative account ccm connects as."""
+    password: str = Field(default="", repr=False)
+    """Its password (empty with ``unix_socket`` authentication); never logged or shown."""
+    connect_timeout: int = Field(default=10, ge=1, le=600, strict=True)
+    """Seconds a connection attempt may take."""
+
+
+class PostgresqlSettings(BaseModel):
+    """The PostgreSQL server the node ``primary_for`` the ``postgresql`` group manages."""
+
+    model_config = _Strict
+    host: str = "/run/postgresql"
+    """A socket directory (absolute path) or a host name or address."""
+    port: int = Field(default=5432, ge=1, le=65535, strict=True)
+    """The server's port (also the socket's name)."""
+    user: str = "postgres"
+    """The superuser ccm connects as (it reads ``pg_authid``, makes roles and databases)."""
+    password: str = Field(default="", repr=False)
+    """Its password (empty with peer authentication); never logged or shown."""
+    database: str = "postgres"
+    """The database ccm connects to; ccm keeps its record of what it made there
+    (schema ``ccm``)."""
+    connect_timeout: int = Field(default=10, ge=1, le=600, strict=True)
+    """Seconds a connection attempt may take."""
+
+
+class DatabasesSettings(BaseModel):
+    """What deleting a ``databases`` object does on its server."""
+
+    model_config = _Strict
+    drop: Literal["rename", "drop"] = "rename"
+    """``rename``: the database becomes ``<name>_deleted_<revision>`` (its data stays
+    until an operator drops it); ``drop``: it is dropped."""
+
+
 #: checks an earlier spelling put under ``[commands]``: read as ``[checks]`` entries
 _CHECKS_UNDER_COMMANDS = ("nginx_check", "php_fpm_check")
 
@@ -375,6 +423,9 @@ class Settings(BaseModel):
     rollout: RolloutSettings = RolloutSettings()
     metrics: MetricsSettings = MetricsSettings()
     acme: AcmeSettings = AcmeSettings()
+    mariadb: MariadbSettings = MariadbSettings()
+    postgresql: PostgresqlSettings = PostgresqlSettings()
+    databases: DatabasesSettings = DatabasesSettings()
     checks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     """argv overrides of the checks the configurations declare, by name (``nginx_check =
     ["nginx", "-t"]``); an unknown name is refused when ccm starts. ``nginx_check`` and

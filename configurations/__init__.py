@@ -16,6 +16,7 @@ Run order follows ``depends_on``::
     dovecot-users
     redis-instances
     unix-users ─► daemons
+    mariadb-databases, postgresql-databases (SQL, on the primary)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from configurations import certificate_managers  # noqa: F401
 from configurations.clusters import PhpVersions
 from configurations.crons import Crontabs
 from configurations.daemons import Daemons
+from configurations.databases import MariadbDatabases, PostgresqlDatabases
 from configurations.fpm_pools import PhpFpmPools
 from configurations.mail_accounts import DovecotUsers
 from configurations.redis_instances import RedisInstances
@@ -43,4 +45,6 @@ CONFIGURATIONS: tuple[type[Configuration], ...] = (
     DovecotUsers,
     RedisInstances,
     Daemons,
+    MariadbDatabases,
+    PostgresqlDatabases,
 )

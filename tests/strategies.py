@@ -804,6 +804,21 @@ def basic_auth_realm(draw: st.DrawFn, context: Context, index: int) -> Raw:
         "path": draw(field_value(context, paths)),
         "name": draw(field_value(context, mostly(["Admin area", "Staff (only)"], ['a"b', "$x"]))),
         "users": draw(field_value(context, users)),
+#: database and user names: plausible, reserved, a pattern's wildcard, hostile to SQL
+SQL_NAMES = st.sampled_from(
+    ["shop", "blog", "shop_1", "shopx1", "ccm", "mysql", "pg_x", "shop_deleted_7", "a`b",
+     "x'; DROP DATABASE mysql; --", 's"x', "s;x", "Shop", "d" * 64]
+)  # fmt: skip
+SQL_SOFTWARE = st.sampled_from(["mariadb", "postgresql", "mysql"])
+
+
+@st.composite
+def database(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    return {
+        "id": draw(object_id(context, index)),
+        "name": draw(field_value(context, SQL_NAMES)),
+        "unix_user_id": draw(reference(context, "unix-users")),
+        "server_software": draw(field_value(context, SQL_SOFTWARE)),
     }
 
 
@@ -828,6 +843,38 @@ def certificate_manager(draw: st.DrawFn, context: Context, index: int) -> Raw:
     return raw
 
 
+@st.composite
+def database_user(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    hashes = st.one_of(
+        st.from_regex(r"\*[0-9A-F]{40}", fullmatch=True),
+        st.from_regex(
+            r"SCRAM-SHA-256\$4096:[A-Za-z0-9+/]{22}==\$[A-Za-z0-9+/]{43}=:[A-Za-z0-9+/]{43}=",
+            fullmatch=True,
+        ),
+        st.sampled_from(["plain-password", "md5" + "0" * 32, "*" + "a" * 40, "*" + "A" * 40 + "'"]),
+    )
+    raw: Raw = {
+        "id": draw(object_id(context, index)),
+        "name": draw(field_value(context, SQL_NAMES)),
+        "unix_user_id": draw(reference(context, "unix-users")),
+        "server_software": draw(field_value(context, SQL_SOFTWARE)),
+        "password_hash": draw(field_value(context, hashes)),
+    }
+    hosts = st.sampled_from(["%", "localhost", "10.0.%", "a'b", "a`b", "h;x", ""])
+    maybe(raw, "host", draw(field_value(context, hosts)), absent=draw(st.booleans()))
+    return raw
+
+
+@st.composite
+def database_user_grant(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    return {
+        "id": draw(object_id(context, index)),
+        "database_id": draw(reference(context, "databases")),
+        "database_user_id": draw(reference(context, "database-users")),
+        "privilege": draw(field_value(context, st.sampled_from(["ALL", "SELECT", "INSERT"]))),
+    }
+
+
 #: type name → (context, index) → a raw object of that type. A new type adds its own.
 Strategy = Callable[[Context, int], st.SearchStrategy[Raw]]
 STRATEGIES: dict[str, Strategy] = {
@@ -844,6 +891,9 @@ STRATEGIES: dict[str, Strategy] = {
     "url-redirects": url_redirect,
     "basic-auth-realms": basic_auth_realm,
     "certificate-managers": certificate_manager,
+    "databases": database,
+    "database-users": database_user,
+    "database-user-grants": database_user_grant,
 }
 #: how many objects of a type one batch holds (at most); half the batches have no
 #: ``clusters`` object (the README allows it: PHP versions are then not managed)

@@ -204,6 +204,8 @@ def test_configurations_metadata() -> None:
         "dovecot-users",
         "redis-instances",
         "daemons",
+        "mariadb-databases",
+        "postgresql-databases",
     ]
     for index, cls in enumerate(CONFIGURATIONS):
         assert issubclass(cls, Configuration)

@@ -154,6 +154,7 @@ class Engine:
                         uid_base=self.settings.accounts.uid_base,
                         refused=refused,
                         accounts_backend=self.settings.accounts.backend,
+                        settings=self.settings,
                     )
                 )
                 refuse_referrers(snapshot, refused, name)

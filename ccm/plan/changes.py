@@ -4,7 +4,7 @@ A configuration returns the FULL intended state as a list of these; it never rea
 node. Each kind compares itself with the node (``compare``) to plan the steps that have
 to happen, so the same list serves ``ccm diff`` and ``ccm apply``. The kinds live with
 their behaviour (``ccm.plan.files``, ``ccm.plan.accounts``, ``ccm.plan.units``,
-``ccm.plan.actions``); this module is where configurations import them from.
+``ccm.plan.actions``, ``ccm.plan.sql``); this module is where configurations import them from.
 
 Paths are node paths (``/etc/nginx/…``); the executor places them under the root.
 ``triggers`` are node-path prefixes: a check, reload or command runs only when a file
@@ -23,6 +23,7 @@ from ccm.plan.accounts import Account
 from ccm.plan.actions import Check, Command, Playbook, Probe, UnitAction
 from ccm.plan.extrausers import AccountFiles
 from ccm.plan.files import Directory, File, Prerequisite
+from ccm.plan.sql import SqlCleanup, SqlDatabase, SqlGrant, SqlUser
 from ccm.plan.units import Unit
 
 Change = (
@@ -37,6 +38,10 @@ Change = (
     | UnitAction
     | Command
     | Playbook
+    | SqlDatabase
+    | SqlUser
+    | SqlGrant
+    | SqlCleanup
 )
 
 __all__ = [
@@ -50,6 +55,10 @@ __all__ = [
     "Playbook",
     "Prerequisite",
     "Probe",
+    "SqlCleanup",
+    "SqlDatabase",
+    "SqlGrant",
+    "SqlUser",
     "Unit",
     "UnitAction",
 ]

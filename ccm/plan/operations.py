@@ -22,6 +22,7 @@ from ccm.plan.manifest import Manifest
 from ccm.plan.node import Accounts
 from ccm.plan.steps import ConfigurationOperations, NodeView, Refusal, triggered
 from ccm.plan.units import plan_unit_removals
+from ccm.settings import Settings
 
 __all__ = [
     "ConfigurationOperations",
@@ -50,6 +51,7 @@ def compute_operations(
     uid_base: int,
     refused: dict[str, Refusal],
     accounts_backend: str = "useradd",
+    settings: Settings | None = None,
 ) -> ConfigurationOperations:
     """The operations for one configuration's changes.
 
@@ -63,7 +65,9 @@ def compute_operations(
     the configuration is compared again with that object refused from the start, so
     none of its steps remain. Each pass refuses at least one more object, so this ends.
     """
-    node = NodeView(root, manifest, accounts, uid_base, fingerprint, full, accounts_backend)
+    node = NodeView(
+        root, manifest, accounts, uid_base, fingerprint, full, accounts_backend, settings
+    )
     planned_accounts = set(accounts.planned)
     while True:
         ops = _compare(configuration, changes, node, refused)

@@ -50,6 +50,11 @@ class NodeView:
     full: bool
     #: ``[accounts] backend``: ``useradd`` or ``extrausers`` (``ccm.plan.extrausers``)
     accounts_backend: str = "useradd"
+    #: the node's settings, for a kind that reads a server (``ccm.plan.sql``); None in a
+    #: comparison that has none (such a kind then refuses to plan)
+    settings: Settings | None = None
+    #: what a kind read once for this comparison (a SQL server's state), by its own key
+    cache: dict[str, Any] = field(default_factory=dict)
 
     def under(self, node_path: str) -> str:
         # plain strings: this runs once per planned file, and Path objects cost more here
