@@ -804,6 +804,9 @@ def basic_auth_realm(draw: st.DrawFn, context: Context, index: int) -> Raw:
         "path": draw(field_value(context, paths)),
         "name": draw(field_value(context, mostly(["Admin area", "Staff (only)"], ['a"b', "$x"]))),
         "users": draw(field_value(context, users)),
+    }
+
+
 #: database and user names: plausible, reserved, a pattern's wildcard, hostile to SQL
 SQL_NAMES = st.sampled_from(
     ["shop", "blog", "shop_1", "shopx1", "ccm", "mysql", "pg_x", "shop_deleted_7", "a`b",
