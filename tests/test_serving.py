@@ -37,6 +37,7 @@ from configurations import CONFIGURATIONS
 from configurations.crons import Cron
 from configurations.fpm_pools import OPCACHE_API_NOWHERE, FpmPool, PhpFpmPools
 from configurations.mail_accounts import MailAccount
+from configurations.mail_domains import MailDomain
 from configurations.unix_users import UnixUser
 from configurations.virtual_hosts import NginxVhosts, VirtualHost
 
@@ -107,7 +108,8 @@ def objects(password_hash: str) -> list[CcmObject]:
             command="/home/alice/bin/backup --quiet",
             email_address="ops@example.com",
         ),
-        MailAccount(id=1, local_part="info", domain="example.com", password_hash=password_hash),
+        MailDomain(id=1, domain="example.com", unix_user_id=1),
+        MailAccount(id=1, local_part="info", mail_domain_id=1, password_hash=password_hash),
     ]
 
 
