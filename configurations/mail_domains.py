@@ -22,6 +22,7 @@ What Postfix renders from these is planned in ``configurations/mail_aliases.py``
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, cast
 
 from pydantic import Field
@@ -30,7 +31,7 @@ from ccm.models.base import CcmObject, ObjectsView
 from ccm.models.fields import Email, Hostname, ObjectId, Ref
 from ccm.models.names import ServerName
 from configurations.mail_routing import MAIL_ACCOUNTS, MAIL_ALIASES, MAIL_DOMAINS, Routing
-from configurations.mail_routing import loop_problem
+from configurations.mail_routing import loop_problem, per_view
 from configurations.virtual_hosts import VirtualHost
 
 #: types whose objects serve host names (``domain``, ``server_aliases``) for an owner
@@ -73,18 +74,38 @@ class MailDomain(CcmObject):
         return problems
 
     def _name_owner_problems(self, view: ObjectsView) -> list[str]:
-        problems = []
-        for type_name in NAME_HOLDERS:
-            for holder in view.list_type(type_name):
-                owner = cast(int, getattr(holder, "unix_user_id", None))
-                if owner == self.unix_user_id:
-                    continue
-                names = (getattr(holder, "domain"), *getattr(holder, "server_aliases", ()))
-                served = [name for name in names if ServerName.parse(name).matches(self.domain)]
-                if served:
-                    problems.append(
-                        f"{self.describe()}: domain: {self.domain} is served as "
-                        f"{', '.join(served)} by {holder.describe()} of another owner "
-                        f"(unix-users/{owner}); a mail domain has the owner of its web name"
-                    )
-        return problems
+        served = per_view(view, "served names", _served_names)
+        holders = [*served.exact.get(self.domain, ())]
+        labels = self.domain.split(".")
+        for index in range(1, len(labels)):  # a wildcard on a domain above it
+            holders += served.wildcard.get(".".join(labels[index:]), ())
+        return [
+            f"{self.describe()}: domain: {self.domain} is served as {name} by "
+            f"{holder} of another owner (unix-users/{owner}); a mail domain has the owner "
+            "of its web name"
+            for name, holder, owner in holders
+            if owner != self.unix_user_id
+        ]
+
+
+@dataclass
+class ServedNames:
+    """Every name the ``NAME_HOLDERS`` serve: base → (name, holder, owner)."""
+
+    exact: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)
+    wildcard: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)
+
+
+def _served_names(view: ObjectsView) -> ServedNames:
+    served = ServedNames()
+    for type_name in NAME_HOLDERS:
+        for holder in view.list_type(type_name):
+            owner = cast(int, getattr(holder, "unix_user_id"))
+            for name in (getattr(holder, "domain"), *getattr(holder, "server_aliases", ())):
+                parsed = ServerName.parse(name)
+                entry = (name, holder.describe(), owner)
+                if parsed.exact:
+                    served.exact.setdefault(parsed.base, []).append(entry)
+                if parsed.wildcard:
+                    served.wildcard.setdefault(parsed.base, []).append(entry)
+    return served
