@@ -62,6 +62,8 @@ PASSWORD_HASH_RULE = (
 
 
 class MailAccount(CcmObject):
+    """A mailbox in a mail domain (the domain owner's), with a crypt password hash."""
+
     TYPE: ClassVar[str] = MAIL_ACCOUNTS
     #: an alias may not take an account's address (and the reverse: ``mail-aliases``)
     READS: ClassVar[tuple[str, ...]] = (MAIL_DOMAINS, MAIL_ALIASES, MAIL_ACCOUNTS)

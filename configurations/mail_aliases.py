@@ -48,6 +48,8 @@ from configurations.mail_routing import clash_problems, loop_problem
 
 
 class MailAlias(CcmObject):
+    """An address of a mail domain that forwards to other addresses."""
+
     TYPE: ClassVar[str] = MAIL_ALIASES
     READS: ClassVar[tuple[str, ...]] = (MAIL_DOMAINS, MAIL_ACCOUNTS, MAIL_ALIASES)
     local_part: Annotated[str, Field(strict=True), pattern(LOCAL_PART, LOCAL_PART_RULE)]

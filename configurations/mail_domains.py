@@ -46,6 +46,8 @@ ForwardAddresses = Annotated[list[Email], Field(min_length=1, max_length=MAX_FOR
 
 
 class MailDomain(CcmObject):
+    """A domain the cluster takes mail for; its owner owns its accounts and aliases."""
+
     TYPE: ClassVar[str] = MAIL_DOMAINS
     #: the addresses and mailbox paths of its accounts derive from the domain
     IMMUTABLE: ClassVar[tuple[str, ...]] = ("domain",)
