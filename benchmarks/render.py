@@ -2,7 +2,8 @@
 
 Generates 2,000 users, 2,000 pools, 2,000 vhosts and 4,000 crons, and 1,000 mail
 domains with 2,000 accounts and 5,000 aliases (Postfix's maps are built by the real
-``postmap``), in a real local etcd, then times, as separate ``ccm apply`` processes (so import and start-up count):
+``postmap``), in a real local etcd, then times, as separate ``ccm apply`` processes (so
+import and start-up count):
 
 * a cold apply into an empty root (account creation by the real ``useradd`` dominates),
 * a no-op full run (must write nothing and reload nothing),
@@ -42,26 +43,37 @@ BATCH = 100  # objects per put (etcd's default --max-txn-ops is 128)
 MAIL_HASH = "{SHA512-CRYPT}$6$benchsal$" + "h" * 86
 
 
-def mail_objects(
-    made: dict[str, list[dict[str, object]]], domains: int, aliases: int
-) -> None:
+def mail_objects(made: dict[str, list[dict[str, object]]], domains: int, aliases: int) -> None:
     """``domains`` mail domains (each its owner's vhost name), two accounts each, and
     ``aliases`` aliases that forward to an account and outside."""
     made["mail-domains"] = [
-        {"id": i, "domain": f"u{i:05d}.example.com", "unix_user_id": i,
-         "catch_all_forward_addresses": ["postmaster@example.org"] if i % 10 == 0 else []}
+        {
+            "id": i,
+            "domain": f"u{i:05d}.example.com",
+            "unix_user_id": i,
+            "catch_all_forward_addresses": ["postmaster@example.org"] if i % 10 == 0 else [],
+        }
         for i in range(1, domains + 1)
-    ]  # fmt: skip
+    ]
     made["mail-accounts"] = [
-        {"id": j, "local_part": ("info", "office")[j % 2], "mail_domain_id": (j + 1) // 2,
-         "password_hash": MAIL_HASH, "quota_mib": 1024}
+        {
+            "id": j,
+            "local_part": ("info", "office")[j % 2],
+            "mail_domain_id": (j + 1) // 2,
+            "password_hash": MAIL_HASH,
+            "quota_mib": 1024,
+        }
         for j in range(1, 2 * domains + 1)
-    ]  # fmt: skip
+    ]
     made["mail-aliases"] = [
-        {"id": k, "local_part": f"alias{k}", "mail_domain_id": (k - 1) % domains + 1,
-         "forward_addresses": [f"info@u{(k % domains) + 1:05d}.example.com", "ext@example.org"]}
+        {
+            "id": k,
+            "local_part": f"alias{k}",
+            "mail_domain_id": (k - 1) % domains + 1,
+            "forward_addresses": [f"info@u{(k % domains) + 1:05d}.example.com", "ext@example.org"],
+        }
         for k in range(1, aliases + 1)
-    ]  # fmt: skip
+    ]
 
 
 def objects(users: int) -> dict[str, list[dict[str, object]]]:

@@ -39,8 +39,13 @@ from ccm.models.snapshot import Snapshot
 from ccm.plan.changes import Change, File, UnitAction
 from ccm.plan.configuration import Configuration, Render, referenced
 from configurations.mail_domains import MailDomain
-from configurations.mail_routing import MAIL_ACCOUNTS, MAIL_ALIASES, MAIL_DOMAINS, Routing
-from configurations.mail_routing import clash_problems
+from configurations.mail_routing import (
+    MAIL_ACCOUNTS,
+    MAIL_ALIASES,
+    MAIL_DOMAINS,
+    Routing,
+    clash_problems,
+)
 
 #: a mailbox name: what Postfix's maps, Dovecot's passwd-file and a Maildir path take
 LOCAL_PART = r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?"
@@ -116,8 +121,12 @@ class DovecotUsers(Configuration):
                 field="mail_domain_id",
                 configuration=self.name,
             )
-            lines.append((f"{account.local_part}@{domain.domain}", passwd_file_line(account, domain)))
-        content = render("mail-accounts/dovecot-users.j2", lines=[line for _, line in sorted(lines)])
+            lines.append(
+                (f"{account.local_part}@{domain.domain}", passwd_file_line(account, domain))
+            )
+        content = render(
+            "mail-accounts/dovecot-users.j2", lines=[line for _, line in sorted(lines)]
+        )
         return [
             File(USERS_FILE, content, mode=0o640, owner="root", group="dovecot", secret=True),
             UnitAction("dovecot", "reload", triggers=(USERS_FILE,)),

@@ -43,8 +43,14 @@ from ccm.plan.changes import Change, Check, Command, File, UnitAction
 from ccm.plan.configuration import Configuration, Render
 from configurations.mail_accounts import LOCAL_PART, LOCAL_PART_RULE, MailAccount
 from configurations.mail_domains import ForwardAddresses, MailDomain
-from configurations.mail_routing import MAIL_ACCOUNTS, MAIL_ALIASES, MAIL_DOMAINS, Routing
-from configurations.mail_routing import clash_problems, loop_problem
+from configurations.mail_routing import (
+    MAIL_ACCOUNTS,
+    MAIL_ALIASES,
+    MAIL_DOMAINS,
+    Routing,
+    clash_problems,
+    loop_problem,
+)
 
 
 class MailAlias(CcmObject):
@@ -100,7 +106,10 @@ def map_entries(
         if domain.catch_all_forward_addresses:
             identities.append((address, address))
     forwards = [
-        (f"{alias.local_part}@{local[alias.mail_domain_id].domain}", ",".join(alias.forward_addresses))
+        (
+            f"{alias.local_part}@{local[alias.mail_domain_id].domain}",
+            ",".join(alias.forward_addresses),
+        )
         for alias in aliases
         if alias.mail_domain_id in local
     ]

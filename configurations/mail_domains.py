@@ -23,15 +23,21 @@ What Postfix renders from these is planned in ``configurations/mail_aliases.py``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, cast
+from typing import Annotated, Any, ClassVar, Protocol, cast
 
 from pydantic import Field
 
 from ccm.models.base import CcmObject, ObjectsView
 from ccm.models.fields import Email, Hostname, ObjectId, Ref
 from ccm.models.names import ServerName
-from configurations.mail_routing import MAIL_ACCOUNTS, MAIL_ALIASES, MAIL_DOMAINS, Routing
-from configurations.mail_routing import loop_problem, per_view
+from configurations.mail_routing import (
+    MAIL_ACCOUNTS,
+    MAIL_ALIASES,
+    MAIL_DOMAINS,
+    Routing,
+    loop_problem,
+    per_view,
+)
 from configurations.virtual_hosts import VirtualHost
 
 #: types whose objects serve host names (``domain``, ``server_aliases``) for an owner
@@ -55,9 +61,7 @@ class MailDomain(CcmObject):
 
     domain: Hostname
     unix_user_id: Annotated[ObjectId, Ref("unix-users")]
-    catch_all_forward_addresses: list[Email] = Field(
-        default_factory=list, max_length=MAX_FORWARDS
-    )
+    catch_all_forward_addresses: list[Email] = Field(default_factory=list, max_length=MAX_FORWARDS)
     is_local: bool = Field(default=True, strict=True)
 
     def unique_keys(self) -> dict[str, Any]:
@@ -90,6 +94,19 @@ class MailDomain(CcmObject):
         ]
 
 
+class NameHolder(Protocol):
+    """What a ``NAME_HOLDERS`` type has: the names it serves, for an owner."""
+
+    @property
+    def unix_user_id(self) -> int: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def server_aliases(self) -> list[str]: ...
+
+    def describe(self) -> str: ...
+
+
 @dataclass
 class ServedNames:
     """Every name the ``NAME_HOLDERS`` serve: base → (name, holder, owner)."""
@@ -101,9 +118,10 @@ class ServedNames:
 def _served_names(view: ObjectsView) -> ServedNames:
     served = ServedNames()
     for type_name in NAME_HOLDERS:
-        for holder in view.list_type(type_name):
-            owner = cast(int, getattr(holder, "unix_user_id"))
-            for name in (getattr(holder, "domain"), *getattr(holder, "server_aliases", ())):
+        for obj in view.list_type(type_name):
+            holder = cast(NameHolder, obj)
+            owner = holder.unix_user_id
+            for name in (holder.domain, *holder.server_aliases):
                 parsed = ServerName.parse(name)
                 entry = (name, holder.describe(), owner)
                 if parsed.exact:

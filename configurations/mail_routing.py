@@ -40,22 +40,30 @@ MAIL_ALIASES = "mail-aliases"
 
 
 class MailDomainFields(Protocol):
-    id: int
-    domain: str
-    is_local: bool
-    catch_all_forward_addresses: list[str]
+    @property
+    def id(self) -> int: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def is_local(self) -> bool: ...
+    @property
+    def catch_all_forward_addresses(self) -> list[str]: ...
 
 
 class AddressFields(Protocol):
-    id: int
-    local_part: str
-    mail_domain_id: int
+    @property
+    def id(self) -> int: ...
+    @property
+    def local_part(self) -> str: ...
+    @property
+    def mail_domain_id(self) -> int: ...
 
     def describe(self) -> str: ...
 
 
 class AliasFields(AddressFields, Protocol):
-    forward_addresses: list[str]
+    @property
+    def forward_addresses(self) -> list[str]: ...
 
 
 @dataclass

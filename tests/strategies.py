@@ -522,9 +522,11 @@ def forward_addresses(context: Context) -> st.SearchStrategy[Any]:
         ),
         mutate=False,
     ).flatmap(
-        lambda value: st.just(value)
-        if not isinstance(value, list) or not value
-        else field_value(context, st.just(value[0])).map(lambda first: [first, *value[1:]])
+        lambda value: (
+            st.just(value)
+            if not isinstance(value, list) or not value
+            else field_value(context, st.just(value[0])).map(lambda first: [first, *value[1:]])
+        )
     )
 
 
@@ -535,8 +537,12 @@ def mail_domain(draw: st.DrawFn, context: Context, index: int) -> Raw:
         "domain": draw(field_value(context, mail_domain_names(context))),
         "unix_user_id": draw(reference(context, "unix-users")),
     }
-    maybe(raw, "catch_all_forward_addresses", draw(forward_addresses(context)),
-          absent=draw(st.booleans()))  # fmt: skip
+    maybe(
+        raw,
+        "catch_all_forward_addresses",
+        draw(forward_addresses(context)),
+        absent=draw(st.booleans()),
+    )
     maybe(raw, "is_local", draw(field_value(context, st.booleans())), absent=draw(st.booleans()))
     return raw
 

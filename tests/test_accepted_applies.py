@@ -260,8 +260,8 @@ def write_batch(
                 assert_names_the_object(error, type_name, group)
                 continue
             outcome.accepted += len(group)
-            outcome.accepted_by_type[type_name] = (
-                outcome.accepted_by_type.get(type_name, 0) + len(group)
+            outcome.accepted_by_type[type_name] = outcome.accepted_by_type.get(type_name, 0) + len(
+                group
             )
             for raw in group:
                 obj = parse_object(type_name, raw)
@@ -761,13 +761,17 @@ KNOWN_FAILURES: dict[str, Batch] = {
         _account(1, "info"),
     ),
     "mail-alias-on-an-accounts-address": _batch(
-        ALICE, _mail_domain(1, "example.com", 1), _account(1, "info"),
+        ALICE,
+        _mail_domain(1, "example.com", 1),
+        _account(1, "info"),
         _alias(1, "info", ["x@example.org"]),
-    ),  # fmt: skip
+    ),
     "mail-aliases-forwarding-to-each-other": _batch(
-        ALICE, _mail_domain(1, "example.com", 1),
-        _alias(1, "a", ["b@example.com"]), _alias(2, "b", ["a@example.com"]),
-    ),  # fmt: skip
+        ALICE,
+        _mail_domain(1, "example.com", 1),
+        _alias(1, "a", ["b@example.com"]),
+        _alias(2, "b", ["a@example.com"]),
+    ),
     "mail-catch-all-forwarding-into-itself": _batch(
         ALICE, _mail_domain(1, "example.com", 1, catch_all_forward_addresses=["x@example.com"])
     ),

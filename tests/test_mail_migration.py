@@ -23,11 +23,19 @@ def client(ccm_node: CcmNode) -> Any:
         yield etcd
 
 
-def old_account(client: EtcdClient, node: CcmNode, id: int, local_part: str, domain: str,
-                password_hash: str = BARE) -> None:  # fmt: skip
+def old_account(
+    client: EtcdClient,
+    node: CcmNode,
+    id: int,
+    local_part: str,
+    domain: str,
+    password_hash: str = BARE,
+) -> None:
     """Store an account as the previous ccm wrote it (the store no longer would)."""
     raw = {"id": id, "local_part": local_part, "domain": domain, "password_hash": password_hash}
-    client.put(Keys(node.settings.etcd.prefix).object("mail-accounts", id), json.dumps(raw).encode())
+    client.put(
+        Keys(node.settings.etcd.prefix).object("mail-accounts", id), json.dumps(raw).encode()
+    )
 
 
 def everything(client: EtcdClient, node: CcmNode) -> dict[str, bytes]:
@@ -38,9 +46,18 @@ def everything(client: EtcdClient, node: CcmNode) -> dict[str, bytes]:
 @pytest.fixture
 def old_cluster(ccm_node: CcmNode, client: EtcdClient) -> CcmNode:
     ccm_node.put("unix-users", [{"id": 1, "username": "alice"}, {"id": 2, "username": "bob"}])
-    ccm_node.put("virtual-hosts", [{"id": 1, "domain": "shop.example.com", "unix_user_id": 2,
-                                    "document_root": "/home/bob/shop",
-                                    "server_aliases": ["*.bob.example.com"]}])  # fmt: skip
+    ccm_node.put(
+        "virtual-hosts",
+        [
+            {
+                "id": 1,
+                "domain": "shop.example.com",
+                "unix_user_id": 2,
+                "document_root": "/home/bob/shop",
+                "server_aliases": ["*.bob.example.com"],
+            }
+        ],
+    )
     old_account(client, ccm_node, 1, "info", "shop.example.com")
     old_account(client, ccm_node, 2, "sales", "shop.example.com", SHA512)
     old_account(client, ccm_node, 3, "me", "mail.bob.example.com")

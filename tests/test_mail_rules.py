@@ -33,8 +33,12 @@ def account(id: int, local_part: str, domain_id: int = 1, **extra: Any) -> dict[
 
 
 def alias(id: int, local_part: str, targets: list[str], domain_id: int = 1) -> dict[str, Any]:
-    return {"id": id, "local_part": local_part, "mail_domain_id": domain_id,
-            "forward_addresses": targets}  # fmt: skip
+    return {
+        "id": id,
+        "local_part": local_part,
+        "mail_domain_id": domain_id,
+        "forward_addresses": targets,
+    }
 
 
 def stored(store: ObjectStore) -> dict[str, int]:
@@ -63,13 +67,19 @@ def mail_store(store: ObjectStore) -> ObjectStore:
 
 def test_an_alias_cannot_take_an_accounts_address_nor_the_reverse(mail_store: ObjectStore) -> None:
     mail_store.put("mail-accounts", [account(1, "info")])
-    refused(mail_store, "mail-aliases", alias(1, "info", ["x@example.org"]),
-            "mail-aliases/1: local_part: info@example.com is already the address of "
-            "mail-accounts/1")  # fmt: skip
+    refused(
+        mail_store,
+        "mail-aliases",
+        alias(1, "info", ["x@example.org"]),
+        "mail-aliases/1: local_part: info@example.com is already the address of mail-accounts/1",
+    )
     mail_store.put("mail-aliases", [alias(2, "sales", ["x@example.org"])])
-    refused(mail_store, "mail-accounts", account(2, "sales"),
-            "mail-accounts/2: local_part: sales@example.com is already the address of "
-            "mail-aliases/2")  # fmt: skip
+    refused(
+        mail_store,
+        "mail-accounts",
+        account(2, "sales"),
+        "mail-accounts/2: local_part: sales@example.com is already the address of mail-aliases/2",
+    )
     # the same local part in another domain is another address
     mail_store.put("mail-accounts", [account(3, "sales", domain_id=2)])
 
@@ -83,9 +93,13 @@ def test_two_accounts_or_aliases_never_share_an_address(mail_store: ObjectStore)
 
 def test_a_forwarding_loop_between_aliases_is_refused(mail_store: ObjectStore) -> None:
     mail_store.put("mail-aliases", [alias(1, "a", ["b@example.net"])])
-    refused(mail_store, "mail-aliases", alias(2, "b", ["x@example.org", "A@example.com"], 2),
-            "mail-aliases/2: forward_addresses: forwarding loop inside the cluster: "
-            "b@example.net -> a@example.com -> b@example.net")  # fmt: skip
+    refused(
+        mail_store,
+        "mail-aliases",
+        alias(2, "b", ["x@example.org", "A@example.com"], 2),
+        "mail-aliases/2: forward_addresses: forwarding loop inside the cluster: "
+        "b@example.net -> a@example.com -> b@example.net",
+    )
     refused(mail_store, "mail-aliases", alias(3, "self", ["self@example.com"]), "forwarding loop")
     # ending in a mailbox or outside the cluster is no loop
     mail_store.put("mail-accounts", [account(1, "box", domain_id=2)])
@@ -95,8 +109,9 @@ def test_a_forwarding_loop_between_aliases_is_refused(mail_store: ObjectStore) -
 def test_catch_all_loops_are_refused_both_ways(mail_store: ObjectStore) -> None:
     mail_store.put("mail-accounts", [account(1, "info")])
     # example.com's catch-all goes to its own mailbox: no loop while the account exists
-    mail_store.put("mail-domains", [domain(1, "example.com",
-                                           catch_all_forward_addresses=["info@example.com"])])  # fmt: skip
+    mail_store.put(
+        "mail-domains", [domain(1, "example.com", catch_all_forward_addresses=["info@example.com"])]
+    )
     before = stored(mail_store)
     with pytest.raises(ValidationFailed) as caught:  # without it, the catch-all catches itself
         mail_store.delete("mail-accounts", 1)
@@ -104,16 +119,25 @@ def test_catch_all_loops_are_refused_both_ways(mail_store: ObjectStore) -> None:
     assert "catch-all @example.com" in str(caught.value)
     assert stored(mail_store) == before
     # two catch-alls that send unknown addresses to each other's unknown addresses
-    mail_store.put("mail-domains", [domain(2, "example.net", owner=2,
-                                           catch_all_forward_addresses=["x@example.com"])])  # fmt: skip
-    refused(mail_store, "mail-domains",
-            domain(1, "example.com", catch_all_forward_addresses=["nobody@example.net"]),
-            "mail-domains/1: catch_all_forward_addresses: forwarding loop inside the cluster: "
-            "catch-all @example.com -> catch-all @example.net -> catch-all @example.com")  # fmt: skip
+    mail_store.put(
+        "mail-domains",
+        [domain(2, "example.net", owner=2, catch_all_forward_addresses=["x@example.com"])],
+    )
+    refused(
+        mail_store,
+        "mail-domains",
+        domain(1, "example.com", catch_all_forward_addresses=["nobody@example.net"]),
+        "mail-domains/1: catch_all_forward_addresses: forwarding loop inside the cluster: "
+        "catch-all @example.com -> catch-all @example.net -> catch-all @example.com",
+    )
     # an alias that closes a loop through a catch-all
-    refused(mail_store, "mail-aliases", alias(1, "x", ["y@example.net"]),
-            "mail-aliases/1: forward_addresses: forwarding loop inside the cluster: "
-            "x@example.com -> catch-all @example.net -> x@example.com")  # fmt: skip
+    refused(
+        mail_store,
+        "mail-aliases",
+        alias(1, "x", ["y@example.net"]),
+        "mail-aliases/1: forward_addresses: forwarding loop inside the cluster: "
+        "x@example.com -> catch-all @example.net -> x@example.com",
+    )
 
 
 def test_a_domain_that_is_not_local_routes_nothing(mail_store: ObjectStore) -> None:
@@ -123,25 +147,51 @@ def test_a_domain_that_is_not_local_routes_nothing(mail_store: ObjectStore) -> N
 
 
 def test_a_mail_domain_has_the_owner_of_its_web_name_both_ways(mail_store: ObjectStore) -> None:
-    mail_store.put("virtual-hosts", [{"id": 1, "domain": "shop.example.org", "unix_user_id": 1,
-                                      "document_root": "/home/alice/shop",
-                                      "server_aliases": ["*.alice.example.org"]}])  # fmt: skip
-    refused(mail_store, "mail-domains", domain(3, "shop.example.org", owner=2),
-            "mail-domains/3: domain: shop.example.org is served as shop.example.org by "
-            "virtual-hosts/1 of another owner (unix-users/1)")  # fmt: skip
-    refused(mail_store, "mail-domains", domain(3, "mail.alice.example.org", owner=2),
-            "served as *.alice.example.org by virtual-hosts/1")  # fmt: skip
+    mail_store.put(
+        "virtual-hosts",
+        [
+            {
+                "id": 1,
+                "domain": "shop.example.org",
+                "unix_user_id": 1,
+                "document_root": "/home/alice/shop",
+                "server_aliases": ["*.alice.example.org"],
+            }
+        ],
+    )
+    refused(
+        mail_store,
+        "mail-domains",
+        domain(3, "shop.example.org", owner=2),
+        "mail-domains/3: domain: shop.example.org is served as shop.example.org by "
+        "virtual-hosts/1 of another owner (unix-users/1)",
+    )
+    refused(
+        mail_store,
+        "mail-domains",
+        domain(3, "mail.alice.example.org", owner=2),
+        "served as *.alice.example.org by virtual-hosts/1",
+    )
     mail_store.put("mail-domains", [domain(3, "shop.example.org", owner=1)])
     # the other way: a vhost written later may not serve another owner's mail domain
     mail_store.put("mail-domains", [domain(4, "bob.example.org", owner=2)])
-    text = refused(mail_store, "virtual-hosts",
-                   {"id": 2, "domain": "bob.example.org", "unix_user_id": 1,
-                    "document_root": "/home/alice/bob"}, "mail-domains/4: domain")  # fmt: skip
+    text = refused(
+        mail_store,
+        "virtual-hosts",
+        {
+            "id": 2,
+            "domain": "bob.example.org",
+            "unix_user_id": 1,
+            "document_root": "/home/alice/bob",
+        },
+        "mail-domains/4: domain",
+    )
     assert "virtual-hosts/2" in text
 
 
-@pytest.mark.parametrize("password_hash", [SHA512, BLF, ARGON,
-                                           "{SHA512-CRYPT}$6$rounds=5000$salt$" + "x" * 86])  # fmt: skip
+@pytest.mark.parametrize(
+    "password_hash", [SHA512, BLF, ARGON, "{SHA512-CRYPT}$6$rounds=5000$salt$" + "x" * 86]
+)
 def test_the_safe_crypt_schemes_are_taken(mail_store: ObjectStore, password_hash: str) -> None:
     mail_store.put("mail-accounts", [account(1, "info", password_hash=password_hash)])
 
@@ -162,8 +212,14 @@ def test_the_safe_crypt_schemes_are_taken(mail_store: ObjectStore, password_hash
 def test_other_hashes_are_refused_without_echoing_them(
     mail_store: ObjectStore, password_hash: str
 ) -> None:
-    text = refused(mail_store, "mail-accounts", account(1, "info", password_hash=password_hash),
-                   "mail-accounts/1", "password_hash", "{SHA512-CRYPT}")  # fmt: skip
+    text = refused(
+        mail_store,
+        "mail-accounts",
+        account(1, "info", password_hash=password_hash),
+        "mail-accounts/1",
+        "password_hash",
+        "{SHA512-CRYPT}",
+    )
     assert password_hash not in text and "secret-password" not in text
 
 
@@ -175,15 +231,22 @@ def test_other_hashes_are_refused_without_echoing_them(
         ("mail-aliases", alias(1, "a", ["x y@example.org"]), "forward_addresses"),
         ("mail-aliases", alias(1, "a", ["x@Example.org"]), "forward_addresses"),
         ("mail-aliases", alias(1, "a", []), "forward_addresses"),
-        ("mail-aliases", alias(1, "a", [f"u{i}@example.org" for i in range(51)]), "forward_addresses"),
+        (
+            "mail-aliases",
+            alias(1, "a", [f"u{i}@example.org" for i in range(51)]),
+            "forward_addresses",
+        ),
         ("mail-aliases", alias(1, "a" * 65, ["x@example.org"]), "local_part"),
         ("mail-aliases", alias(1, "Info", ["x@example.org"]), "local_part"),
         ("mail-aliases", alias(1, "a\n", ["x@example.org"]), "local_part"),
         ("mail-accounts", account(1, "info@x"), "local_part"),
         ("mail-accounts", account(1, "in:fo"), "local_part"),
         ("mail-domains", domain(3, "example.org\n"), "domain"),
-        ("mail-domains", domain(3, "example.org", catch_all_forward_addresses=["@example.com"]),
-         "catch_all_forward_addresses"),
+        (
+            "mail-domains",
+            domain(3, "example.org", catch_all_forward_addresses=["@example.com"]),
+            "catch_all_forward_addresses",
+        ),
         ("mail-domains", domain(3, "example.org", is_local="yes"), "is_local"),
     ],
 )

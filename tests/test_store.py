@@ -30,7 +30,10 @@ from configurations.mail_accounts import MailAccount
 from configurations.unix_users import UnixUser
 from configurations.virtual_hosts import VirtualHost
 
-HASH = "{SHA512-CRYPT}$6$rounds=5000$saltsalt$" + ("abcdefghijklmnopqrstuvwxyzABCDEF0123456789./" * 2)[:86]
+HASH = (
+    "{SHA512-CRYPT}$6$rounds=5000$saltsalt$"
+    + ("abcdefghijklmnopqrstuvwxyzABCDEF0123456789./" * 2)[:86]
+)
 
 
 def user(id: int, username: str, **extra: Any) -> dict[str, Any]:
