@@ -3,7 +3,7 @@
 An account is ``local_part`` in a ``mail-domains`` object (``mail_domain_id``); it
 belongs to that domain's owner. It replaced the free ``domain`` field, with which any
 tenant could open a mailbox in another tenant's domain (``ccm migrate`` carries stored
-accounts over: ``ccm/cli/migrate_mail.py``).
+accounts over: ``ccm/cluster/mail_migration.py``).
 
 The password hash is a secret (never in a diff, a log, the history or a refusal) and
 one of the crypt schemes Dovecot verifies safely, with its scheme prefix:

@@ -23,10 +23,11 @@ mailbox), and never closes a forwarding loop inside the cluster
 
 After the files are in place: the check ``postfix_check`` (``postconf -c
 /etc/postfix/ccm -n``: Postfix parses the main.cf); then one ``postmap`` per changed
-map, which rebuilds its ``.db`` in place (Postfix's daemons notice a rebuilt table and
-restart themselves; the reload makes it immediate), and one reload of ``postfix``.
-Commands run after the unit actions of a run (``ccm.plan.pending``), so the reload
-comes first and the daemons pick the rebuilt tables up by themselves; see the README.
+map (it rebuilds that map's ``.db``) and one reload of ``postfix``. A run starts its
+commands after its unit actions (``ccm.plan.pending``), so the reload comes before the
+``postmap``s; that is harmless because Postfix's daemons notice a rebuilt table on
+their own and restart (the reload only makes a change immediate), but it is why the
+maps take effect with the next request rather than at the reload.
 """
 
 from __future__ import annotations
