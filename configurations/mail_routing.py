@@ -27,6 +27,7 @@ three modules import this one, never the reverse.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -170,22 +171,27 @@ T = TypeVar("T")
 #: its entry is here
 _CACHE: OrderedDict[tuple[object, str], object] = OrderedDict()
 _CACHE_SIZE = 8
+_CACHE_LOCK = threading.Lock()
 
 
 def per_view(view: ObjectsView, what: str, derive: Callable[[ObjectsView], T]) -> T:
-    """``derive(view)``, computed once per view (and ``what``)."""
+    """``derive(view)``, computed once per view (and ``what``); thread-safe (the store
+    serves concurrent writers)."""
     key = (view.list_type, what)
     try:
-        hit = _CACHE.get(key)
+        hash(key)
     except TypeError:  # a view that cannot be a key: derive it each time
         return derive(view)
-    if hit is not None:
-        _CACHE.move_to_end(key)
-        return cast(T, hit)
-    value = derive(view)
-    _CACHE[key] = value
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+            return cast(T, hit)
+    value = derive(view)  # outside the lock: two threads may both derive, both right
+    with _CACHE_LOCK:
+        _CACHE[key] = value
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return value
 
 
