@@ -1,8 +1,10 @@
 """Render benchmark: 10,000 objects, whole ``ccm`` processes, a temporary root.
 
 Generates 2,000 users, 2,000 pools, 2,000 vhosts and 4,000 crons, plus 2,000 certificates
-(one per vhost, from a test CA: the vhosts serve HTTPS) and 500 redirects, in a real local
-etcd, then times, as separate ``ccm apply`` processes (so import and start-up count):
+(one per vhost, from a test CA: the vhosts serve HTTPS), 500 redirects, and 1,000 mail
+domains with 2,000 accounts and 5,000 aliases (Postfix's maps are built by the real
+``postmap``), in a real local etcd, then times, as separate ``ccm apply`` processes (so
+import and start-up count):
 
 * a cold apply into an empty root (account creation by the real ``useradd`` dominates),
 * a no-op full run (must write nothing and reload nothing),
@@ -38,6 +40,43 @@ from ccm.testing.etcd import EtcdServer  # noqa: E402
 from ccm.testing.noderoot import seed_root  # noqa: E402
 
 BATCH = 100  # objects per put (etcd's default --max-txn-ops is 128)
+
+
+#: a mail account's hash (SHA-512 crypt, with Dovecot's scheme prefix)
+MAIL_HASH = "{SHA512-CRYPT}$6$benchsal$" + "h" * 86
+
+
+def mail_objects(made: dict[str, list[dict[str, object]]], domains: int, aliases: int) -> None:
+    """``domains`` mail domains (each its owner's vhost name), two accounts each, and
+    ``aliases`` aliases that forward to an account and outside."""
+    made["mail-domains"] = [
+        {
+            "id": i,
+            "domain": f"u{i:05d}.example.com",
+            "unix_user_id": i,
+            "catch_all_forward_addresses": ["postmaster@example.org"] if i % 10 == 0 else [],
+        }
+        for i in range(1, domains + 1)
+    ]
+    made["mail-accounts"] = [
+        {
+            "id": j,
+            "local_part": ("info", "office")[j % 2],
+            "mail_domain_id": (j + 1) // 2,
+            "password_hash": MAIL_HASH,
+            "quota_mib": 1024,
+        }
+        for j in range(1, 2 * domains + 1)
+    ]
+    made["mail-aliases"] = [
+        {
+            "id": k,
+            "local_part": f"alias{k}",
+            "mail_domain_id": (k - 1) % domains + 1,
+            "forward_addresses": [f"info@u{(k % domains) + 1:05d}.example.com", "ext@example.org"],
+        }
+        for k in range(1, aliases + 1)
+    ]
 
 
 def objects(users: int, redirects: int, tls: bool = True) -> dict[str, list[dict[str, object]]]:
@@ -121,6 +160,7 @@ def write_config(path: Path, root: Path, endpoint: str) -> None:
         f"restart_unit = {json.dumps(record + ['restart {unit}'])}\n"
         f"nginx_check = {json.dumps(record + ['check nginx'])}\n"
         f"php_fpm_check = {json.dumps(record + ['check php{version}'])}\n"
+        f"[checks]\npostfix_check = {json.dumps(record + ['check postfix'])}\n"
         f'[probes]\nnginx_probe = ["true"]\nphp_fpm_probe = ["true"]\n'
     )
 
@@ -151,6 +191,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--redirects", type=int, default=500)
+    parser.add_argument("--mail-domains", type=int, default=1000)
+    parser.add_argument("--mail-aliases", type=int, default=5000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ccm-bench-") as tmp, EtcdServer() as server:
         base = Path(tmp)
@@ -159,6 +201,7 @@ def main() -> None:
         write_config(config, root, server.endpoint)
         settings = EtcdSettings(endpoints=(server.endpoint,), prefix="/bench")
         made = objects(args.users, args.redirects)
+        mail_objects(made, min(args.mail_domains, args.users), args.mail_aliases)
         started = time.perf_counter()
         with EtcdClient.from_settings(settings) as client:
             store = ObjectStore(client, "/bench", writer="bench")
@@ -210,12 +253,16 @@ def in_daemon(config: Path, etcd: EtcdSettings, made: dict[str, list[dict[str, o
             ("no-op full run", (), True, False),
             ("one cron changed", ("crons",), False, True),
             ("no-op, crons", ("crons",), False, False),
+            ("one alias changed", ("mail-aliases",), False, True),
         ):
             times = []
             for round_ in range(3):
-                if change:
+                if change and types == ("crons",):
                     cron = made["crons"][0] | {"schedule": f"{round_ + 10} * * * *"}
                     store.put("crons", [cron])
+                elif change:
+                    alias = made["mail-aliases"][0] | {"forward_addresses": [f"r{round_}@x.org"]}
+                    store.put("mail-aliases", [alias])
                 started = time.perf_counter()
                 outcome = node_run.run(types, full=full)
                 times.append(time.perf_counter() - started)

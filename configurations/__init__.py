@@ -14,6 +14,7 @@ Run order follows ``depends_on``::
                 └─────────────────► nginx-vhosts
     php-versions ─► php-fpm-pools
     dovecot-users
+    postfix-maps
     redis-instances
     unix-users ─► daemons
     mariadb-databases, postgresql-databases (SQL, on the primary)
@@ -31,6 +32,7 @@ from configurations.daemons import Daemons
 from configurations.databases import MariadbDatabases, PostgresqlDatabases
 from configurations.fpm_pools import PhpFpmPools
 from configurations.mail_accounts import DovecotUsers
+from configurations.mail_aliases import PostfixMaps
 from configurations.redis_instances import RedisInstances
 from configurations.unix_users import UnixUsers
 from configurations.virtual_hosts import NginxVhosts
@@ -43,6 +45,7 @@ CONFIGURATIONS: tuple[type[Configuration], ...] = (
     PhpFpmPools,
     NginxVhosts,
     DovecotUsers,
+    PostfixMaps,
     RedisInstances,
     Daemons,
     MariadbDatabases,

@@ -80,12 +80,14 @@ SAMPLE: dict[str, list[dict[str, Any]]] = {
             "command": "/home/alice/bin/warm-cache",
         },
     ],
+    "mail-domains": [{"id": 1, "domain": "example.com", "unix_user_id": 1}],
     "mail-accounts": [
         {
             "id": 1,
             "local_part": "alice",
-            "domain": "example.com",
-            "password_hash": "$6$demosalt$8Vc1Jv0mBGL5YkqDq8DRVnBjbmjLc2oA1R3l4T1d6Nn",
+            "mail_domain_id": 1,
+            "password_hash": "{SHA512-CRYPT}$6$4fUKYmQwsmC.UTE7$lsMv1N2qqFLA36O6purIBl3q8UBBRsf4"
+            "yaxaal88oXKdBBEAYjkBsuAsGw5Vd2xNx79dL2WwsV2eqTyAGQSnN.",
             "quota_mib": 1024,
         },
     ],

@@ -492,29 +492,82 @@ def virtual_host(draw: st.DrawFn, context: Context, index: int) -> Raw:
     return raw
 
 
+#: the local parts mail objects share, so accounts, aliases and forwards meet and loop
+MAIL_LOCAL_PARTS = ("info", "sales", "a", "b", "m" * 64)
+_SAFE_HASHES = st.one_of(
+    st.from_regex(r"\{SHA512-CRYPT\}\$6\$[a-zA-Z0-9./]{8}\$[a-zA-Z0-9./]{86}", fullmatch=True),
+    st.from_regex(r"\{BLF-CRYPT\}\$2y\$10\$[a-zA-Z0-9./]{53}", fullmatch=True),
+    st.just("{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$CLOsjeUTcNCaKv3kgZrRNQ$" + "K" * 43),
+)
+#: mostly safe schemes; a sixth refused ones (no scheme, plain text)
+PASSWORD_HASHES = st.one_of(
+    *[_SAFE_HASHES] * 5,
+    st.sampled_from(["$6$rounds=5000$salt$" + "h" * 86, "{PLAIN}$1$x$y", "{CLEARTEXT}secret"]),
+)
+
+
+def mail_domain_names(context: Context) -> st.SearchStrategy[str]:
+    """A vhost's name (the owner rule), one of a small family, or any domain."""
+    served = [d for d in context.values("virtual-hosts", "domain") if isinstance(d, str)]
+    family = st.sampled_from(["example.com", "example.net", "mail.example.org", "bob.example.net"])
+    return st.one_of(family, plausible_domain(), *([st.sampled_from(served)] if served else []))
+
+
 @st.composite
-def mail_account(draw: st.DrawFn, context: Context, index: int) -> Raw:
-    hashes = st.one_of(
-        st.from_regex(r"\{SHA512-CRYPT\}\$6\$[a-zA-Z0-9./]{8}\$[a-zA-Z0-9./]{86}", fullmatch=True),
-        st.from_regex(r"\$2y\$10\$[a-zA-Z0-9./]{53}", fullmatch=True),
-        st.just("$6$rounds=5000$salt$" + "h" * 86),
-        st.just("{PLAIN}$1$x$y"),
+def mail_address(draw: st.DrawFn, context: Context) -> str:
+    """An address of a drawn mail domain (so forwards meet accounts, aliases and
+    catch-alls, and loop), or one outside the cluster."""
+    domains = [d for d in context.values("mail-domains", "domain") if isinstance(d, str)]
+    domain = draw(st.sampled_from(domains)) if domains and draw(st.integers(0, 3)) else "x.example"
+    return f"{draw(st.sampled_from(MAIL_LOCAL_PARTS[:4]))}@{domain}"
+
+
+def forward_addresses(context: Context) -> st.SearchStrategy[Any]:
+    return field_value(
+        context,
+        st.one_of(
+            st.lists(mail_address(context), min_size=1, max_size=3),
+            st.just([f"u{i}@example.org" for i in range(51)]),  # over the limit
+            st.just([]),
+        ),
+        mutate=False,
+    ).flatmap(
+        lambda value: (
+            st.just(value)
+            if not isinstance(value, list) or not value
+            else field_value(context, st.just(value[0])).map(lambda first: [first, *value[1:]])
+        )
     )
-    domains = [d for d in context.values("virtual-hosts", "domain") if isinstance(d, str)]
-    domain = st.one_of(plausible_domain(), *([st.sampled_from(domains)] if domains else []))
+
+
+@st.composite
+def mail_domain(draw: st.DrawFn, context: Context, index: int) -> Raw:
     raw: Raw = {
         "id": draw(object_id(context, index)),
-        "local_part": draw(
-            field_value(
-                context,
-                st.one_of(
-                    st.from_regex(r"[a-z0-9]([a-z0-9._+-]{0,10}[a-z0-9])?", fullmatch=True),
-                    st.just("m" * 64),
-                ),
-            )
-        ),
-        "domain": draw(field_value(context, domain)),
-        "password_hash": draw(field_value(context, hashes)),
+        "domain": draw(field_value(context, mail_domain_names(context))),
+        "unix_user_id": draw(reference(context, "unix-users")),
+    }
+    maybe(
+        raw,
+        "catch_all_forward_addresses",
+        draw(forward_addresses(context)),
+        absent=draw(st.booleans()),
+    )
+    maybe(raw, "is_local", draw(field_value(context, st.booleans())), absent=draw(st.booleans()))
+    return raw
+
+
+@st.composite
+def mail_account(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    local_parts = st.one_of(
+        st.sampled_from(MAIL_LOCAL_PARTS),
+        st.from_regex(r"[a-z0-9]([a-z0-9._+-]{0,10}[a-z0-9])?", fullmatch=True),
+    )
+    raw: Raw = {
+        "id": draw(object_id(context, index)),
+        "local_part": draw(field_value(context, local_parts)),
+        "mail_domain_id": draw(reference(context, "mail-domains")),
+        "password_hash": draw(field_value(context, PASSWORD_HASHES)),
     }
     maybe(
         raw,
@@ -523,6 +576,16 @@ def mail_account(draw: st.DrawFn, context: Context, index: int) -> Raw:
         absent=draw(st.booleans()),
     )
     return raw
+
+
+@st.composite
+def mail_alias(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    return {
+        "id": draw(object_id(context, index)),
+        "local_part": draw(field_value(context, st.sampled_from(MAIL_LOCAL_PARTS))),
+        "mail_domain_id": draw(reference(context, "mail-domains")),
+        "forward_addresses": draw(forward_addresses(context)),
+    }
 
 
 @st.composite
@@ -885,7 +948,9 @@ STRATEGIES: dict[str, Strategy] = {
     "crons": cron,
     "fpm-pools": fpm_pool,
     "virtual-hosts": virtual_host,
+    "mail-domains": mail_domain,
     "mail-accounts": mail_account,
+    "mail-aliases": mail_alias,
     "clusters": cluster,
     "nodes": node,
     "redis-instances": redis_instance,

@@ -85,6 +85,9 @@ from configurations.crons import Cron
 from configurations.daemons import Daemon, Daemons, systemd_quote
 from configurations.fpm_pools import OPCACHE_ISOLATION, FpmPool
 from configurations.mail_accounts import MailAccount
+from configurations.mail_aliases import MailAlias, map_entries
+from configurations.mail_domains import MailDomain
+from configurations.mail_routing import Routing
 from configurations.unix_users import UnixUser
 from configurations.url_redirects import UrlRedirect
 from configurations.virtual_hosts import VirtualHost
@@ -157,6 +160,10 @@ PHP_FPM_CHECK = [
     "{root}",
     "{version}",
 ]
+
+
+#: real ``postconf -c``: Postfix parses the rendered main.cf (postmap always runs for real)
+POSTFIX_CHECK = ["postconf", "-c", "{root}/etc/postfix/ccm", "-n"]
 
 
 def nginx_main_config(root: Path) -> None:
@@ -323,6 +330,7 @@ def apply_on_node(
         root,
         commands={"nginx_check": NGINX_CHECK, "php_fpm_check": PHP_FPM_CHECK},
         accounts={"backend": backend},
+        checks={"postfix_check": POSTFIX_CHECK},
     )
     engine = Engine(
         Registry.from_entry_points(), settings, playbooks=PlaceholderPlaybooks(settings)
@@ -435,6 +443,52 @@ def cron_accepts(root: Path, crontab: Path) -> None:
     assert result.returncode == 0, f"cron refuses {crontab.name}: {result.stderr.strip()}"
 
 
+POSTMAP = shutil.which("postmap") or "/usr/sbin/postmap"
+
+
+def postfix_lookup(root: Path, table: str, keys: list[str]) -> list[str | None]:
+    """What Postfix finds for each key in the ``.db`` the node's postmap built."""
+    directory = root / "etc/postfix/ccm"
+    result = subprocess.run(
+        [POSTMAP, "-c", str(directory), "-q", "-", f"hash:{directory}/{table}"],
+        input="".join(f"{key}\n" for key in keys), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr
+    found = dict(line.split("\t", 1) for line in result.stdout.splitlines())
+    return [found.get(key) for key in keys]
+
+
+def check_postfix_maps(root: Path, snapshot: Snapshot) -> None:
+    """Postfix's built maps hold exactly the accepted mail objects: every key resolves to
+    its value, no key is there twice, and no alias chain inside the cluster loops (the
+    write-time rule, checked again on what the node serves)."""
+    entries = map_entries(
+        snapshot.all(MailDomain), snapshot.all(MailAccount), snapshot.all(MailAlias)
+    )
+    for table, pairs in entries.items():
+        keys = [key for key, _ in pairs]
+        assert len(set(keys)) == len(keys), f"{table}: a key twice: {keys!r}"
+        text = (root / "etc/postfix/ccm" / table).read_text()
+        lines = [line for line in text.split("\n") if line and not line.startswith("#")]
+        assert lines == [f"{key} {value}" for key, value in pairs], f"{table}: {lines!r}"
+        if keys:
+            assert postfix_lookup(root, table, keys) == [v for _, v in pairs], table
+    routing = Routing.of(_SnapshotView(snapshot))
+    for node in routing.hops:
+        assert routing.loop_through(node) is None, f"a forwarding loop through {node}"
+
+
+class _SnapshotView:
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def lookup(self, type_name: str, object_id: int) -> CcmObject | None:
+        return self.snapshot.objects.get(type_name, {}).get(object_id)
+
+    def list_type(self, type_name: str) -> list[CcmObject]:
+        return list(self.snapshot.objects.get(type_name, {}).values())
+
+
 def check_node(root: Path, snapshot: Snapshot, refused: set[str]) -> None:
     """The rendered files mean exactly what the snapshot holds (what the node refused
     is not there)."""
@@ -460,8 +514,13 @@ def check_node(root: Path, snapshot: Snapshot, refused: set[str]) -> None:
         wanted = [(c.email_address or "", c.schedule, c.command) for c in crons]
         assert parse_crontab(text) == wanted, f"crontab of {users[user_id].username!r}"
 
-    # dovecot passwd-file
-    accounts_by_address = sorted(snapshot.all(MailAccount), key=lambda a: a.address)
+    # dovecot passwd-file: one line of 8 fields per account, its domain's address
+    domains = {d.id: d for d in snapshot.all(MailDomain)}
+
+    def address(obj: MailAccount | MailAlias) -> str:
+        return f"{obj.local_part}@{domains[obj.mail_domain_id].domain}"
+
+    accounts_by_address = sorted(snapshot.all(MailAccount), key=address)
     users_file = root / "etc/dovecot/users"
     lines = [
         line
@@ -471,8 +530,9 @@ def check_node(root: Path, snapshot: Snapshot, refused: set[str]) -> None:
     assert len(lines) == len(accounts_by_address), f"passwd-file lines: {lines!r}"
     for line, account in zip(lines, accounts_by_address, strict=True):
         extra = f"userdb_quota_rule=*:storage={account.quota_mib}M" if account.quota_mib else ""
-        wanted_fields = [account.address, account.password_hash, "", "", "", "", "", extra]
+        wanted_fields = [address(account), account.password_hash, "", "", "", "", "", extra]
         assert line.split(":", 7) == wanted_fields, f"passwd-file line {line!r}"
+    check_postfix_maps(root, snapshot)
 
     # nginx
     sites = root / "etc/nginx/sites-enabled"
@@ -700,6 +760,8 @@ def test_every_accepted_batch_applies_and_means_what_was_accepted(
         event(f"{type_name} accepted: {outcome.accepted_of.get(type_name, 0) > 0}")
     tls = [r for t, raws in batch.objects if t == "virtual-hosts" for r in raws]
     event(f"a vhost with a certificate drawn: {any('certificate_id' in r for r in tls)}")
+    for mail in ("mail-domains", "mail-accounts", "mail-aliases"):
+        event(f"{mail} accepted and resolved by postmap: {mail in outcome.accepted_of}")
 
 
 @settings(
@@ -765,9 +827,18 @@ def _pool(i: int, user: int, **extra: Any) -> tuple[str, dict[str, Any]]:
     return ("fpm-pools", {**raw, **extra})
 
 
-def _mail(i: int, domain: str, **extra: Any) -> tuple[str, dict[str, Any]]:
-    raw = {"id": i, "local_part": "info", "domain": domain, "password_hash": HASH}
+def _mail_domain(i: int, domain: str, user: int, **extra: Any) -> tuple[str, dict[str, Any]]:
+    return ("mail-domains", {"id": i, "domain": domain, "unix_user_id": user, **extra})
+
+
+def _account(i: int, local_part: str, **extra: Any) -> tuple[str, dict[str, Any]]:
+    raw = {"id": i, "local_part": local_part, "mail_domain_id": 1, "password_hash": HASH}
     return ("mail-accounts", {**raw, **extra})
+
+
+def _alias(i: int, local_part: str, targets: list[str]) -> tuple[str, dict[str, Any]]:
+    raw = {"id": i, "local_part": local_part, "mail_domain_id": 1, "forward_addresses": targets}
+    return ("mail-aliases", raw)
 
 
 ALICE = _user(1, "ualice")
@@ -788,7 +859,32 @@ KNOWN_FAILURES: dict[str, Batch] = {
         ),
     ),
     "mail-domain-trailing-newline-splits-the-passwd-file-line": _batch(
-        ALICE, _mail(1, "example.com\n")
+        ALICE, _mail_domain(1, "example.com\n", 1)
+    ),
+    "mail-account-with-a-plain-text-password": _batch(
+        ALICE, _mail_domain(1, "example.com", 1), _account(1, "info", password_hash="{PLAIN}x")
+    ),
+    "mail-account-in-a-domain-of-another-tenants-vhost": _batch(
+        ALICE,
+        MALLORY,
+        _vhost(1, "shop.example.com", 1, "/home/ualice/www"),
+        _mail_domain(1, "shop.example.com", 2),
+        _account(1, "info"),
+    ),
+    "mail-alias-on-an-accounts-address": _batch(
+        ALICE,
+        _mail_domain(1, "example.com", 1),
+        _account(1, "info"),
+        _alias(1, "info", ["x@example.org"]),
+    ),
+    "mail-aliases-forwarding-to-each-other": _batch(
+        ALICE,
+        _mail_domain(1, "example.com", 1),
+        _alias(1, "a", ["b@example.com"]),
+        _alias(2, "b", ["a@example.com"]),
+    ),
+    "mail-catch-all-forwarding-into-itself": _batch(
+        ALICE, _mail_domain(1, "example.com", 1, catch_all_forward_addresses=["x@example.com"])
     ),
     "cron-schedule-trailing-newline-adds-a-crontab-line": _batch(
         ALICE, _cron(1, 1, schedule="* * * * *\n")

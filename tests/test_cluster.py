@@ -57,12 +57,16 @@ def vhost(
     }
 
 
+#: the mail domain of ``mail`` accounts (owned by unix-users/1)
+MAIL_DOMAIN = {"id": 1, "domain": "example.org", "unix_user_id": 1}
+
+
 def mail(id: int, local_part: str) -> dict[str, Any]:
     return {
         "id": id,
         "local_part": local_part,
-        "domain": "example.org",
-        "password_hash": "$6$saltsalt$" + "a" * 86,
+        "mail_domain_id": 1,
+        "password_hash": "{SHA512-CRYPT}$6$saltsalt$" + "a" * 86,
     }
 
 
@@ -141,7 +145,8 @@ def test_a_failing_check_rolls_back_and_halts_everyone_until_resume(cluster: Clu
     trees = {node.name: tree(node.root) for node in nodes}
     records = cluster.records()
 
-    # one burst: a harmless mail account, then a vhost the check refuses
+    # one burst: a harmless mail domain and account, then a vhost the check refuses
+    cluster.put("mail-domains", MAIL_DOMAIN)
     cluster.put("mail-accounts", mail(1, "info"))
     bad = cluster.put("virtual-hosts", vhost(1, "alice.example.org", f"{BROKEN_MARK}.example.org"))
 
@@ -285,6 +290,8 @@ def test_a_node_started_after_many_writes_converges_in_its_first_run(cluster: Cl
         cluster.put(
             "virtual-hosts", vhost(i, f"site{i}.example.org", unix_user_id=i, home=f"/home/user{i}")
         )
+        if i == 1:
+            cluster.put("mail-domains", MAIL_DOMAIN)
         cluster.put("mail-accounts", mail(i, f"box{i}"))
     latest = cluster.latest_event_revision()
 

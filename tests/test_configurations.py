@@ -49,6 +49,7 @@ from configurations.clusters import Cluster, PhpVersions
 from configurations.crons import Cron, Crontabs
 from configurations.fpm_pools import FpmPool, PhpFpmPools, SpareServers, ini_quote, spare_servers
 from configurations.mail_accounts import DovecotUsers, MailAccount, passwd_file_line
+from configurations.mail_domains import MailDomain
 from configurations.unix_users import UnixUser, UnixUsers
 from configurations.virtual_hosts import NginxVhosts, VirtualHost
 
@@ -121,7 +122,7 @@ def only(changes: Sequence[Change], kind: type[Any]) -> list[Any]:
 
 ALICE = UnixUser(id=1, username="alice", email="alice@example.com")
 BOB = UnixUser(id=2, username="bob")
-HASH = "{SHA512-CRYPT}$6$saltsalt$abcdefghijklmnopqrstuvwxyz0123456789./ABCDEFGHIJ"
+HASH = "{SHA512-CRYPT}$6$saltsalt$" + ("abcdefghijklmnopqrstuvwxyz0123456789./ABCDEFGHIJ" * 2)[:86]
 
 
 # --- golden files --------------------------------------------------------------------
@@ -183,7 +184,7 @@ def test_golden_cases_exist() -> None:
 
 def test_every_file_says_it_is_managed(render: TemplateRenderer) -> None:
     files = planned_files(plan_all(Snapshot.of(1, load_objects("basic")), render))
-    assert len(files) == 10
+    assert len(files) == 14
     for path, file in files.items():
         first = file.content.splitlines()[0]
         assert re.match(r"^[#;] Managed by ccm - do not edit", first), path
@@ -202,6 +203,7 @@ def test_configurations_metadata() -> None:
         "php-fpm-pools",
         "nginx-vhosts",
         "dovecot-users",
+        "postfix-maps",
         "redis-instances",
         "daemons",
         "mariadb-databases",
@@ -229,6 +231,7 @@ def test_configurations_metadata() -> None:
     )
     assert by_name["nginx-vhosts"].depends_on == ("unix-users", "php-fpm-pools")
     assert by_name["dovecot-users"].depends_on == ()
+    assert by_name["postfix-maps"].subscribes == ("mail-domains", "mail-accounts", "mail-aliases")
 
 
 def test_entry_point_loads_the_configurations() -> None:
@@ -640,19 +643,20 @@ def test_dangling_reference_is_a_plan_error(render: TemplateRenderer) -> None:
 
 def test_dovecot_users(render: TemplateRenderer) -> None:
     accounts = [
-        MailAccount(id=1, local_part="zed", domain="example.com", password_hash=HASH),
-        MailAccount(
-            id=2, local_part="amy", domain="example.org", password_hash=HASH, quota_mib=512
-        ),
-        MailAccount(id=3, local_part="amy", domain="example.com", password_hash=HASH),
+        MailDomain(id=1, domain="example.com", unix_user_id=1),
+        MailDomain(id=2, domain="example.org", unix_user_id=1, is_local=False),
+        MailAccount(id=1, local_part="zed", mail_domain_id=1, password_hash=HASH),
+        MailAccount(id=2, local_part="amy", mail_domain_id=2, password_hash=HASH, quota_mib=512),
+        MailAccount(id=3, local_part="amy", mail_domain_id=1, password_hash=HASH),
     ]
     file, reload = DovecotUsers().plan(snap(*accounts), render)
     assert isinstance(file, File)
-    assert (file.path, file.mode, file.owner, file.group) == (
+    assert (file.path, file.mode, file.owner, file.group, file.secret) == (
         "/etc/dovecot/users",
         0o640,
         "root",
         "dovecot",
+        True,
     )
     assert [line for line in file.content.splitlines() if not line.startswith("#")] == [
         f"amy@example.com:{HASH}::::::",
@@ -663,10 +667,10 @@ def test_dovecot_users(render: TemplateRenderer) -> None:
 
 
 def test_passwd_file_line_has_eight_fields() -> None:
-    account = MailAccount(
-        id=1, local_part="a", domain="example.com", password_hash=HASH, quota_mib=5
-    )
-    user, password, uid, gid, gecos, home, shell, extra = passwd_file_line(account).split(":", 7)
+    account = MailAccount(id=1, local_part="a", mail_domain_id=1, password_hash=HASH, quota_mib=5)
+    domain = MailDomain(id=1, domain="example.com", unix_user_id=1)
+    line = passwd_file_line(account, domain)
+    user, password, uid, gid, gecos, home, shell, extra = line.split(":", 7)
     assert (user, password, uid, gid, gecos, home, shell) == (
         "a@example.com",
         HASH,

@@ -299,8 +299,10 @@ def test_an_unknown_type_is_refused_listing_the_known_ones() -> None:
     (problem,) = refused.value.problems
     assert problem.startswith("unknown object type (known: ")
     assert (
-        "basic-auth-realms, certificates, clusters, crons, daemons, fpm-pools, mail-accounts, "
-        "nodes, redis-instances, unix-users, url-redirects, virtual-hosts" in problem
+        "basic-auth-realms, certificate-managers, certificates, clusters, crons, daemons, "
+        "database-user-grants, database-users, databases, fpm-pools, mail-accounts, "
+        "mail-aliases, mail-domains, nodes, redis-instances, unix-users, url-redirects, "
+        "virtual-hosts)" in problem
     )
 
 
@@ -396,7 +398,7 @@ def test_a_wildcard_anywhere_but_the_first_label_is_refused(alias: str) -> None:
             "domain: 'a.example.com'",
         ),
         ("crons", cron(1, 1), cron(2, 1), "unix_user_id+name: (1, 'backup')"),
-        ("mail-accounts", mail(1), mail(2), "address: 'info@example.org'"),
+        ("mail-accounts", mail(1), mail(2), "address: 'info@mail-domains/1'"),
         (
             "nodes",
             {"id": 1, "hostname": "web1", "groups": ["nginx"], "primary_for": ["nginx"]},
@@ -416,6 +418,8 @@ def test_a_duplicate_unique_value_is_named_by_its_field(
 ) -> None:
     if type_name not in ("unix-users", "nodes"):
         store.put("unix-users", [user(1, "alice")])
+    if type_name == "mail-accounts":
+        store.put("mail-domains", [{"id": 1, "domain": "example.org", "unix_user_id": 1}])
     store.put(type_name, [first])
     with pytest.raises(ValidationFailed) as refused:
         store.put(type_name, [second])

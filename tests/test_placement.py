@@ -25,10 +25,11 @@ from ccm.testing.noderoot import node_settings, seed_root
 from configurations import CONFIGURATIONS
 from configurations.crons import Cron
 from configurations.mail_accounts import MailAccount
+from configurations.mail_domains import MailDomain
 from configurations.unix_users import UnixUser
 from configurations.virtual_hosts import VirtualHost
 
-HASH = "$6$saltsalt$" + "a" * 86
+HASH = "{SHA512-CRYPT}$6$saltsalt$" + "a" * 86
 ALICE = UnixUser(id=1, username="alice")
 WEB1 = Node(id=1, hostname="web1", groups=["nginx", "php", "cron"])
 WEB2 = Node(id=2, hostname="web2", groups=["nginx", "php", "cron"])
@@ -38,8 +39,9 @@ SITE = VirtualHost(
 )
 PINNED = Cron(id=1, unix_user_id=1, name="once", schedule="@hourly", command="once", node_id=1)
 EVERYWHERE = Cron(id=2, unix_user_id=1, name="each", schedule="@daily", command="each")
-MAILBOX = MailAccount(id=1, local_part="info", domain="example.org", password_hash=HASH)
-OBJECTS = [WEB1, WEB2, MAIL1, ALICE, SITE, PINNED, EVERYWHERE, MAILBOX]
+MAIL_DOMAIN = MailDomain(id=1, domain="example.org", unix_user_id=1)
+MAILBOX = MailAccount(id=1, local_part="info", mail_domain_id=1, password_hash=HASH)
+OBJECTS = [WEB1, WEB2, MAIL1, ALICE, SITE, PINNED, EVERYWHERE, MAIL_DOMAIN, MAILBOX]
 
 
 def engine(root: Path, node: str) -> Engine:
@@ -206,7 +208,7 @@ def test_three_nodes_with_different_groups_converge_each_with_its_part(cluster: 
             ]
             group.write_text("".join(f"{line}\n" for line in lines))
         added.start().wait_ready()
-    for obj in (ALICE, SITE, PINNED, EVERYWHERE, MAILBOX):
+    for obj in (ALICE, SITE, PINNED, EVERYWHERE, MAIL_DOMAIN, MAILBOX):
         revision = cluster.put_cli(obj.TYPE, obj.model_dump(mode="json"))
     cluster.wait_applied(revision)
     assert cluster.halt() is None

@@ -41,6 +41,7 @@ from configurations.certificates import Certificate
 from configurations.crons import Cron
 from configurations.fpm_pools import OPCACHE_API_NOWHERE, FpmPool, PhpFpmPools
 from configurations.mail_accounts import MailAccount
+from configurations.mail_domains import MailDomain
 from configurations.unix_users import UnixUser
 from configurations.url_redirects import UrlRedirect
 from configurations.virtual_hosts import NginxVhosts, VirtualHost
@@ -136,7 +137,11 @@ def web_objects() -> list[CcmObject]:
     ]
 
 
-def objects(password_hash: str) -> list[CcmObject]:
+#: a mailbox per scheme ccm accepts, each hashed by Dovecot's own ``doveadm pw``
+SCHEMES = {"info": "SHA512-CRYPT", "blf": "BLF-CRYPT", "argon": "ARGON2ID"}
+
+
+def objects(hashes: dict[str, str]) -> list[CcmObject]:
     return [
         UnixUser(id=1, username="alice"),
         UnixUser(id=2, username="bob"),
@@ -195,7 +200,11 @@ def objects(password_hash: str) -> list[CcmObject]:
             command="/home/alice/bin/backup --quiet",
             email_address="ops@example.com",
         ),
-        MailAccount(id=1, local_part="info", domain="example.com", password_hash=password_hash),
+        MailDomain(id=1, domain="example.com", unix_user_id=1),
+        *(
+            MailAccount(id=i, local_part=local_part, mail_domain_id=1, password_hash=hashed)
+            for i, (local_part, hashed) in enumerate(sorted(hashes.items()), 1)
+        ),
         *web_objects(),
     ]
 
@@ -352,7 +361,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     settings = node_settings(root)
     assert settings.accounts.uid_base == UID_BASE
     engine = Engine(Registry(CONFIGURATIONS), settings)
-    snapshot = Snapshot.of(1, objects(password_hash(PASSWORD)))
+    hashes = {local: password_hash(PASSWORD, scheme) for local, scheme in SCHEMES.items()}
+    snapshot = Snapshot.of(1, objects(hashes))
     engine.apply(snapshot)
     put_site_files(root)
     node = ServedNode(root, dovecot_config=dovecot_config(base))
@@ -602,6 +612,14 @@ def test_dovecot_accepts_the_right_password_and_refuses_a_wrong_one(served: Serv
     assert done.returncode == 77, done.stdout + done.stderr
     assert "auth failed" in done.stdout
     done = doveadm_auth(served, "nobody@example.com", PASSWORD)
+    assert done.returncode == 77, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("local_part", sorted(SCHEMES))
+def test_dovecot_verifies_every_scheme_ccm_accepts(served: Served, local_part: str) -> None:
+    done = doveadm_auth(served, f"{local_part}@example.com", PASSWORD)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = doveadm_auth(served, f"{local_part}@example.com", "wrong password")
     assert done.returncode == 77, done.stdout + done.stderr
 
 

@@ -30,7 +30,10 @@ from configurations.mail_accounts import MailAccount
 from configurations.unix_users import UnixUser
 from configurations.virtual_hosts import VirtualHost
 
-HASH = "$6$rounds=5000$saltsalt$abcdefghijklmnopqrstuvwxyzABCDEF0123456789./"
+HASH = (
+    "{SHA512-CRYPT}$6$rounds=5000$saltsalt$"
+    + ("abcdefghijklmnopqrstuvwxyzABCDEF0123456789./" * 2)[:86]
+)
 
 
 def user(id: int, username: str, **extra: Any) -> dict[str, Any]:
@@ -66,7 +69,7 @@ def mail(id: int, local_part: str = "info", **extra: Any) -> dict[str, Any]:
     return {
         "id": id,
         "local_part": local_part,
-        "domain": "example.org",
+        "mail_domain_id": 1,
         "password_hash": HASH,
         **extra,
     }
@@ -80,11 +83,13 @@ def stored_state(store: ObjectStore) -> dict[str, int]:
 
 @pytest.fixture
 def seeded(store: ObjectStore) -> ObjectStore:
-    """alice (1) and bob (2); alice has a pool, a vhost using it, and a cron."""
+    """alice (1) and bob (2); alice has a pool, a vhost using it, and a cron; bob has
+    the mail domain of a mail account."""
     store.put("unix-users", [user(1, "alice"), user(2, "bob")])
     store.put("fpm-pools", [pool(1, 1, "alice-web"), pool(2, 2, "bob-web")])
     store.put("virtual-hosts", [vhost(1, 1, "alice.example.org", "/home/alice/www", fpm_pool_id=1)])
     store.put("crons", [cron(3, 1)])
+    store.put("mail-domains", [{"id": 1, "domain": "example.org", "unix_user_id": 2}])
     store.put("mail-accounts", [mail(1)])
     return store
 
@@ -99,6 +104,7 @@ def test_round_trip_of_every_type(store: ObjectStore) -> None:
     site = vhost(1, 10, "carol.example.org", "/home/carol/www", fpm_pool_id=4)
     store.put("virtual-hosts", [{**site, "server_aliases": ["www.carol.example.org"]}])
     store.put("crons", [cron(1, 10, email_address="ops@example.org")])
+    store.put("mail-domains", [{"id": 1, "domain": "example.org", "unix_user_id": 10}])
     store.put("mail-accounts", [mail(7, quota_mib=512)])
 
     carol = store.get("unix-users", 10)
@@ -433,7 +439,7 @@ def test_snapshot_holds_every_type_at_one_revision(seeded: ObjectStore) -> None:
     assert [u.username for u in snapshot.all(UnixUser)] == ["alice", "bob"]
     assert [c.id for c in snapshot.all(Cron)] == [3]
     assert snapshot.get(VirtualHost, 1) is not None
-    assert len(list(snapshot)) == 7
+    assert len(list(snapshot)) == 8
 
     seeded.put("unix-users", [user(3, "carol")])
     assert len(seeded.snapshot().all(UnixUser)) == 3
@@ -497,7 +503,7 @@ def test_snapshot_skips_types_it_does_not_know(
     seeded: ObjectStore, etcd_client: EtcdClient
 ) -> None:
     etcd_client.put(seeded.objects_prefix + "dns-zones/1", b'{"id": 1}')
-    assert len(list(seeded.snapshot())) == 7
+    assert len(list(seeded.snapshot())) == 8
 
 
 def test_event_revisions_follow_the_writes(store: ObjectStore) -> None:

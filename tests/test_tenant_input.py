@@ -63,8 +63,8 @@ def test_the_same_name_in_another_case_or_with_a_dot_is_refused(tenants: ObjectS
 
 
 def test_a_newline_in_a_mail_domain_is_refused(store: ObjectStore) -> None:
-    refused(store, "mail-accounts", mail(1, domain="example.org\nroot:x:0:0"), "domain")
-    refused(store, "mail-accounts", mail(1, domain="example.org\n"), "domain")
+    for name in ("example.org\nroot:x:0:0", "example.org\n"):
+        refused(store, "mail-domains", {"id": 1, "domain": name, "unix_user_id": 1}, "domain")
 
 
 @pytest.mark.parametrize(

@@ -580,6 +580,38 @@ def objects_delete(context: Context, type_name: str, object_id: int, writer: str
         click.echo(f"deleted {type_name}/{object_id} at revision {revision}")
 
 
+@cli.command()
+@click.option(
+    "--owner",
+    "owners",
+    multiple=True,
+    metavar="[DOMAIN=]ID",
+    help="The unix-users owner of a mail domain no virtual host serves (repeatable).",
+)
+@click.option("--dry-run", is_flag=True, help="Show what it would write; store nothing.")
+@pass_context
+def migrate(context: Context, owners: tuple[str, ...], dry_run: bool) -> None:
+    """Carry mail-accounts over from `domain` to `mail_domain_id` (one transaction)."""
+    from ccm.cluster.etcd import EtcdClient
+    from ccm.cluster.mail_migration import MigrationRefused, migrate_mail, parse_owners
+
+    with _errors(), EtcdClient.from_settings(context.settings.etcd) as client:
+        try:
+            owner_ids = parse_owners(owners)
+            done = migrate_mail(client, context.settings.etcd.prefix, owner_ids, dry_run=dry_run)
+        except MigrationRefused as refused:
+            click.echo("error: nothing was migrated:", err=True)
+            for problem in refused.problems:
+                click.echo(f"  {problem}", err=True)
+            sys.exit(1)
+    for line in done.lines():
+        click.echo(line)
+    verb = "would migrate" if dry_run else "migrated"
+    where = f" at revision {done.revision}" if done.revision else ""
+    counts = f"{len(done.accounts)} mail-accounts, {len(done.domains)} new mail-domains"
+    click.echo(f"{verb} {counts}{where}")
+
+
 def main() -> None:
     # A run allocates tens of thousands of small objects (one per stored object and
     # planned file) and frees them together; the default collector thresholds make it
