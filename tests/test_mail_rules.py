@@ -258,3 +258,29 @@ def test_hostile_addresses_are_refused(
 
 def test_a_mail_domain_keeps_its_name(mail_store: ObjectStore) -> None:
     refused(mail_store, "mail-domains", domain(1, "example.org"), "domain: cannot change")
+
+
+def test_a_mail_domain_has_the_owner_of_a_redirects_name_both_ways(
+    mail_store: ObjectStore,
+) -> None:
+    redirect = {
+        "id": 1,
+        "domain": "go.example.org",
+        "unix_user_id": 1,
+        "destination_url": "https://example.com/",
+    }
+    mail_store.put("url-redirects", [redirect])
+    refused(
+        mail_store,
+        "mail-domains",
+        domain(3, "go.example.org", owner=2),
+        "mail-domains/3: domain: go.example.org is served as go.example.org by "
+        "url-redirects/1 of another owner (unix-users/1)",
+    )
+    mail_store.put("mail-domains", [domain(4, "bob.example.org", owner=2)])
+    refused(
+        mail_store,
+        "url-redirects",
+        {**redirect, "id": 2, "domain": "bob.example.org"},
+        "mail-domains/4",
+    )
