@@ -973,7 +973,13 @@ def write_order() -> list[str]:
     checked against) first, so pools have versions to be listed in."""
     sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for name, model in sorted(OBJECT_TYPES.items()):
-        reads = [other for other in model.READS if other != name]
+        # a type it reads comes first, unless that type reads it too (mail accounts and
+        # aliases read each other: either order)
+        reads = [
+            other
+            for other in model.READS
+            if other != name and other in OBJECT_TYPES and name not in OBJECT_TYPES[other].READS
+        ]
         sorter.add(name, *model.REFERENCES.values(), *reads)
     order = list(sorter.static_order())
     return sorted(order, key=lambda name: (name != "clusters", order.index(name)))
