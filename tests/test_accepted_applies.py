@@ -94,6 +94,10 @@ from configurations.virtual_hosts import VirtualHost
 
 UID_BASE = 20000
 EXAMPLES = int(os.environ.get("CCM_PROPERTY_EXAMPLES", "200"))
+#: one property test runs all its examples, each with the real checks (nginx -t, php-fpm
+#: -t, postconf, three postmap builds): 0.5-2.5 s an example on 2 cores, far beyond the
+#: suite's 120 s per test (`--durations` shows the time; benchmarks/property_soak.py more)
+PROPERTY_TIMEOUT = 1800
 
 #: real nginx -t, everything under the root (main config from ``nginx_main_config``). The
 #: certificates' paths are absolute node paths, which nginx -t opens: it runs in a private
@@ -731,6 +735,7 @@ def test_every_object_type_has_a_strategy() -> None:
     assert sorted(write_order()) == sorted(OBJECT_TYPES)
 
 
+@pytest.mark.timeout(PROPERTY_TIMEOUT)
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -764,6 +769,7 @@ def test_every_accepted_batch_applies_and_means_what_was_accepted(
         event(f"{mail} accepted and resolved by postmap: {mail in outcome.accepted_of}")
 
 
+@pytest.mark.timeout(PROPERTY_TIMEOUT)
 @settings(
     max_examples=max(EXAMPLES // 4, 10),
     deadline=None,
