@@ -214,6 +214,7 @@ EQUIVALENT: dict[str, str] = {
     "ccm.engine.graph.xǁDependencyGraphǁ__init____mutmut_12": "the same cycle started one edge "
     "later (edge heads, not tails): the message still names every member and edge of it",
     **{f"ccm.engine.run.xǁEngineǁapply__mutmut_{n}": _EXEC_REVISION for n in (15, 24)},
+    "ccm.engine.run.x_refuse_referrers__mutmut_4": "grew = None: " + _FALSY,
     # -- ccm/daemon/loop.py
     **{f"{_DL}__init____mutmut_{n}": _FALSY for n in (21, 23)},
     f"{_DL}_handle__mutmut_14": _FALSY,
