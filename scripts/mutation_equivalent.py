@@ -96,6 +96,10 @@ EQUIVALENT: dict[str, str] = {
     **{f"{_FK}WriteFileǁapply__mutmut_{n}": _HAS_MODE for n in (30, 32)},
     **{f"{_FK}EnsureDirectoryǁapply__mutmut_{n}": _HAS_MODE for n in (39, 41)},
     **{f"{_FK}RemoveFileǁapply__mutmut_{n}": _HAS_MODE for n in (21, 23)},
+    **{
+        f"{_FK}{step}ǁas_json__mutmut_{n}": "colour=None: " + _FALSY
+        for step, n in (("WriteFile", 20), ("RemoveFile", 15))
+    },
     f"{_FK}WriteFileǁapply__mutmut_27": "an existing path a File plans to write is a regular "
     "file (File.compare refuses anything else), whose content read_path always reads",
     **{
