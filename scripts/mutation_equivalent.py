@@ -121,6 +121,9 @@ EQUIVALENT: dict[str, str] = {
     "ops.configuration",
     f"{_A}ModifyAccountǁapply__mutmut_15": "account_argv takes {username} from its own argument; "
     "the account's username field is never read there",
+    "ccm.plan.actions.x_triggered_actions__mutmut_24": "merge keeps one daemon-reload, the "
+    "first (combined returns self): the second one reload[:2] adds is dropped",
+    f"{_FK}Prerequisiteǁcompare__mutmut_3": "with_content=None: " + _FALSY,
     "ccm.plan.actions.x_record_file_actions__mutmut_12": "a removed path's stale entry is never "
     "saved (save writes only paths in owned.files, which no longer lists it) and the manifest is "
     "loaded afresh each run",
