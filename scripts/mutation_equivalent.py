@@ -228,8 +228,11 @@ EQUIVALENT: dict[str, str] = {
     f"{_DL}_run_once__mutmut_61": _FALSY,
     f"{_DL}__init____mutmut_32": "events at or below 1 are taken as applied: etcd's first "
     "write is revision 2",
-    f"{_DL}__init____mutmut_36": "next_health is read only while soak_until is set, which "
-    "sets it first",
+    **{
+        f"{_DL}__init____mutmut_{n}": "next_health is read only while soak_until is set, "
+        "which sets it first"
+        for n in (36, 37)
+    },
     f"{_DL}_reload__mutmut_17": "Daemon.engine is read only when run() builds the NodeRun, "
     "before any reload; the NodeRun is given the new engine itself",
     **{f"{_DL}_run_in_worker__mutmut_{n}": _FULL for n in (5, 8)},
