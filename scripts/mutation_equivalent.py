@@ -269,8 +269,6 @@ EQUIVALENT: dict[str, str] = {
         for n in (11, 14)
     },
     **{f"{_NR}_run_locked__mutmut_{n}": _NO_CANARY for n in (12, 15, 21)},
-    f"{_NR}_run_locked__mutmut_20": "the change set of an empty store is 1, not 0: every node "
-    "computes the same one, and real events revisions start at 2",
     # -- ccm/daemon/metrics.py
     f"{_M}__init____mutmut_151": "the revisions seen are etcd revisions (>= 1): max(1, r) is r",
     **{f"{_M}close__mutmut_{n}": _JOINED for n in (4, 5)},
