@@ -21,7 +21,7 @@ from ccm.engine.run import Engine
 from ccm.errors import ActionFailed, CheckFailed, CommandFailed, RunError, TenantConflict
 from ccm.models import Snapshot
 from ccm.plan.accounts import Account
-from ccm.plan.changes import Change, Check, Command, File, Probe, UnitAction
+from ccm.plan.changes import Change, Check, Command, File, Probe, Unit, UnitAction
 from ccm.plan.configuration import Configuration, Render
 from ccm.plan.diff import describe_text
 from ccm.settings import Settings
@@ -316,6 +316,21 @@ def test_a_restart_absorbs_a_reload_of_the_same_unit_planned_after_it(root: Path
     report = apply(root, 1)
     assert report.actions == ["restart web", "reload db"]
     assert actions(root) == ["restart web", "reload db"]
+
+
+def test_a_new_unit_declared_enabled_but_stopped_is_enabled_and_never_started(
+    root: Path,
+) -> None:
+    """Enabled but not running (it starts at the next boot): the enable is kept although
+    the unit stays stopped; a start, or a restart for its changed config, is not."""
+    conf = "/etc/redis/redis-shop.conf"
+    unit = Unit("redis-server@shop", running=False, restart_on=(conf,))
+    Tenant.changes = [File(conf, "port 6380\n"), unit]
+    report = apply(root, 1)
+    assert report.actions == ["enable redis-server@shop"]
+    assert actions(root) == ["enable redis-server@shop"]
+    Tenant.changes = [File(conf, "port 6381\n"), unit]
+    assert apply(root, 2).actions == []
 
 
 def test_reloads_and_restarts_get_the_root_filled_in(root: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +12,8 @@ from ccm.engine.bus import ALL, EventBus
 from ccm.engine.graph import DependencyGraph
 from ccm.engine.registry import Registry
 from ccm.errors import DependencyCycle, GraphError
-from ccm.models import Snapshot
+from ccm.models import OBJECT_TYPES, Snapshot
+from ccm.models.types import load_types
 from ccm.plan.changes import Change
 from ccm.plan.configuration import Configuration, Render
 
@@ -190,3 +193,40 @@ def test_dependants_of_several_configurations_come_once_in_run_order() -> None:
     assert graph.with_dependants(["left", "right"]) == ["left", "right", "top"]
     assert graph.with_dependants(["base"]) == ["base", "left", "right", "top"]
     assert graph.with_dependants([]) == []
+
+
+LAZY = """
+from typing import ClassVar
+
+from ccm.models import CcmObject
+
+
+class Lazy(CcmObject):
+    TYPE: ClassVar[str] = "test-lazies"
+
+
+CONFIGURATIONS = []
+"""
+
+
+def test_a_type_of_an_installed_package_not_yet_imported_is_loaded_to_register(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: None
+) -> None:
+    """A configuration may subscribe to a type that another installed package defines:
+    registering it imports the entry points, which defines that type."""
+    (tmp_path / "ccm_test_lazy.py").write_text(LAZY)
+    dist = tmp_path / "ccm_test_lazy-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ccm-test-lazy\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[ccm.configurations]\nlazy = ccm_test_lazy:CONFIGURATIONS\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    load_types.cache_clear()
+    try:
+        assert "test-lazies" not in OBJECT_TYPES
+        lazy = Registry([make("lazy", ("test-lazies",))])
+        assert "lazy" in lazy and "test-lazies" in OBJECT_TYPES
+    finally:
+        sys.modules.pop("ccm_test_lazy", None)
+        load_types.cache_clear()

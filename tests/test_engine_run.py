@@ -214,6 +214,18 @@ def test_a_missing_template_is_a_plan_error_naming_the_configuration(root: Path)
     assert "'motd.j2' not found" in str(failed.value)
 
 
+def test_without_a_templates_dir_the_working_directory_is_never_searched(
+    root: Path, tmp_path: Path, extension: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ``templates_dir``: the package's own templates only, wherever ccm was started."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "banner.j2").write_text("from the working directory\n")
+    monkeypatch.chdir(elsewhere)
+    Engine(Registry([extension.Banner]), settings_for(root)).apply(SNAPSHOT)
+    assert (root / "etc/banner").read_text() == "from the extension\n"
+
+
 def test_templates_come_from_the_templates_dir_setting(root: Path, tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     templates.mkdir()
@@ -314,6 +326,33 @@ def test_health_runs_every_probe_here_once_and_returns_the_failing_ones(root: Pa
     ]
     assert logged(root) == ["probe web 8080"]
     assert len(runner.calls) == 2  # probes only: no check ran
+
+
+class TemplatedProbe(Configuration):
+    """Renders its file from a template and probes it."""
+
+    name = "templated-probe"
+    probes: ClassVar = {"motd_probe": ("sh", "-c", LOG, "{root}", "probe motd {who}")}
+
+    def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
+        return [
+            File("/etc/motd", render("motd.j2", who="alice")),
+            Probe("motd_probe", triggers=("/etc/motd",), variables={"who": "alice"}),
+        ]
+
+
+def test_health_plans_with_the_configurations_templates_and_the_commands_timeout(
+    root: Path, tmp_path: Path
+) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "motd.j2").write_text("hello {{ who }}\n")
+    runner = Recorder()
+    settings = settings_for(root, templates_dir=str(templates), commands={"timeout": 23.0})
+    engine = Engine(Registry([TemplatedProbe]), settings, runner=runner)
+    assert engine.health(SNAPSHOT) == []
+    assert logged(root) == ["probe motd alice"]
+    assert [timeout for _, timeout in runner.calls] == [23.0]
 
 
 def test_health_probes_only_what_runs_on_this_node(root: Path) -> None:

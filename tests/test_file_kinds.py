@@ -19,10 +19,11 @@ from ccm.engine.run import Engine
 from ccm.errors import CheckFailed, PlanError, RunError, TenantConflict
 from ccm.models import Snapshot
 from ccm.plan import files
-from ccm.plan.changes import Account, Change, Check, Directory, File
+from ccm.plan.changes import Account, Change, Check, Directory, File, Prerequisite
 from ccm.plan.configuration import Configuration, Render
 from ccm.plan.diff import describe_json, describe_text
 from ccm.plan.executor import RunReport
+from ccm.plan.steps import Refusal
 from ccm.testing.noderoot import node_settings, seed_root
 
 WWW = 33  # www-data's uid and gid on Debian (the seeded root copies the host's accounts)
@@ -516,3 +517,50 @@ def test_an_owner_or_group_missing_when_the_step_applies_fails_the_run(
     database = "passwd" if missing.startswith("owner") else "group"
     assert str(failed.value) == f"site: {missing} in {root}/etc/{database}"
     assert not (root / "srv").exists()
+
+
+# -- prerequisites ---------------------------------------------------------------------------
+
+POOL_D = "/etc/php/9.9/fpm/pool.d/"
+
+
+def test_a_prerequisite_the_node_lacks_refuses_its_objects_or_fails_the_run(root: Path) -> None:
+    report = apply(
+        root,
+        Prerequisite(POOL_D, "PHP 9.9 is not installed", origin=("fpm-pools/1",)),
+        File("/etc/site/pool.conf", "pool\n", origin=("fpm-pools/1",)),
+        File("/etc/site/b.conf", "b\n"),
+    )
+    assert report.refused == {
+        "fpm-pools/1": Refusal("site", f"PHP 9.9 is not installed (no {POOL_D} here)")
+    }
+    assert report.changed_paths == ["/etc/site/b.conf"]
+    # the cluster's own prerequisite (no objects to refuse): the run fails, naming it
+    with pytest.raises(TenantConflict) as failed:
+        apply(root, Prerequisite(POOL_D, "PHP 9.9 is not installed"))
+    assert failed.value.configuration == "site"
+    assert str(failed.value) == f"site: PHP 9.9 is not installed (no {POOL_D} here)"
+
+
+def test_a_prerequisite_is_met_by_the_directory_as_named_never_by_a_link_to_one(
+    root: Path,
+) -> None:
+    (root / POOL_D.lstrip("/")).mkdir(parents=True)
+    (root / "srv/boX").mkdir(parents=True)  # a name ending in a letter: only "/" is cut
+    apply(root, Prerequisite(POOL_D, "no 9.9"), Prerequisite("/srv/boX/", "no boX"))
+    (root / "elsewhere").mkdir()
+    (root / "etc/php/9.8/fpm").mkdir(parents=True)
+    (root / "etc/php/9.8/fpm/pool.d").symlink_to(root / "elsewhere")
+    with pytest.raises(TenantConflict, match=r"^site: no 9\.8 \(no /etc/php/9\.8/fpm/pool\.d/"):
+        apply(root, Prerequisite("/etc/php/9.8/fpm/pool.d/", "no 9.8"))
+
+
+def test_a_prerequisite_is_only_looked_at_a_huge_file_there_is_refused_unread(
+    root: Path,
+) -> None:
+    where = root / "etc/php/9.7/fpm/pool.d"
+    where.parent.mkdir(parents=True)
+    with open(where, "wb") as sparse:
+        sparse.truncate(1 << 40)  # a terabyte (sparse): reading it would never end well
+    with pytest.raises(TenantConflict, match=r"^site: no 9\.7 \(no /etc/php/9\.7/fpm/pool\.d/"):
+        apply(root, Prerequisite("/etc/php/9.7/fpm/pool.d/", "no 9.7"))

@@ -49,8 +49,10 @@ from ccm.errors import LockCancelled, LockLost, LockTimeout, RunCancelled
 from ccm.models import Snapshot
 from ccm.plan.changes import Change, Playbook
 from ccm.plan.configuration import Configuration, Render
+from ccm.plan.manifest import Manifest
 from ccm.settings import EtcdSettings
 from ccm.testing.etcd import EtcdServer
+from ccm.testing.noderoot import actions
 
 
 def alice_and_bob(store: ObjectStore) -> int:
@@ -235,6 +237,25 @@ def test_a_run_with_nothing_to_run_records_the_revision_it_read(
     record = node.record()
     assert record is not None and record.applied_revision == outcome.revision
     assert node.commands.ran == []
+
+
+def test_a_run_with_nothing_to_run_leaves_a_crashed_runs_unchecked_files_owed(
+    node: Node, store: ObjectStore
+) -> None:
+    """A run that selects nothing does not touch the node: the files a killed run wrote
+    but never checked are still checked (and reloaded) by the next run of their
+    configuration, although their content does not change again."""
+    alice_and_bob(store)
+    node.run.run()
+    # what a run killed after writing alice's file, before its check, leaves behind
+    manifest = Manifest.load(node.run.engine.manifest_path)
+    manifest.unverified = {"sites": ["/etc/sites/alice.conf"]}
+    manifest.save()
+    before = actions(node.root)
+    assert node.run.run([]).selected == []
+    assert actions(node.root) == before
+    assert node.run.run(["unix-users"]).selected == ["sites"]
+    assert actions(node.root)[len(before) :] == ["check", "reload sites", "probe sites"]
 
 
 def test_missed_types_are_those_written_after_the_applied_revision() -> None:
