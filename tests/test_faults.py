@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -49,9 +50,15 @@ ACCOUNT_FILES = tuple(
     for suffix in ("", "-")
 )
 #: harness files in a node root that are not configuration
-NOT_CONFIG = ("actions.log", "slow", *ACCOUNT_FILES)
+#: and each node's own random key that fingerprints its secret files in `ccm diff`
+NOT_CONFIG = ("actions.log", "slow", "var/lib/ccm/fingerprint.key", *ACCOUNT_FILES)
 #: where the files a unit loads live (for "was what is on disk reloaded?")
-UNIT_DIRS = {"nginx": "etc/nginx", "php8.3-fpm": "etc/php/8.3", "dovecot": "etc/dovecot"}
+UNIT_DIRS = {
+    "nginx": "etc/nginx",
+    "php8.3-fpm": "etc/php/8.3",
+    "dovecot": "etc/dovecot",
+    "postfix": "etc/postfix/ccm",
+}
 
 
 def user(id: int, username: str) -> dict[str, Any]:
@@ -92,9 +99,25 @@ def add_foreign(node: NodeProcess) -> Path:
     return path
 
 
+def postmap_entries(database: Path) -> list[str]:
+    """The key/value pairs of a Postfix map built by ``postmap`` (``postmap -s``): two
+    builds of one map hold the same entries in different bytes."""
+    listed = subprocess.run(
+        ["postmap", "-s", f"hash:{database.with_suffix('')}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return sorted(listed.stdout.splitlines())
+
+
 def config_tree(node: NodeProcess) -> dict[str, Any]:
     """The node's files byte for byte, with its accounts as (user, home, shell, groups)."""
     found: dict[str, Any] = dict(tree(node.root, skip=NOT_CONFIG))
+    for relative, (kind, mode, _) in list(found.items()):
+        if relative.endswith(".db"):  # postmap's Berkeley DB: its entries, not its bytes
+            found[relative] = (kind, mode, postmap_entries(node.root / relative))
     etc = node.root / "etc"
     groups: dict[str, set[str]] = {}
     for line in (etc / "group").read_text().splitlines():
@@ -149,7 +172,12 @@ def unreloaded(node: NodeProcess, units: Iterable[str]) -> list[str]:
     done = reloads(node)
     for unit in units:
         directory = node.root / UNIT_DIRS[unit]
-        newest = max((p.lstat().st_mtime for p in directory.rglob("*") if p.is_file()), default=0.0)
+        # postmap's .db builds follow the reload (commands run after unit actions): Postfix
+        # picks a rebuilt table up by itself; its source maps are what the reload is for
+        newest = max(
+            (p.lstat().st_mtime for p in directory.rglob("*") if p.is_file() and p.suffix != ".db"),
+            default=0.0,
+        )
         starts = [start for u, start, end in done if u == unit and end is not None]
         if not starts or max(starts) < newest:
             last = max(starts) if starts else None

@@ -92,7 +92,7 @@ def test_accounts_move_to_mail_domains_in_one_transaction(
     assert domains["shop.example.com"]["unix_user_id"] == 2
     assert domains["mail.bob.example.com"]["unix_user_id"] == 2
     assert domains["example.org"]["unix_user_id"] == 1  # --owner
-    accounts = {a["id"]: a for a in old_cluster.objects("mail-accounts")}
+    accounts = {a["id"]: a for a in old_cluster.objects("mail-accounts", show_secrets=True)}
     ids = {d["domain"]: d["id"] for d in domains.values()}
     assert accounts[1]["mail_domain_id"] == ids["shop.example.com"]
     assert accounts[3]["mail_domain_id"] == ids["mail.bob.example.com"]

@@ -123,12 +123,11 @@ class CcmNode:
         """``ccm objects delete TYPE ID`` (refused while other objects refer to it)."""
         return self.ccm("objects", "delete", type_name, str(object_id), check=check)
 
-    def objects(self, type_name: str) -> list[dict[str, Any]]:
+    def objects(self, type_name: str, *, show_secrets: bool = False) -> list[dict[str, Any]]:
         """The stored objects of ``type_name`` (``ccm objects list``), as dicts; secret
-        fields read ``"[secret]"``."""
-        found: list[dict[str, Any]] = json.loads(
-            self.ccm("objects", "list", type_name, check=True).stdout
-        )
+        fields read ``"[secret]"`` unless ``show_secrets``."""
+        args = ["objects", "list", type_name, *(["--show-secrets"] if show_secrets else [])]
+        found: list[dict[str, Any]] = json.loads(self.ccm(*args, check=True).stdout)
         return found
 
     def apply(self, *args: str, check: bool = True) -> CliResult:
