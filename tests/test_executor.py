@@ -13,7 +13,7 @@ from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
 from ccm.errors import ActionFailed, CheckFailed, LockLost, PlanError, RunError
 from ccm.models import Snapshot
-from ccm.plan.changes import Account, Change, Check, Directory, File, UnitAction
+from ccm.plan.changes import Account, Change, Check, Command, Directory, File, UnitAction
 from ccm.plan.configuration import Configuration, Render
 from ccm.plan.diff import actions_that_would_run
 from ccm.plan.executor import Executor
@@ -126,6 +126,28 @@ def test_files_no_longer_planned_are_removed_but_foreign_files_are_not(root: Pat
     assert not (root / "etc/app/b.conf").exists()
     assert foreign.read_text() == "not ccm's\n"
     assert (root / "etc/app/a.conf").exists()
+
+
+def test_a_removed_file_replays_its_reload_but_never_its_command(root: Path) -> None:
+    """A reload is what nginx needs when a vhost file goes; a command works on the file
+    that triggered it (postmap builds that map), so with the file gone it has nothing to
+    do and would fail the run (seen in the demo when a node left the postfix group)."""
+    settings = node_settings(root)
+    built = root / "built.log"
+    build = ("sh", "-c", f'test -e "$1" && echo "$1" >> {built}', "sh", "{root}/etc/app/map")
+    Planned.files["alpha"] = [
+        File("/etc/app/map", "k v\n"),
+        UnitAction("app", "reload", triggers=("/etc/app/",)),
+        Command(build, triggers=("/etc/app/map",)),
+    ]
+    engine_for(settings).apply(EMPTY)
+    assert actions(root) == ["reload app"]
+    assert built.read_text().count("\n") == 1
+    Planned.files["alpha"] = []
+    report = engine_for(settings).apply(EMPTY)  # a failing command would raise here
+    assert report.changed == {"alpha": ["/etc/app/map"]}
+    assert actions(root) == ["reload app", "reload app"]
+    assert built.read_text().count("\n") == 1  # not run again for the removed map
 
 
 def test_a_file_owned_by_another_configuration_is_a_plan_error(root: Path) -> None:

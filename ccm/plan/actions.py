@@ -161,12 +161,14 @@ def removed_paths(ops: ConfigurationOperations) -> list[str]:
 def removal_actions(
     operations: Sequence[ConfigurationOperations], manifest: Manifest
 ) -> list[Pending]:
-    """What the files a run removes needed when they were written."""
+    """What the files a run removes needed when they were written, where it still
+    makes sense (a reload, never a command on the removed file)."""
     return [
         action
         for ops in operations
         for path in removed_paths(ops)
         for action in manifest.owned(ops.configuration).file_actions.get(path, [])
+        if action.REPLAYED_ON_REMOVAL
     ]
 
 

@@ -48,6 +48,8 @@ RETRACT: dict[str, str] = {"start": "stop_unit", "enable": "disable_unit"}
 
 @dataclass(frozen=True)
 class PendingDaemonReload:
+    #: what a removed file needed when it was written runs again when it goes (a reload)
+    REPLAYED_ON_REMOVAL: ClassVar[bool] = True
     """``systemctl daemon-reload``: a unit file (or drop-in) was written or removed."""
 
     ORDER: ClassVar[int] = 0  # before every start or restart
@@ -80,6 +82,7 @@ class PendingDaemonReload:
 @dataclass(frozen=True)
 class PendingUnit:
     ORDER: ClassVar[int] = 1  # units before commands
+    REPLAYED_ON_REMOVAL: ClassVar[bool] = True  # nginx reloads when a vhost file goes
     configuration: str
     unit: str
     action: UnitVerb
@@ -118,6 +121,9 @@ class PendingUnit:
 @dataclass(frozen=True)
 class PendingCommand:
     ORDER: ClassVar[int] = 2
+    #: a command works on the file that triggered it (``postmap`` builds that map): when
+    #: the file is removed there is nothing for it to do, and running it would fail
+    REPLAYED_ON_REMOVAL: ClassVar[bool] = False
     configuration: str
     argv_template: tuple[str, ...]
 
