@@ -31,6 +31,7 @@ from ccm.plan.sql_state import (
     SecretLit,
     SqlFailed,
     Statement,
+    forget_statement,
     mask,
     statement,
 )
@@ -203,18 +204,7 @@ class MariaDB:
         ]
 
     def forget(self, record: Record) -> list[Statement]:
-        return [
-            statement(
-                "DELETE FROM ",
-                Ident(STATE_DATABASE),
-                ".created WHERE kind = ",
-                Lit(record.kind),
-                " AND name = ",
-                Lit(record.name),
-                " AND detail = ",
-                Lit(record.detail),
-            )
-        ]
+        return [forget_statement(STATE_DATABASE, record)]
 
     # -- intents -----------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from ccm.plan.sql_state import (
     SecretLit,
     SqlFailed,
     Statement,
+    forget_statement,
     mask,
     statement,
 )
@@ -170,18 +171,7 @@ class PostgreSQL:
         ]
 
     def forget(self, record: Record) -> list[Statement]:
-        return [
-            statement(
-                "DELETE FROM ",
-                Ident(STATE_SCHEMA),
-                ".created WHERE kind = ",
-                Lit(record.kind),
-                " AND name = ",
-                Lit(record.name),
-                " AND detail = ",
-                Lit(record.detail),
-            )
-        ]
+        return [forget_statement(STATE_SCHEMA, record)]
 
     def create_database(self, name: str) -> list[Statement]:
         return [

@@ -78,6 +78,21 @@ class Record:
     detail: str = ""
 
 
+def forget_statement(namespace: str, record: Record) -> Statement:
+    """The statement that drops ``record`` from ccm's ``<namespace>.created`` table (the
+    same SQL on MariaDB, where the namespace is a database, and PostgreSQL, a schema)."""
+    return statement(
+        "DELETE FROM ",
+        Ident(namespace),
+        ".created WHERE kind = ",
+        Lit(record.kind),
+        " AND name = ",
+        Lit(record.name),
+        " AND detail = ",
+        Lit(record.detail),
+    )
+
+
 @dataclass
 class Actual:
     """A server's state as read at plan time (only what ccm compares)."""
