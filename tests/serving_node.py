@@ -306,8 +306,8 @@ class _Helper:
         for name, target in (("run", "/run"), ("log", "/var/log"), ("lib-nginx", "/var/lib/nginx")):
             (self.scratch / name).mkdir(exist_ok=True)
             _mount_bind(self.scratch / name, target)
-        Path("/run/php").mkdir()
-        Path("/var/log/nginx").mkdir()
+        Path("/run/php").mkdir()  # namespace
+        Path("/var/log/nginx").mkdir()  # namespace
 
     def spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.scratch / f"{name}.log", "ab")  # noqa: SIM115

@@ -51,10 +51,11 @@ USERS = "unix-users"
 NAME_HOLDERS = ("virtual-hosts",)
 
 #: a hash without ``{SCHEME}``: the scheme Dovecot's ``CRYPT`` read it as
-_BARE_SCHEMES = (
-    (re.compile(r"\$6\$"), "{SHA512-CRYPT}"),
-    (re.compile(r"\$2[aby]\$"), "{BLF-CRYPT}"),
-    (re.compile(r"\$argon2id\$"), "{ARGON2ID}"),
+#: a bare crypt hash's prefixes → its Dovecot scheme (the model then checks the whole hash)
+_BARE_SCHEMES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("$6$",), "{SHA512-CRYPT}"),
+    (("$2a$", "$2b$", "$2y$"), "{BLF-CRYPT}"),
+    (("$argon2id$",), "{ARGON2ID}"),
 )
 
 
@@ -127,8 +128,8 @@ def _hash(raw: Mapping[str, Any]) -> str | None:
         return None
     if value.startswith(("{SHA512-CRYPT}", "{BLF-CRYPT}", "{ARGON2ID}")):
         return value
-    for bare, scheme in _BARE_SCHEMES:
-        if bare.match(value):
+    for prefixes, scheme in _BARE_SCHEMES:
+        if value.startswith(prefixes):
             return scheme + value
     return None
 

@@ -17,7 +17,8 @@ from ccm.errors import CcmError
 
 START = re.compile(r"<!-- generated: (?P<name>[a-z][a-z-]*)(?P<args>(?: [A-Za-z0-9_.-]+)*) -->")
 END = "<!-- end generated -->"
-FENCE = re.compile(r"`{3,}|~{3,}")
+#: a fenced block's opening line: the fence, then an info string (``python``)
+FENCE = re.compile(r"(`{3,}|~{3,}).*")
 
 #: ``generate(name, args)`` → the block's markdown (raises ``DocsError`` for a bad name)
 Generate = Callable[[str, tuple[str, ...]], str]
@@ -42,9 +43,9 @@ def replace_blocks(text: str, generate: Generate, source: str) -> str:
         line = lines[index]
         out.append(line)
         stripped = line.strip()
-        opening = FENCE.match(stripped)
+        opening = FENCE.fullmatch(stripped)
         if fence is None and opening:
-            fence = opening[0]
+            fence = opening[1]
         elif fence is not None and _closes(stripped, fence):
             fence = None
         if fence is not None or opening:
