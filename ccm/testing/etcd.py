@@ -36,6 +36,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 ETCD_BINARY = "/usr/bin/etcd"
 START_TIMEOUT = 20.0
@@ -77,7 +78,33 @@ class EtcdTls:
     client_key_file: Path | None = None
 
 
-class EtcdServer:
+class _StartedWhileUsed:
+    """``with``: started on entry (closed again if the start fails), closed on exit."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class EtcdServer(_StartedWhileUsed):
     """One single-member etcd on loopback; ``start()``, then always ``stop()``."""
 
     def __init__(
@@ -255,22 +282,6 @@ class EtcdServer:
         except OSError:
             return "(no log)"
 
-    def __enter__(self) -> EtcdServer:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 # -- a cluster of members -------------------------------------------------------------------
 
@@ -337,7 +348,7 @@ class _Member(EtcdServer):
             return None
 
 
-class EtcdCluster:
+class EtcdCluster(_StartedWhileUsed):
     """``size`` etcd members on loopback; ``start()``, then always ``close()``.
 
     Raft timing is etcd's default (heartbeat 100 ms, election 1 s) unless given: the
@@ -449,19 +460,3 @@ class EtcdCluster:
 
     def log_tails(self, lines: int = 15) -> str:
         return "\n".join(f"== {m.name}\n{m.log_tail(lines)}" for m in self.members)
-
-    def __enter__(self) -> EtcdCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
