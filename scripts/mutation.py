@@ -116,6 +116,20 @@ MODULES: dict[str, Module] = {
         ("ccm/daemon/metrics.py",), ("tests/test_metrics.py", "tests/test_daemon_loop.py")
     ),
     "notify": Module(("ccm/daemon/notify.py",), ("tests/test_notify.py",)),
+    # the ACME side of the daemon: the challenge responder, the ordering service and the
+    # threaded HTTP server both it and /metrics run in (real pebble, nginx and etcd)
+    "acme": Module(
+        (
+            "ccm/daemon/acme_responder.py",
+            "ccm/daemon/acme_service.py",
+            "ccm/daemon/served.py",
+        ),
+        (
+            "tests/test_acme_daemon.py",
+            "tests/test_acme.py",
+            "tests/test_metrics.py",
+        ),
+    ),
     # the registry, the dependency graph, the event bus and one run (select, plan, apply)
     "engine": Module(
         ("ccm/engine/*",),
