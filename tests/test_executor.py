@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -503,3 +503,31 @@ def test_files_written_by_a_run_killed_before_their_check_are_checked_next_time(
     assert "check nginx" in actions(root) and "reload nginx" in actions(root)
     assert "reload nginx" in report.actions
     assert not Engine(Registry(CONFIGURATIONS), node_settings(root)).plan(snapshot).has_changes
+
+
+def test_the_files_of_a_run_are_synced_once_after_all_are_written_and_before_any_reload(
+    root: Path,
+) -> None:
+    """Written without an fsync each (thousands on a new node), the run's files are
+    put on disk in one go: after the last write and its check, before the manifest
+    calls them checked and before anything reloads them."""
+    settings = node_settings(root)
+    Planned.files["alpha"] = [
+        File("/etc/app/a.conf", "a\n"),
+        UnitAction("app", "reload", triggers=("/etc/app/",)),
+    ]
+    Planned.files["beta"] = [File("/srv/b/b.conf", "b\n")]
+    seen: list[tuple[list[Path], list[str], bytes, bytes]] = []
+
+    def sync(paths: Iterable[Path]) -> None:
+        manifest = (root / settings.state_dir.lstrip("/") / "manifest.json").read_bytes()
+        content = (root / "srv/b/b.conf").read_bytes()
+        seen.append((sorted(paths), actions(root), content, manifest))
+
+    planned = engine_for(settings).plan(EMPTY)
+    Executor(settings, planned.manifest, planned.accounts, sync=sync).apply(planned.operations)
+    ((paths, reloaded, content, manifest),) = seen  # once
+    assert paths == [root / "etc/app/a.conf", root / "srv/b/b.conf"]
+    assert reloaded == [] and content == b"b\n"  # everything written, nothing reloaded
+    assert b"/srv/b/b.conf" in manifest.split(b'"unverified"')[1]  # not yet called checked
+    assert actions(root) == ["reload app"]

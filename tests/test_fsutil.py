@@ -5,7 +5,10 @@ with the signature ``atomic_write(path, content, *, mode, uid=None, gid=None)``)
   final mode, never a partial, empty or missing file;
 - the target is replaced by a rename (a new inode; a hard link keeps the old content);
 - a failure part-way leaves the old file as it was and no temp file behind;
-- the new file's data and the directory entry are fsynced (seen with ``strace``).
+- the new file's data and the directory entry are fsynced (seen with ``strace``);
+- a write asked not to be durable makes no fsync, and ``sync_filesystems`` then makes
+  one ``syncfs`` per filesystem, after the renames (seen with ``strace``), whatever a
+  tenant did to the directories meanwhile.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ccm.plan.fsutil import atomic_write
+from ccm.plan.fsutil import atomic_write, sync_filesystems
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -202,9 +205,9 @@ atomic_write(Path(sys.argv[1]), b"new content\n", mode=0o644)
 """
 
 
-def traced_calls(tmp_path: Path, target: Path) -> list[str]:
-    """The fsync/fdatasync/rename system calls of one ``atomic_write`` of ``target``, with
-    each descriptor shown as its path (``strace -y``)."""
+def traced_calls(tmp_path: Path, target: Path, script: str = TRACED_WRITE) -> list[str]:
+    """The fsync/fdatasync/syncfs/rename system calls of ``script`` (by default one
+    ``atomic_write`` of ``target``), each descriptor shown as its path (``strace -y``)."""
     strace = shutil.which("strace")
     if strace is None:
         pytest.fail("strace is needed to see the fsync calls (apt-get install strace)")
@@ -218,10 +221,10 @@ def traced_calls(tmp_path: Path, target: Path) -> list[str]:
             "-o",
             str(log),
             "-e",
-            "trace=fsync,fdatasync,rename,renameat,renameat2",
+            "trace=fsync,fdatasync,syncfs,rename,renameat,renameat2",
             sys.executable,
             "-c",
-            TRACED_WRITE,
+            script,
             str(target),
         ],
         check=True,
@@ -232,7 +235,8 @@ def traced_calls(tmp_path: Path, target: Path) -> list[str]:
     calls = []
     for line in log.read_text().splitlines():
         call = line.split(None, 1)[1] if line[:1].isdigit() else line  # drop "-f" pids
-        if call.startswith(("fsync(", "fdatasync(", "rename")) and call.rstrip().endswith("= 0"):
+        wanted = ("fsync(", "fdatasync(", "syncfs(", "rename")
+        if call.startswith(wanted) and call.rstrip().endswith("= 0"):
             calls.append(call)
     return calls
 
@@ -261,3 +265,58 @@ def test_the_file_is_fsynced_before_the_rename_and_the_directory_after_it(
     assert any(Path(path).parent == directory and Path(path) != directory for path in before), calls
     # the new directory entry: the directory itself, after the rename
     assert str(directory) in after, calls
+
+
+TRACED_BATCH = r"""
+import sys
+from pathlib import Path
+from ccm.plan.fsutil import atomic_write, sync_filesystems
+targets = [Path(name) for name in sys.argv[1:]]
+for target in targets:
+    atomic_write(target, b"batch\n", mode=0o644, durable=False)
+print(sync_filesystems(targets))
+"""
+
+
+def test_writes_of_a_run_are_not_synced_one_by_one_but_once_per_filesystem_after(
+    tmp_path: Path,
+) -> None:
+    targets = [tmp_path / "etc/a/one.conf", tmp_path / "etc/b/two.conf"]
+    for target in targets:
+        target.parent.mkdir(parents=True)
+    script = TRACED_BATCH.replace("sys.argv[1:]", repr([str(t) for t in targets]))
+    calls = traced_calls(tmp_path, targets[0], script)
+    assert [t.read_bytes() for t in targets] == [b"batch\n", b"batch\n"]
+    assert not [call for call in calls if call.startswith(("fsync(", "fdatasync("))], calls
+    syncs = [i for i, call in enumerate(calls) if call.startswith("syncfs(")]
+    renames = [i for i, call in enumerate(calls) if call.startswith("rename")]
+    assert len(syncs) == 1 and len(renames) == 2, calls  # one filesystem: one syncfs
+    assert syncs[0] > max(renames), calls
+
+
+def test_sync_filesystems_syncs_each_filesystem_once_and_survives_a_tenants_links(
+    tmp_path: Path,
+) -> None:
+    other = Path("/dev/shm")  # a tmpfs: another filesystem than the tests' temporary root
+    assert os.stat(other).st_dev != os.stat(tmp_path).st_dev
+    home = tmp_path / "home/alice"
+    home.mkdir(parents=True)
+    (home / "www").mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (home / "www").rmdir()
+    (home / "www").symlink_to(other)  # the directory written into became a link since
+    written = [
+        tmp_path / "etc/nginx/a.conf",  # its directory is gone (removed with its files)
+        home / "www/index.html",
+        elsewhere / "x.conf",
+        tmp_path / "y.conf",
+    ]
+    # the link is judged by the real directory holding it: one filesystem, not the tmpfs
+    assert sync_filesystems(written) == 1
+    with open(other / f"ccm-test-{os.getpid()}", "w") as shm:
+        try:
+            assert sync_filesystems([*written, Path(shm.name)]) == 2
+        finally:
+            os.unlink(shm.name)
+    assert sync_filesystems([]) == 0

@@ -165,3 +165,65 @@ def test_a_failed_probe_halts_the_rollout_with_its_output(
     assert halt is not None and halt.configuration == "web"
     assert "php-fpm: no pong" in halt.error and "restored" in halt.error
     assert not (root / SITE.lstrip("/")).exists()
+
+
+class Pools(Configuration):
+    """Three pools' files, each with a probe of its socket; two share one socket."""
+
+    name = "pools"
+    subscribes = ("unix-users",)
+    probes: ClassVar = {"pool_probe": ("true",)}
+
+    def plan(self, snapshot: Snapshot, render: Render) -> Sequence[Change]:
+        changes: list[Change] = []
+        for name, socket in (("a", "a.sock"), ("b", "b.sock"), ("c", "b.sock")):
+            changes.append(File(f"/etc/pools/{name}.conf", f"{name}\n"))
+            changes.append(
+                Probe("pool_probe", triggers=(f"/etc/pools/{name}.",), variables={"socket": socket})
+            )
+        return changes
+
+
+def run_pools(root: Path, probe: list[str]) -> Exception | None:
+    settings = node_settings(
+        root,
+        logged_checks=(),
+        passing_probes=(),
+        probes={"pool_probe": probe},
+        rollout={"probe_timeout": 0},
+    )
+    pools = Engine(Registry([Pools]), settings)
+    planned = pools.plan(Snapshot(1))
+    executor = Executor(settings, planned.manifest, planned.accounts, probes=pools.probes)
+    try:
+        executor.apply(planned.operations)
+    except ProbeFailed as failed:
+        return failed
+    return None
+
+
+def test_the_same_probe_command_runs_once_per_run(root: Path) -> None:
+    count = 'echo "$1" >> "$0/probed"'
+    assert run_pools(root, ["sh", "-c", count, str(root), "{socket}"]) is None
+    assert sorted((root / "probed").read_text().split()) == ["a.sock", "b.sock"]
+
+
+def test_probes_run_side_by_side(root: Path) -> None:
+    """Each probe passes only once the other has started too: run one after the other,
+    the first gives up after its ten seconds and the run fails."""
+    meet = (
+        'touch "$0/arrived-$1"; for i in $(seq 100); do '
+        '[ "$(ls "$0" | grep -c arrived-)" -ge 2 ] && exit 0; sleep 0.1; done; '
+        'echo "alone at $1"; exit 9'
+    )
+    assert run_pools(root, ["sh", "-c", meet, str(root), "{socket}"]) is None
+    assert {p.name for p in root.glob("arrived-*")} == {"arrived-a.sock", "arrived-b.sock"}
+
+
+def test_the_first_failing_probe_in_order_is_reported_after_all_ran(root: Path) -> None:
+    fail_b = 'echo "$1" >> "$0/probed"; [ "$1" = a.sock ] || { echo "down: $1"; exit 3; }'
+    failed = run_pools(root, ["sh", "-c", fail_b, str(root), "{socket}"])
+    assert isinstance(failed, ProbeFailed) and "down: b.sock" in str(failed)
+    assert failed.configuration == "pools"
+    assert sorted((root / "probed").read_text().split()) == ["a.sock", "b.sock"]
+    assert not (root / "etc/pools/a.conf").exists()  # the run was restored

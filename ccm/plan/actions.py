@@ -25,7 +25,7 @@ from ccm.plan.pending import (
     merge,
 )
 from ccm.plan.playbook import Playbook
-from ccm.plan.steps import ConfigurationOperations, NodeView, triggered
+from ccm.plan.steps import ChangedPaths, ConfigurationOperations, NodeView, triggered
 
 __all__ = [
     "Check",
@@ -130,11 +130,12 @@ def triggered_actions(
         if triggered((UNIT_DIRECTORY,), ops.changed_paths)
     ]
     lifecycle = [action for ops in operations for action in ops.lifecycle]
+    touched = ChangedPaths(changed)
     fresh = [
         action.pending(ops.configuration)
         for ops in operations
         for action in ops.actions
-        if triggered(action.triggers, changed)
+        if touched.under(action.triggers)
     ]
     needed = removal_actions(operations, manifest) if manifest is not None else []
     merged = merge([*reload[:1], *pending, *lifecycle, *fresh, *needed])

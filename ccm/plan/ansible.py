@@ -340,6 +340,9 @@ class AnsiblePlaybooks:
                 "ANSIBLE_NOCOLOR": "1",
                 "ANSIBLE_FORCE_COLOR": "0",
                 "ANSIBLE_RETRY_FILES_ENABLED": "0",
+                # the module goes to the interpreter on stdin: no temp directory made,
+                # chmodded and removed through three shells per task
+                "ANSIBLE_PIPELINING": "1",
             },
             "timeout": self.timeout,
         }

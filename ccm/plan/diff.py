@@ -17,7 +17,7 @@ from ccm.plan.actions import triggered_actions, wanted
 from ccm.plan.files import coloured, unified
 from ccm.plan.manifest import Manifest
 from ccm.plan.pending import Pending
-from ccm.plan.steps import ConfigurationOperations, Refusal, triggered
+from ccm.plan.steps import ChangedPaths, ConfigurationOperations, Refusal
 
 __all__ = [
     "Previews",
@@ -46,12 +46,14 @@ def actions_that_would_run(
         if wanted(action, operations)
     ]
     for ops in operations:
-        actions += [c.label() for c in ops.checks if triggered(c.triggers, ops.changed_paths)]
+        touched = ChangedPaths(ops.changed_paths)
+        actions += [c.label() for c in ops.checks if touched.under(c.triggers)]
         actions += [f"playbook {playbook.playbook}" for playbook in ops.playbooks]
     fresh = triggered_actions(operations, changed, manifest=manifest)
     actions += [action.label() for action in fresh]
+    everything = ChangedPaths(changed)
     for ops in operations:
-        actions += [p.label() for p in ops.probes if triggered(p.triggers, changed)]
+        actions += [p.label() for p in ops.probes if everything.under(p.triggers)]
     return actions
 
 

@@ -237,8 +237,14 @@ class WriteFile(_FileStep):
         else:
             run.journal.record(self.path, lambda: remove_file(target, root))
         if self.content_changed or not before.exists:
-            atomic_write(
-                target, change.content.encode(), mode=change.mode, uid=uid, gid=gid, root=root
+            atomic_write(  # synced with the whole run (``Executor.apply``)
+                target,
+                change.content.encode(),
+                mode=change.mode,
+                uid=uid,
+                gid=gid,
+                root=root,
+                durable=False,
             )
         else:  # only mode or owner differ
             set_mode_owner(target, change.mode, uid, gid, root)

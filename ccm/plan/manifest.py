@@ -182,7 +182,9 @@ class Manifest:
             "pending_actions": [action.to_json() for action in self.pending_actions],
             "unverified": dict(sorted(self.unverified.items())),
         }
-        text = json.dumps(data, indent=1) + "\n"
+        # compact: the C encoder (an indent takes the pure-Python one, 5x slower on a
+        # manifest of 10,000 files, saved a dozen times a run)
+        text = json.dumps(data, separators=(",", ":")) + "\n"
         if text != self.stored:
             atomic_write(self.path, text.encode(), mode=0o600)
             self.stored = text

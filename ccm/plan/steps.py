@@ -16,7 +16,8 @@ and actions is described by the protocols ``Gate`` and ``Action`` (no import cyc
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -192,7 +193,8 @@ class ConfigurationOperations:
     def changed_paths(self) -> list[str]:
         """The node paths written or removed (not ``account:``, ``unit:``)."""
         written = [step.changed for step in self.steps if step.changed.startswith("/")]
-        return written + [path for path in self.unverified if path not in written]
+        seen = set(written)
+        return written + [path for path in self.unverified if path not in seen]
 
     @property
     def has_changes(self) -> bool:
@@ -206,5 +208,28 @@ class ConfigurationOperations:
         return self.planned_units.get(unit)
 
 
-def triggered(triggers: Sequence[str], changed_paths: Sequence[str]) -> bool:
-    return any(path.startswith(prefix) for prefix in triggers for path in changed_paths)
+class ChangedPaths:
+    """The paths a run changed, sorted once, asked whether any lies under some prefixes.
+
+    Every path that starts with a prefix sorts at or after it, and all of them sort
+    together: one binary search per prefix answers. Scanning every path for every
+    trigger was quadratic: the probes of 2,000 new pools against 6,000 written files
+    took three seconds of a cold apply.
+    """
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        self._sorted = sorted(set(paths))
+
+    def under(self, prefixes: Iterable[str]) -> bool:
+        paths = self._sorted
+        for prefix in prefixes:
+            index = bisect_left(paths, prefix)
+            if index < len(paths) and paths[index].startswith(prefix):
+                return True
+        return False
+
+
+def triggered(triggers: Sequence[str], changed_paths: Iterable[str]) -> bool:
+    """Whether any of ``changed_paths`` lies under one of ``triggers`` (one question;
+    ask a ``ChangedPaths`` when asking many about the same paths)."""
+    return ChangedPaths(changed_paths).under(triggers)
