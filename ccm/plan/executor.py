@@ -287,10 +287,10 @@ class Executor:
             return None
         with ThreadPoolExecutor(min(PROBES_AT_ONCE, len(due))) as pool:
             outcomes = list(pool.map(self._probe, due, due.values()))
-        for argv, failed in zip(due, outcomes, strict=True):
+        for command, failed in zip(due, outcomes, strict=True):
             if failed is not None:
                 return failed
-            report.actions.append("probe " + " ".join(argv))
+            report.actions.append("probe " + " ".join(command))
         return None
 
     def _probe(self, argv: tuple[str, ...], configuration: str) -> ProbeFailed | None:
