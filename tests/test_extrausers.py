@@ -25,7 +25,7 @@ from ccm.models.reserved import reserved_name
 from ccm.plan.diff import describe_text
 from ccm.plan.manifest import Manifest
 from ccm.settings import Settings
-from ccm.testing.noderoot import node_settings, seed_root
+from ccm.testing.noderoot import node_settings, prepare_extrausers_image, seed_root
 from configurations import Crontabs, NginxVhosts, PhpFpmPools, PhpVersions, UnixUsers
 from configurations.crons import Cron
 from configurations.fpm_pools import FpmPool
@@ -344,3 +344,32 @@ def test_ccm_diff_shows_the_switch_before_ccm_apply_does_it(
     assert "alice:" not in after.read("/etc/passwd")
     assert after.read(f"/{EXTRA}/passwd") == passwd_line(ALICE) + passwd_line(BOB)
     assert after.diff().returncode == 0
+
+
+def test_a_new_node_from_a_prepared_image_skips_the_playbook_until_it_changes(
+    root: Path,
+) -> None:
+    prepare_extrausers_image(root)
+    snapshot = Snapshot.of(1, [ALICE])
+    report = engine(settings_for(root)).apply(snapshot)
+    assert not report.refused and "playbook extrausers.yml" not in report.actions
+    assert read(root, f"{EXTRA}/passwd") == passwd_line(ALICE)
+    assert not engine(settings_for(root)).plan(snapshot, full=True).has_changes
+    # recorded as run: a changed playbook (its extra-vars) runs it on this node too
+    changed = node_settings(
+        root, accounts={"backend": "extrausers"}, ansible={"extra_vars": {"x": "1"}}
+    )
+    assert "playbook extrausers.yml" in engine(changed).apply(snapshot).actions
+
+
+@pytest.mark.parametrize("missing", ["module", "nsswitch"])
+def test_a_new_node_missing_either_half_of_the_image_runs_the_playbook(
+    root: Path, missing: str
+) -> None:
+    prepare_extrausers_image(root)
+    if missing == "module":
+        (root / "usr/lib/libnss_extrausers.so.2").unlink()
+    else:
+        (root / "etc/nsswitch.conf").write_text("passwd: files systemd\n")
+    report = engine(settings_for(root)).apply(Snapshot.of(1, [ALICE]))
+    assert "playbook extrausers.yml" in report.actions

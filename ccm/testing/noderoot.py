@@ -58,6 +58,28 @@ def seed_root(
     return root
 
 
+#: where Debian's libnss-extrausers installs the NSS module
+NSS_EXTRAUSERS = Path("/usr/lib/libnss_extrausers.so.2")
+
+
+def prepare_extrausers_image(root: Path) -> Path:
+    """Make ``root`` what a node image with libnss-extrausers installed and set up
+    has: the NSS module (a copy of this machine's) and an nsswitch.conf that names
+    ``extrausers`` after ``files``. ccm then skips its playbook on the first run."""
+    if not NSS_EXTRAUSERS.is_file():
+        raise FileNotFoundError(f"{NSS_EXTRAUSERS}: install libnss-extrausers")
+    target = root / NSS_EXTRAUSERS.relative_to("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(NSS_EXTRAUSERS, target)
+    (root / "etc/nsswitch.conf").write_text(
+        "passwd:         files extrausers systemd\n"
+        "group:          files extrausers systemd\n"
+        "shadow:         files extrausers\n"
+        "hosts:          files dns\n"
+    )
+    return root
+
+
 def logging_command(root: Path, what: str) -> list[str]:
     """A real command that records ``what`` (with placeholders) in ROOT/actions.log."""
     return ["sh", "-c", f'echo "$1" >> "{root}/actions.log"', "sh", what]
