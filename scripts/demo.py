@@ -5,18 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from serving_node import ServedNode, ServingError  # noqa: E402
+from acme_servers import PebbleServer, free_port  # noqa: E402
+from serving_node import HttpResult, ServedNode, ServingError  # noqa: E402
 
 from ccm.testing.etcd import EtcdServer  # noqa: E402
 from ccm.testing.noderoot import logging_command, seed_root  # noqa: E402
@@ -28,7 +31,8 @@ WEB = ["nginx", "php", "cron"]
 SAMPLE: dict[str, list[dict[str, Any]]] = {
     # the Cluster API registers its nodes: two web nodes, one mail node
     "nodes": [
-        {"id": 1, "hostname": "web01", "groups": WEB},
+        # web01 orders and renews the certificates of the nginx group (ACME)
+        {"id": 1, "hostname": "web01", "groups": WEB, "primary_for": ["nginx"]},
         {"id": 2, "hostname": "web02", "groups": WEB},
         {"id": 3, "hostname": "mail01", "groups": ["dovecot"]},
     ],
@@ -94,12 +98,33 @@ SAMPLE: dict[str, list[dict[str, Any]]] = {
 }
 
 
+#: alice asks for a certificate for her site's names (HTTP-01 from pebble)
+MANAGER = {
+    "id": 1,
+    "common_names": ["alice.example.com", "www.alice.example.com"],
+    "unix_user_id": 1,
+}
+#: where each web node's daemon answers ACME challenges (nginx passes the path there)
+RESPONDER_PORTS = {node: free_port() for node in NODES[:2]}
+
+
 def say(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
 
 
-def write_settings(base: Path, node: str, endpoint: str) -> Path:
+def acme_settings(node: str, pebble: PebbleServer) -> str:
+    """The ``[acme]`` table: pebble as the ACME directory, and this node's responder."""
+    port = RESPONDER_PORTS.get(node)
+    return (
+        f"[acme]\ndirectory_url = {json.dumps(pebble.directory_url)}\n"
+        f'ca_file = {json.dumps(str(pebble.ca_file))}\nemail = "hostmaster@example.com"\n'
+        f"responder_listen = {json.dumps(f'127.0.0.1:{port}' if port else '')}\n"
+    )
+
+
+def write_settings(base: Path, node: str, endpoint: str, pebble: PebbleServer) -> Path:
     root = seed_root(base / node / "root")
+    (root / "etc/ssl").mkdir(parents=True, exist_ok=True)
     record = lambda what: json.dumps(logging_command(root, what))  # noqa: E731
     # nginx -t for real, against a main config that includes this node's vhosts
     nginx_conf = root / "etc/nginx/nginx.conf"
@@ -113,17 +138,14 @@ def write_settings(base: Path, node: str, endpoint: str) -> Path:
         f"  uwsgi_temp_path {temp}/uwsgi;\n  scgi_temp_path {temp}/scgi;\n"
         f"  include {root}/etc/nginx/sites-enabled/*.conf;\n}}\n"
     )
+    # The TLS vhosts name /etc/ssl/ccm/<id>/… (the real path on a node); here those files
+    # are under the root, so nginx -t runs in a private mount namespace with the root's
+    # etc/ssl over /etc/ssl (the machine's own is never touched).
+    nginx_t = f'nginx -t -q -p "$1/" -c "{nginx_conf}" -e "$1/nginx-error.log"'
     nginx_check = [
-        "nginx",
-        "-t",
-        "-q",
-        "-p",
-        f"{root}/",
-        "-c",
-        str(nginx_conf),
-        "-e",
-        f"{root}/nginx-error.log",
-    ]
+        "unshare", "--mount", "--propagation", "private", "--",
+        "sh", "-c", f'mount --bind "$1/etc/ssl" /etc/ssl && exec {nginx_t}', "sh", str(root),
+    ]  # fmt: skip
     config = base / node / "ccm.toml"
     config.write_text(
         f'node = "{node}"\nroot = "{root}"\nreconcile_interval = 0\nlog_format = "json"\n'
@@ -137,7 +159,7 @@ def write_settings(base: Path, node: str, endpoint: str) -> Path:
         f"php_fpm_check = {record('php-fpm{version} -t (skipped in the demo)')}\n"
         f"[probes]\n"
         f"nginx_probe = {record('probe nginx (no nginx runs in the demo roots)')}\n"
-        f"php_fpm_probe = {record('probe php-fpm {socket}')}\n"
+        f"php_fpm_probe = {record('probe php-fpm {socket}')}\n" + acme_settings(node, pebble)
     )
     return config
 
@@ -185,15 +207,6 @@ printf("Hello from %s's PHP %s (pool user: %s), you asked for %s\\n",
 """
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 METRICS_PORT = free_port()
 
 
@@ -206,26 +219,108 @@ def metrics_lines(port: int) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(wanted)]
 
 
-def serve(root: Path) -> None:
-    """Real nginx + php-fpm 8.2 from this node's rendered files, in a private namespace."""
+def served(root: Path, pebble: PebbleServer) -> ServedNode:
+    """Real nginx + php-fpm 8.2 from this node's rendered files, in a private namespace,
+    bridged to the host both ways: pebble's HTTP-01 port is this nginx's port 80, and the
+    responder address the rendered files pass challenges to is this node's daemon."""
     uid = 20000 + 1  # accounts.uid_base + alice's id
     www = root / "home/alice/www"
     www.mkdir(exist_ok=True)
     (www / "index.php").write_text(ALICE_INDEX)
     for path in (www, www / "index.php"):
         os.chown(path, uid, uid)
+    node = ServedNode(root)
     try:
-        with ServedNode(root) as node:
-            for host, path in [
-                ("alice.example.com", "/"),
-                ("www.alice.example.com", "/blog/hello-world?page=2"),
-                ("unknown.example.org", "/"),
-            ]:
-                result = node.get(host, path)
-                print(f"  $ curl http://{host}{path}")
-                print(f"    {result.body.strip() if result.status == 200 else result}")
+        node.start()
+        port = RESPONDER_PORTS[NODES[1]]
+        node.forward_out(port, ("127.0.0.1", port))
+        node.forward_into(pebble.http_port, 80)
     except ServingError as error:
+        node.close()
         raise SystemExit(f"could not serve the node's root: {error}") from error
+    return node
+
+
+def curl(node: ServedNode, host: str, path: str = "/", **options: Any) -> HttpResult:
+    result = node.get(host, path, **options)
+    scheme = "https" if options.get("https") else "http"
+    trust = "--cacert pebble-root.pem " if options.get("ca_file") else ""
+    print(f"  $ curl {trust}{scheme}://{host}{path}")
+    return result
+
+
+def show_http(node: ServedNode) -> None:
+    for host, path in [
+        ("alice.example.com", "/"),
+        ("www.alice.example.com", "/blog/hello-world?page=2"),
+        ("unknown.example.org", "/"),
+    ]:
+        result = curl(node, host, path)
+        print(f"    {result.body.strip() if result.status == 200 else result}")
+
+
+def wait_certificate(config: Path, deadline: float) -> int:
+    """The id of the certificate alice's manager holds, once issued and stored (``ccm
+    status``: the id is reserved before the order, ``not_after`` comes with the result)."""
+    while True:
+        status = json.loads(ccm(config, "status", "--json"))
+        for entry in status["certificate_managers"]:
+            if entry["manager"] == MANAGER["id"] and entry["not_after"]:
+                return int(entry["certificate_id"])
+            if entry["manager"] == MANAGER["id"] and entry["failures"]:
+                raise SystemExit(f"the order failed: {entry['last_error']}")
+        if time.monotonic() > deadline:
+            raise SystemExit("no certificate in time; see the daemon logs")
+        time.sleep(0.3)
+
+
+def show_https(node: ServedNode, config: Path, pebble: PebbleServer, base: Path) -> None:
+    """alice's certificate from pebble, through the cluster, to a verified HTTPS GET."""
+    say(
+        "alice asks for a certificate (certificate-managers); web01, primary_for nginx, "
+        "orders it from pebble"
+    )
+    print(
+        "  "
+        + ccm(
+            config, "objects", "put", "certificate-managers", "-", stdin=json.dumps(MANAGER)
+        ).strip()
+    )
+    certificate_id = wait_certificate(config, time.monotonic() + 90)
+    challenges = [
+        line for line in node.nginx_access_log().splitlines() if "/acme-challenge/" in line
+    ]
+    print(
+        f"  pebble's HTTP-01 validations reached {NODES[1]}'s nginx, which passed them to its "
+        f"daemon's responder (answers from etcd): {len(challenges)} requests, e.g."
+    )
+    print("\n".join(f"    {line}" for line in challenges[:1]))
+    status = ccm(config, "status")
+    print("  " + status[status.index("CERTIFICATE MANAGERS") :].strip().replace("\n", "\n  "))
+    say("the rollout installs it on the web nodes; alice's vhost takes it (force_https)")
+    vhost = dict(SAMPLE["virtual-hosts"][0], certificate_id=certificate_id, force_https=True)
+    ccm(config, "objects", "put", "virtual-hosts", "-", stdin=json.dumps(vhost))
+    print("  " + ccm(config, "rollout", "--wait", "--timeout", "60").strip().replace("\n", "\n  "))
+    for name in ("fullchain.pem", "privkey.pem"):
+        path = node.root / f"etc/ssl/ccm/{certificate_id}/{name}"
+        print(f"  {NODES[1]}: /etc/ssl/ccm/{certificate_id}/{name} {path.stat().st_mode & 0o777:o}")
+    node.restart_nginx()  # the demo's reload commands only log: the served nginx restarts
+    say(f"HTTPS from {NODES[1]}'s real nginx, verified against pebble's root only")
+    ca_file = base / "pebble-root.pem"
+    ca_file.write_bytes(pebble.root_pem())
+    result = curl(
+        node, "alice.example.com", "/", https=True, ca_file=ca_file, options=["--verbose"]
+    )
+    issuer = re.search(r"^\*\s+issuer: (.*)$", result.error, re.MULTILINE)
+    print(
+        f"    status {result.status} (HTTP/{result.http_version}), "
+        f"issuer {issuer.group(1) if issuer else '?'}"
+    )
+    print(f"    {result.body.strip() if result.status == 200 else result}")
+    if result.status != 200:
+        raise SystemExit("the HTTPS request failed")
+    redirect = curl(node, "alice.example.com", "/blog/?page=2")
+    print(f"    {redirect.status} Location: {redirect.location}")
 
 
 def main() -> None:
@@ -234,11 +329,16 @@ def main() -> None:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
     daemons: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory(prefix="ccm-demo-") as tmp, EtcdServer() as etcd:
-        base = Path(tmp)
+    with ExitStack() as stack:
+        base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ccm-demo-")))
+        etcd = stack.enter_context(EtcdServer())
+        pebble = PebbleServer(http_port=free_port())
+        stack.callback(pebble.close)
+        pebble.start()
         try:
             say(f"local etcd at {etcd.endpoint}; node roots under {base}")
-            configs = {node: write_settings(base, node, etcd.endpoint) for node in NODES}
+            print(f"  pebble (Let's Encrypt's test ACME server) at {pebble.directory_url}")
+            configs = {node: write_settings(base, node, etcd.endpoint, pebble) for node in NODES}
             for node, config in configs.items():
                 log = open(base / node / "daemon.log", "wb")  # noqa: SIM115
                 daemons.append(
@@ -345,7 +445,10 @@ def main() -> None:
                 f"{NODES[1]} serves: real nginx + php-fpm 8.2 from its rendered files "
                 "(private mount + network namespace; alice uploaded an index.php)"
             )
-            serve(root)
+            node = served(root, pebble)
+            stack.callback(node.close)
+            show_http(node)
+            show_https(node, first, pebble, base)
             if args.keep:
                 say("cluster running; try: " + f"{CCM} --config {first} status   (Ctrl-C ends)")
                 signal.pause()
@@ -357,7 +460,7 @@ def main() -> None:
                     daemon.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     daemon.kill()
-            say("stopped the daemons and etcd")
+            say("stopped the daemons; then the served node, pebble and etcd")
 
 
 if __name__ == "__main__":

@@ -21,10 +21,31 @@ kills the whole namespace when it exits), ``unshare --kill-child`` kills it when
 ``unshare`` dies, and ``setpriv --pdeathsig`` kills ``unshare`` when the test process
 dies. ``run()`` executes a command inside the namespace's mounts and network
 (``nsenter``), e.g. ``curl`` or ``crontab -l``.
+
+While it runs, the helper takes one JSON request a line on its stdin and answers each
+with one line: ``restart_nginx()`` (the rendered files changed: a certificate arrived)
+and the namespace's half of a bridge.
+
+**Bridges** cross the network-namespace boundary for a server outside that must reach
+nginx inside (an ACME server validating a challenge: ``forward_into``) or for nginx
+inside to reach a server outside (ccm's ACME responder, which the rendered files
+``proxy_pass`` to: ``forward_out``). Each bridge is two ``socat`` processes joined by a
+*path* unix socket in the scratch directory: a path socket is found through the file
+system, which both sides share, whatever network namespace the caller is in (an
+abstract one would not be). One ``socat`` listens on loopback TCP on its side and
+connects to the socket, the other listens on the socket and connects to loopback TCP on
+the other side; both fork per connection. The rendered files and ccm stay unchanged: the
+vhosts still pass the challenge path to ``127.0.0.1:<responder port>``, which inside the
+namespace is the bridge. (The alternative, a unix-socket ``responder_listen`` in ccm,
+would still leave the inward hop to bridge.) The host's half runs in its own process
+group under ``setpriv --pdeathsig`` and is stopped with its forked children by
+``close()``; the namespace's half is the helper's child and dies with the namespace.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import select
@@ -46,6 +67,8 @@ SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]
 ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow")
 #: (parent, directory) ccm writes under a parent the machine has: certificates, htpasswd
 COPIED_PARENTS = (("/etc/nginx", "htpasswd"), ("/etc/ssl", "ccm"))
+#: a socket to connect to, to see that something listens: (family, address)
+_Probe = tuple[int, str | tuple[str, int]]
 
 
 class ServingError(RuntimeError):
@@ -96,6 +119,9 @@ class ServedNode:
         self.timeout = timeout
         self.scratch = Path(tempfile.mkdtemp(prefix="ccm-served-"))
         self._process: subprocess.Popen[str] | None = None
+        #: the host's halves of the bridges (each the leader of its process group)
+        self._bridges: list[subprocess.Popen[bytes]] = []
+        self._bridge_numbers = itertools.count(1)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -142,21 +168,27 @@ class ServedNode:
         return self._process.pid
 
     def close(self) -> None:
-        """Stop every server (the helper's stdin closes: it stops them, then exits; PID 1
-        of the namespace gone, the kernel kills what is left), remove the scratch dirs."""
+        """Stop the host's halves of the bridges (each with the children it forked), then
+        every server (the helper's stdin closes: it stops them, then exits; PID 1 of the
+        namespace gone, the kernel kills what is left), remove the scratch dirs."""
+        bridges, self._bridges = self._bridges, []
         process, self._process = self._process, None
-        if process is not None:
-            try:
-                if process.stdin is not None:
-                    process.stdin.close()
-                process.wait(timeout=15)
-            except (subprocess.TimeoutExpired, OSError):
-                process.kill()
-                process.wait()
-            finally:
-                if process.stdout is not None:
-                    process.stdout.close()
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        try:
+            for bridge in bridges:
+                _stop_group(bridge)
+        finally:
+            if process is not None:
+                try:
+                    if process.stdin is not None:
+                        process.stdin.close()
+                    process.wait(timeout=15)
+                except (subprocess.TimeoutExpired, OSError):
+                    process.kill()
+                    process.wait()
+                finally:
+                    if process.stdout is not None:
+                        process.stdout.close()
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
     def __enter__(self) -> ServedNode:
         self.start()
@@ -169,6 +201,84 @@ class ServedNode:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    # -- requests to the helper, and bridges ----------------------------------------------
+
+    def _ask(self, request: dict[str, object]) -> None:
+        """Send the helper one request; raise ``ServingError`` unless it answers ok."""
+        process = self._process
+        assert process is not None and process.stdin is not None, "not started"
+        try:
+            process.stdin.write(json.dumps(request) + "\n")
+            process.stdin.flush()
+        except OSError as error:
+            raise ServingError(f"the helper is gone ({error})\n{self.log_tails()}") from None
+        line = self._read_line(self.timeout + 10)
+        try:
+            reply = json.loads(line) if line else {"error": "the helper exited"}
+        except ValueError:
+            reply = {"error": f"unexpected output from the helper: {line!r}"}
+        if not reply.get("ok"):
+            raise ServingError(f"{reply.get('error')}\n{self.log_tails()}")
+
+    def restart_nginx(self) -> None:
+        """Stop nginx and start it again on the rendered files as they are now; returns
+        once the new one listens on port 80. A restart, not a reload: when it returns,
+        every new connection gets the new configuration (after a reload, old workers
+        may still take one for a moment). ``ServingError`` if it does not start."""
+        self._ask({"restart": "nginx"})
+
+    def _host_half(self, name: str, addresses: Sequence[str]) -> None:
+        """Start ``socat`` on the host (its own process group, killed if we die) and wait
+        until it listens; it is stopped by ``close()`` whatever happens."""
+        log_path = self.scratch / f"{name}.log"
+        with open(log_path, "ab") as log:
+            self._bridges.append(
+                subprocess.Popen(
+                    [_tool("setpriv"), "--pdeathsig", "KILL", "--", *_socat(addresses)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        _await_listening(name, self._bridges[-1], log_path, self.timeout)
+
+    def _bridge_socket(self) -> tuple[str, Path]:
+        name = f"bridge-{next(self._bridge_numbers)}"
+        return name, self.scratch / f"{name}.sock"
+
+    def forward_into(self, host_port: int, ns_port: int) -> None:
+        """Connections to ``127.0.0.1:host_port`` on the host reach ``127.0.0.1:ns_port``
+        inside the namespace (an ACME server outside validating through nginx inside)."""
+        name, path = self._bridge_socket()
+        self._ask(
+            {
+                "bridge": f"{name}-in-namespace",
+                "addresses": [f"UNIX-LISTEN:{path},fork", f"TCP4:127.0.0.1:{ns_port}"],
+            }
+        )
+        self._host_half(
+            f"{name}-on-host",
+            [f"TCP4-LISTEN:{host_port},bind=127.0.0.1,reuseaddr,fork", f"UNIX-CONNECT:{path}"],
+        )
+
+    def forward_out(self, ns_port: int, host_address: tuple[str, int]) -> None:
+        """Connections to ``127.0.0.1:ns_port`` inside the namespace reach ``host_address``
+        (an IPv4 address or name, and a port) on the host (nginx inside passing the
+        challenge path to a ccm daemon's responder outside)."""
+        name, path = self._bridge_socket()
+        host, port = host_address
+        self._host_half(f"{name}-on-host", [f"UNIX-LISTEN:{path},fork", f"TCP4:{host}:{port}"])
+        self._ask(
+            {
+                "bridge": f"{name}-in-namespace",
+                "addresses": [
+                    f"TCP4-LISTEN:{ns_port},bind=127.0.0.1,reuseaddr,fork",
+                    f"UNIX-CONNECT:{path}",
+                ],
+            }
+        )
 
     # -- inside the namespace ----------------------------------------------------------------
 
@@ -223,6 +333,13 @@ class ServedNode:
             int(code or 0), body, done.returncode, done.stderr, location.strip(), version
         )
 
+    def nginx_access_log(self) -> str:
+        """nginx's access log (Debian's ``combined`` format), "" before the first request."""
+        try:
+            return (self.scratch / "log/nginx/access.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
     def log_tails(self, lines: int = 20) -> str:
         parts = []
         for path in sorted(self.scratch.rglob("*.log")):
@@ -234,6 +351,43 @@ class ServedNode:
                 name = path.relative_to(self.scratch)
                 parts.append(f"--- {name}\n" + "\n".join(text))
         return "\n".join(parts) or "(no logs)"
+
+
+def _socat(addresses: Sequence[str]) -> list[str]:
+    """``socat`` between two addresses; ``-d -d`` makes it say when it listens."""
+    return [_tool("socat"), "-d", "-d", *addresses]
+
+
+def _await_listening(
+    name: str, process: subprocess.Popen[bytes], log: Path, timeout: float
+) -> None:
+    """Wait for socat's own notice that it listens ("listening on", in its log), not for
+    a connection to succeed: that could reach another process holding the address."""
+    deadline = time.monotonic() + timeout
+    while b" listening on " not in log.read_bytes():
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise ServingError(f"{name} exited (code {process.returncode}): {tail}")
+        if time.monotonic() > deadline:
+            raise ServingError(f"{name}: not listening after {timeout} s")
+        time.sleep(0.02)
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a process group (a ``socat`` and the children it forked), a short grace,
+    then SIGKILL what is left of it. The leader is reaped only at the end (``WNOWAIT``
+    until then), so its group id cannot have gone to another process meanwhile."""
+    if process.returncode is not None:  # reaped already: it never forked (see _host_half)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+    while time.monotonic() < deadline and os.waitid(os.P_PID, process.pid, flags) is None:
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 # -- the helper, inside the namespaces ------------------------------------------------------
@@ -315,7 +469,7 @@ class _Helper:
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
         )
 
-    def wait_until(self, what: str, probe: list[tuple[int, str | tuple[str, int]]]) -> None:
+    def wait_until(self, what: str, probe: list[_Probe]) -> None:
         deadline = time.monotonic() + self.timeout
         while True:
             for name, child in self.children.items():
@@ -329,13 +483,16 @@ class _Helper:
 
     def start(self) -> None:
         pool_dir = Path(f"/etc/php/{self.version}/fpm/pool.d")
-        self.spawn(f"php{self.version}-fpm", [f"/usr/sbin/php-fpm{self.version}", "--nodaemonize"])
-        self.wait_until(
-            "php-fpm listens on every pool's socket",
-            [(socket.AF_UNIX, path) for path in _pool_sockets(pool_dir)],
-        )
-        self.spawn("nginx", ["/usr/sbin/nginx", "-g", "daemon off;"])
-        self.wait_until("nginx listens on 127.0.0.1:80", [(socket.AF_INET, ("127.0.0.1", 80))])
+        sockets = _pool_sockets(pool_dir)
+        if sockets:  # php-fpm refuses to start without a pool (a node without PHP sites)
+            self.spawn(
+                f"php{self.version}-fpm", [f"/usr/sbin/php-fpm{self.version}", "--nodaemonize"]
+            )
+            self.wait_until(
+                "php-fpm listens on every pool's socket",
+                [(socket.AF_UNIX, path) for path in sockets],
+            )
+        self.start_nginx()
         if self.dovecot_config is not None:
             self.spawn("dovecot", ["/usr/sbin/dovecot", "-F", "-c", str(self.dovecot_config)])
             base_dir = self._doveconf("base_dir")
@@ -343,6 +500,45 @@ class _Helper:
                 "dovecot's auth service listens",
                 [(socket.AF_UNIX, f"{base_dir}/auth-client")],
             )
+
+    def start_nginx(self) -> None:
+        self.spawn("nginx", ["/usr/sbin/nginx", "-g", "daemon off;"])
+        self.wait_until("nginx listens on 127.0.0.1:80", [(socket.AF_INET, ("127.0.0.1", 80))])
+
+    def stop_child(self, name: str) -> None:
+        child = self.children.pop(name)
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(STOP_GRACE * 5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+    def handle(self, request: dict[str, object]) -> None:
+        """One request from ``ServedNode``: restart nginx, or start the namespace's half
+        of a bridge and wait until it listens."""
+        if request.get("restart") == "nginx":
+            self.stop_child("nginx")  # its master waits for its workers: port 80 is free
+            self.start_nginx()
+        elif isinstance(name := request.get("bridge"), str):
+            addresses = request["addresses"]
+            assert isinstance(addresses, list)
+            self.spawn(name, _socat([str(address) for address in addresses]))
+            _await_listening(name, self.children[name], self.scratch / f"{name}.log", self.timeout)
+        else:
+            raise ServingError(f"unknown request {request!r}")
+
+    def serve_requests(self) -> None:
+        """Answer each request line until stdin closes (the test is done, or died: then
+        the kernel ends us all)."""
+        for line in sys.stdin:
+            try:
+                self.handle(json.loads(line))
+                reply: dict[str, object] = {"ok": True}
+            except (ServingError, OSError, ValueError, KeyError) as error:
+                reply = {"error": f"{type(error).__name__}: {error}"}
+            print(json.dumps(reply), flush=True)
 
     def _doveconf(self, name: str) -> str:
         assert self.dovecot_config is not None
@@ -381,8 +577,10 @@ def _helper_main(spec_json: str) -> int:
         helper.stop()
         return 1
     print(json.dumps({"ready": True}), flush=True)
-    sys.stdin.read()  # until the test closes it (or dies: then the kernel ends us all)
-    helper.stop()
+    try:
+        helper.serve_requests()
+    finally:
+        helper.stop()
     return 0
 
 

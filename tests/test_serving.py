@@ -16,17 +16,21 @@ fail the tests (never skipped).
 from __future__ import annotations
 
 import grp
+import http.server
 import itertools
 import json
 import os
 import stat
 import subprocess
 import sys
+import threading
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from acme_servers import free_port
 from certs import TestCa
 from serving_node import ServedNode, ServingError
 
@@ -859,3 +863,91 @@ def test_the_htpasswd_and_key_files_are_not_for_tenants(served: Served) -> None:
     for path in ("/etc/nginx/htpasswd/1", "/etc/ssl/ccm/1/privkey.pem"):
         result = served.node.get("alice.example.com", f"/peek.php?path={path}")
         assert (result.status, result.body) == (200, "DENIED"), (path, str(result))
+
+
+# --- bridges across the namespace, and a restart of nginx ----------------------------------
+
+#: a bare site inside: answers "inside", and passes /out/ to 127.0.0.1:{port} (a server
+#: that is outside the namespace)
+BRIDGED_SITE = """server {{
+    listen 80 default_server;
+    location /out/ {{ proxy_pass http://127.0.0.1:{port}; }}
+    location / {{ return 200 "{answer}\\n"; }}
+}}
+"""
+
+
+class _Outside(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server protocol
+        payload = f"outside {self.path}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def host_get(port: int, path: str = "/") -> str:
+    """GET from the HOST's loopback (outside the namespace): the body, or the error."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return str(response.read().decode())
+    except OSError as error:
+        return f"error: {error}"
+
+
+def processes_naming(text: str) -> list[str]:
+    """Every process on the machine whose command line holds ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if proc.name.isdigit() and text in cmdline:
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def test_bridges_cross_the_namespace_both_ways_and_close_stops_them(tmp_path: Path) -> None:
+    """A server outside reaches nginx inside (``forward_into``) and nginx inside reaches a
+    server outside (``forward_out``); ``restart_nginx`` serves changed files; ``close``
+    leaves no process behind, the bridges' included. The root has no PHP pool: php-fpm,
+    which refuses to start without one, is not started."""
+    outside = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Outside)
+    threading.Thread(target=outside.serve_forever, daemon=True).start()
+    outside_port = outside.server_address[1]
+    inside_port, host_port = free_port(), free_port()
+    root = seed_root(tmp_path / "root")
+    site = root / "etc/nginx/sites-enabled/bridged.conf"
+    site.parent.mkdir(parents=True)
+    site.write_text(BRIDGED_SITE.format(port=inside_port, answer="inside"))
+    node = ServedNode(root)
+    try:
+        node.start()
+        # separate network namespaces: neither side reaches the other
+        assert host_get(host_port).startswith("error:")
+        assert node.get("bridged.test", "/out/x").status == 502
+
+        node.forward_into(host_port, 80)
+        node.forward_out(inside_port, ("127.0.0.1", outside_port))
+
+        assert host_get(host_port) == "inside\n"
+        assert node.get("bridged.test", "/out/x").body == "outside /out/x\n"
+        assert host_get(host_port, "/out/both-ways") == "outside /out/both-ways\n"
+        site.write_text(BRIDGED_SITE.format(port=inside_port, answer="changed"))
+        node.restart_nginx()
+        assert host_get(host_port) == "changed\n"
+        # a port that is taken: refused, named; the bridges that work go on working
+        with pytest.raises(ServingError, match="bridge-3-on-host exited"):
+            node.forward_into(outside_port, 80)
+        assert host_get(host_port) == "changed\n"
+        assert processes_naming(str(node.scratch)), "the bridges run with the scratch path"
+    finally:
+        node.close()
+        outside.shutdown()
+        outside.server_close()
+    assert processes_naming(str(node.scratch)) == []
+    assert host_get(host_port).startswith("error:")
