@@ -6,6 +6,9 @@ Per size it prints:
 * **snapshot**: the etcd snapshot read (every object, validated), best of 3;
 * **cold <backend>**: a cold ``ccm apply`` into an empty root, as a whole process, with
   each accounts backend (``useradd``, ``extrausers``), and that process's peak RSS;
+  ``extrausers-image`` is extrausers on a node whose image already has libnss-extrausers
+  installed and nsswitch.conf set (``prepare_extrausers_image``): no playbook, the
+  seconds of Ansible a bare Debian node pays once;
 * **no-op** and **one change** on the daemon path (one long-lived process running
   ``NodeRun`` as ``ccm daemon`` does: a full no-op run; one cron changed), best of 3,
   and that process's peak RSS;
@@ -46,7 +49,7 @@ from ccm.cluster.etcd import EtcdClient  # noqa: E402
 from ccm.cluster.store import ObjectStore  # noqa: E402
 from ccm.settings import EtcdSettings  # noqa: E402
 from ccm.testing.etcd import EtcdServer  # noqa: E402
-from ccm.testing.noderoot import seed_root  # noqa: E402
+from ccm.testing.noderoot import prepare_extrausers_image, seed_root  # noqa: E402
 
 #: objects per put: the store packs them into nested transactions
 BATCH = 1000
@@ -62,7 +65,7 @@ def config_text(root: Path, endpoint: str, prefix: str, backend: str) -> str:
         f'node = "{root.name}"\nroot = "{root}"\nlog_format = "json"\nreconcile_interval = 0\n'
         f'[etcd]\nendpoints = ["{endpoint}"]\nprefix = "{prefix}"\n'
         # useradd is the default: its settings need no [accounts] table
-        + (f'[accounts]\nbackend = "{backend}"\n' if backend != "useradd" else "")
+        + (f'[accounts]\nbackend = "{backend.split("-")[0]}"\n' if backend != "useradd" else "")
         + "[commands]\n"
         + "".join(
             f'{name} = {record}, "{name} {{unit}}"]\n'
@@ -73,6 +76,11 @@ def config_text(root: Path, endpoint: str, prefix: str, backend: str) -> str:
         + '[checks]\nnginx_check = ["true"]\nphp_fpm_check = ["true"]\n'
         + '[probes]\nnginx_probe = ["true"]\nphp_fpm_probe = ["true"]\n'
     )
+
+
+def new_root(path: Path, backend: str) -> Path:
+    root = seed_root(path)
+    return prepare_extrausers_image(root) if backend.endswith("-image") else root
 
 
 def write_objects(settings: EtcdSettings, users: int) -> float:
@@ -198,7 +206,9 @@ def slope(figure: dict[int, float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
-    parser.add_argument("--backends", nargs="+", default=["useradd", "extrausers"])
+    parser.add_argument(
+        "--backends", nargs="+", default=["useradd", "extrausers", "extrausers-image"]
+    )
     parser.add_argument("--ready-at", type=int, default=10000)
     args = parser.parse_args()
     figures: Figures = {}
@@ -220,7 +230,7 @@ def main() -> None:
             print(f"  (written in {write_objects(settings, users):.1f} s)", flush=True)
             record("snapshot read s", size, snapshot_read(settings))
             for backend in args.backends:
-                root = seed_root(base / f"root-{size}-{backend}")
+                root = new_root(base / f"root-{size}-{backend}", backend)
                 config = base / f"ccm-{size}-{backend}.toml"
                 config.write_text(config_text(root, server.endpoint, prefix, backend))
                 elapsed, rss = timed([CCM, "--config", str(config), "apply"])
@@ -232,7 +242,7 @@ def main() -> None:
                     record("daemon one change s", size, change)
                     record("daemon peak RSS MB", size, rss)
                 if size == args.ready_at:
-                    fresh = seed_root(base / f"ready-{size}-{backend}")
+                    fresh = new_root(base / f"ready-{size}-{backend}", backend)
                     ready_config = base / f"ready-{size}-{backend}.toml"
                     ready_config.write_text(config_text(fresh, server.endpoint, prefix, backend))
                     record(f"new node READY {backend} s", size, ready_time(ready_config))
