@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -531,3 +532,31 @@ def test_the_files_of_a_run_are_synced_once_after_all_are_written_and_before_any
     assert reloaded == [] and content == b"b\n"  # everything written, nothing reloaded
     assert b"/srv/b/b.conf" in manifest.split(b'"unverified"')[1]  # not yet called checked
     assert actions(root) == ["reload app"]
+
+
+def test_a_run_of_other_configurations_keeps_the_unchecked_files_of_an_interrupted_run(
+    root: Path,
+) -> None:
+    """A run killed between alpha's write and its check leaves alpha's file listed as
+    unchecked; a run of beta alone (``ccm apply --type``) must not forget that, or the
+    next run of alpha finds the file in place and never checks or reloads it."""
+    settings = node_settings(root)
+    Planned.files["alpha"] = [
+        File("/etc/app/a.conf", "a\n"),
+        UnitAction("app", "reload", triggers=("/etc/app/",)),
+    ]
+    Planned.files["beta"] = [File("/srv/b/b.conf", "b\n")]
+    engine_for(settings).apply(EMPTY)
+    path = root / "var/lib/ccm/manifest.json"
+    data = json.loads(path.read_text())
+    data["unverified"] = {"alpha": ["/etc/app/a.conf"]}  # as the interrupted run left it
+    path.write_text(json.dumps(data))
+
+    Planned.files["beta"] = [File("/srv/b/b.conf", "b2\n")]
+    planned = engine_for(settings).plan(EMPTY)
+    only_beta = [ops for ops in planned.operations if ops.configuration == "beta"]
+    Executor(settings, planned.manifest, planned.accounts).apply(only_beta)
+    assert json.loads(path.read_text())["unverified"] == {"alpha": ["/etc/app/a.conf"]}
+    report = engine_for(settings).apply(EMPTY)
+    assert "reload app" in report.actions and actions(root)[-1] == "reload app"
+    assert json.loads(path.read_text())["unverified"] == {}

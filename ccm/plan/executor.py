@@ -239,7 +239,9 @@ class Executor:
             # started and enabled once their pending start and enable ran (or restored)
             owned.units = dict(ops.planned_units)
             owned.secrets = set(ops.planned_secrets)
-        self.manifest.unverified = {}  # every written file passed its check
+        for ops in operations:  # every file of this run passed its check; a
+            # configuration this run did not plan keeps what an interrupted run left
+            self.manifest.unverified.pop(ops.configuration, None)
         # saved before any of them runs, removed one by one as they succeed: a failed
         # reload (or a crash) is retried by the next run, which finds every file in place
         self.manifest.pending_actions = triggered_actions(
