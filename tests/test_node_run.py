@@ -812,3 +812,22 @@ def test_new_settings_bring_canaries(
     node.run.reconfigure(settings, engine_with(node.commands, Sites)(settings))
     assert node.run.run().soak_left == 30.0
     assert SoakRecord(etcd_client, store.prefix).get() is not None
+
+
+def test_a_run_that_changes_more_than_a_record_holds_is_recorded_with_a_count(
+    node: Node, store: ObjectStore
+) -> None:
+    """1,200 files changed: the node record and the history list the first 1,000 and
+    count the rest (at 100,000 objects the full lists made a transaction etcd refused)."""
+    users = [{"id": i, "username": f"user{i:04d}"} for i in range(1, 1201)]
+    for offset in range(0, len(users), 500):
+        store.put("unix-users", users[offset : offset + 500])
+    outcome = node.run.run(full=True)
+    assert outcome.result == "success" and len(outcome.report.changed_paths) == 1200
+    record = node.record()
+    assert record is not None and record.last_run is not None
+    assert record.last_run.changed == outcome.report.changed_paths[:1000]
+    assert record.last_run.omitted == {"changed": 200}
+    (run,) = node.history()
+    assert run.changed == outcome.report.changed_paths[:1000]
+    assert run.omitted == {"changed": 200}

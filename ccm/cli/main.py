@@ -509,7 +509,7 @@ def history(context: Context, node_name: str | None, limit: int, as_json: bool) 
     for run in runs:
         click.echo(
             f"{run.finished}  {run.node:<16} revision {run.revision:<8} {run.result:<8} "
-            f"{len(run.changed)} change(s)"
+            f"{len(run.changed) + run.omitted.get('changed', 0)} change(s)"
         )
         for path in run.changed:
             click.echo(f"    {path}")
@@ -517,6 +517,8 @@ def history(context: Context, node_name: str | None, limit: int, as_json: bool) 
             click.echo(f"    ! {action}")
         for name, reason in run.refused.items():
             click.echo(f"    refused {name}: {reason}")
+        for what, count in run.omitted.items():
+            click.echo(f"    … and {count} more {what} not recorded (the node's log has them)")
         if run.error:
             click.echo("    error: " + run.error.splitlines()[0])
 

@@ -11,10 +11,12 @@ sorts in time: ``<started, UTC, to the microsecond>-<revision>``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ccm.cluster.bounded import bounded, bounded_map
 from ccm.cluster.etcd import Delete, EtcdClient, Op, Put
 from ccm.cluster.keys import Keys
 
@@ -30,6 +32,39 @@ class RunRecord:
     actions: list[str] = field(default_factory=list)
     error: str = ""
     refused: dict[str, str] = field(default_factory=dict)
+    #: entries left out of ``changed``, ``actions`` and ``refused`` (ccm.cluster.bounded)
+    omitted: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def bounded(
+        cls,
+        node: str,
+        revision: int,
+        started: str,
+        finished: str,
+        result: str,
+        changed: Sequence[str] = (),
+        actions: Sequence[str] = (),
+        error: str = "",
+        refused: Mapping[str, str] | None = None,
+    ) -> RunRecord:
+        """A record that fits in etcd however much the run did."""
+        kept_changed, more_changed = bounded(changed)
+        kept_actions, more_actions = bounded(actions)
+        kept_refused, more_refused = bounded_map(refused or {})
+        more = {"changed": more_changed, "actions": more_actions, "refused": more_refused}
+        return cls(
+            node,
+            revision,
+            started,
+            finished,
+            result,
+            kept_changed,
+            kept_actions,
+            error,
+            kept_refused,
+            {name: count for name, count in more.items() if count},
+        )
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -47,6 +82,7 @@ class RunRecord:
             actions=[str(item) for item in data.get("actions", [])],
             error=str(data.get("error", "")),
             refused={str(k): str(v) for k, v in dict(data.get("refused", {})).items()},
+            omitted={str(k): int(v) for k, v in dict(data.get("omitted", {})).items()},
         )
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ccm.cluster.bounded import bounded, bounded_map
 from ccm.cluster.etcd import EtcdClient, LeaseNotFound, Put
 from ccm.cluster.keys import Keys
 from ccm.errors import ClusterError
@@ -29,6 +31,32 @@ class LastRun:
     error: str = ""
     #: objects this node refused (``unix-users/3`` → why) and left as they were
     refused: dict[str, str] = field(default_factory=dict)
+    #: entries left out of ``changed`` and ``refused`` (ccm.cluster.bounded)
+    omitted: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def bounded(
+        cls,
+        started: str,
+        finished: str,
+        result: str,
+        changed: Sequence[str] = (),
+        error: str = "",
+        refused: Mapping[str, str] | None = None,
+    ) -> LastRun:
+        """A record that fits in etcd however much the run did."""
+        kept_changed, more_changed = bounded(changed)
+        kept_refused, more_refused = bounded_map(refused or {})
+        more = {"changed": more_changed, "refused": more_refused}
+        return cls(
+            started,
+            finished,
+            result,
+            kept_changed,
+            error,
+            kept_refused,
+            {name: count for name, count in more.items() if count},
+        )
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,7 @@ class NodeRun:
             return self._fail(hold, record, revision, selected, started_at, error, cancel)
         finished = self.clock.wall()
         refused = {name: f"{r.configuration}: {r.reason}" for name, r in report.refused.items()}
-        last = LastRun(
+        last = LastRun.bounded(
             started, timestamp(finished), "success", report.changed_paths, refused=refused
         )
         failures = self.failures.sync_ops(self.node, report.refused, selected, revision, finished)
@@ -193,7 +193,7 @@ class NodeRun:
             soak_left = after.seconds_left(finished)
             log.info("applied as a canary", canaries=after.canaries, soak_left=soak_left)
         history = self.history.record_ops(
-            RunRecord(
+            RunRecord.bounded(
                 self.node,
                 revision,
                 started,
