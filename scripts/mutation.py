@@ -125,6 +125,7 @@ MODULES: dict[str, Module] = {
             "ccm/daemon/served.py",
         ),
         (
+            "tests/test_acme_responder.py",
             "tests/test_acme_daemon.py",
             "tests/test_acme.py",
             "tests/test_metrics.py",

@@ -13,13 +13,12 @@ cannot be read. The standard library's threading server is enough for this trick
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 
-from ccm.daemon.served import Served
+from ccm.daemon.served import Served, serve_http
 from ccm.errors import ClusterError
 from ccm.log import get_logger
 
@@ -80,14 +79,7 @@ class ChallengeResponder:
 
     def serve(self, listen: str) -> tuple[str, int]:
         """Answer on ``host:port`` (port 0: any free one); the address bound."""
-        host, _, port = listen.rpartition(":")
-        server = ThreadingHTTPServer((host.strip("[]"), int(port)), _handler(self.lookup))
-        server.daemon_threads = True
-        thread = threading.Thread(
-            target=server.serve_forever, name="ccm-acme-responder", daemon=True
-        )
-        thread.start()
-        self._served = Served(server, thread)
+        self._served = serve_http(listen, _handler(self.lookup), "ccm-acme-responder")
         return self._served.address
 
     def close(self) -> None:

@@ -3,9 +3,11 @@ responder): the address it bound, and a stop that waits for its thread."""
 
 from __future__ import annotations
 
+import socket
 import socketserver
 import threading
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 @dataclass
@@ -23,3 +25,21 @@ class Served:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+
+
+def serve_http(listen: str, handler: type[BaseHTTPRequestHandler], name: str) -> Served:
+    """A threading HTTP server on ``host:port`` (``[::1]:0`` for IPv6; port 0: any
+    free one), each request in a daemon thread, served from a thread called ``name``.
+    The address family is the host's: the standard library's server is IPv4 only."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    family = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[0][0]
+
+    class Server(ThreadingHTTPServer):
+        address_family = family
+        daemon_threads = True
+
+    server = Server((host, int(port)), handler)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    return Served(server, thread)
