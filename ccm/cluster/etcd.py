@@ -98,6 +98,24 @@ __all__ = [
 #: etcd's default ``--max-txn-ops``: compares or operations allowed on one txn level.
 DEFAULT_MAX_TXN_OPS = 128
 
+#: How long a thread blocked on a gRPC stream or future sleeps between looks (gRPC's
+#: default: 0.1 s, so that a signal reaches a main thread blocked there soon). A daemon
+#: keeps a watch stream open for days: ten wake-ups a second of its reader thread were
+#: most of an idle daemon's CPU. A second keeps SIGTERM and Ctrl-C prompt enough; every
+#: wait still ends the moment its call completes (the condition is notified).
+GRPC_WAIT_SLICE = 1.0
+
+
+def _longer_grpc_wait_slices() -> None:
+    """Set gRPC's wait slice (a module constant of its own, read at each wait): a gRPC
+    without it keeps its default, nothing else changes."""
+    common = getattr(grpc, "_common", None)
+    if common is not None and hasattr(common, "MAXIMUM_WAIT_TIMEOUT"):
+        common.MAXIMUM_WAIT_TIMEOUT = GRPC_WAIT_SLICE
+
+
+_longer_grpc_wait_slices()
+
 _MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
@@ -1032,13 +1050,17 @@ class Watch:
         self._events.put(_ENDPOINT_FAILED)
 
     def _next(self, timeout: float | None) -> Any:
-        """The next item; every ``_WATCH_CHECK`` seconds of silence, check the endpoint
-        (a frozen member keeps the stream open and silent)."""
+        """The next item; with endpoints to fail over to, every ``_WATCH_CHECK`` seconds
+        of silence, check the endpoint (a frozen member keeps the stream open and
+        silent). With one endpoint nothing is checked, so nothing wakes the thread
+        before ``timeout``: an idle daemon sleeps."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        checking = self._client.fails_over
         while True:
-            wait = _WATCH_CHECK
+            wait: float | None = _WATCH_CHECK if checking else None
             if deadline is not None:
-                wait = min(wait, max(0.0, deadline - time.monotonic()))
+                left = max(0.0, deadline - time.monotonic())
+                wait = left if wait is None else min(wait, left)
             try:
                 return self._events.get(timeout=wait)
             except queue.Empty:
@@ -1046,7 +1068,7 @@ class Watch:
             if deadline is not None and time.monotonic() >= deadline:
                 raise queue.Empty
             link = self.link
-            if link is not None and not self._client._closed and self._client.fails_over:
+            if link is not None and not self._client._closed and checking:
                 if link.endpoint.is_failed() or not self._client._responsive(
                     link, self._client._metadata()
                 ):
