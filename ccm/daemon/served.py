@@ -10,7 +10,6 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-
 #: how often ``serve_http``'s loop looks for a shutdown on its own; ``close`` wakes it
 #: at once with a connection. The standard library's half second was two wake-ups a
 #: second of every idle daemon.
