@@ -226,3 +226,24 @@ def test_start_runs_daemon_threads_and_stop_ends_them_and_is_idempotent(
         assert probe.connect_ex(("127.0.0.1", port)) != 0
     service.stop()  # twice: harmless
     assert "ccm-acme-responder" not in {t.name for t in threading.enumerate()}
+
+
+def test_after_a_good_look_the_next_waits_for_the_check_interval(
+    tmp_path: Path, etcd_settings: EtcdSettings, etcd_client: EtcdClient
+) -> None:
+    """The back-off's short wait is for failed looks only: a look that worked waits
+    the check interval (an hour here), so no second look comes in the window."""
+    clock = ManualClock(wall=datetime.now(UTC))
+    reports: list[TickReport] = []
+    plain = service_for(tmp_path, etcd_settings, etcd_client, clock, check_interval=3600.0)
+    service = AcmeService(etcd_client, plain.settings, Metrics(), clock, on_tick=reports.append)
+    service.start()
+    try:
+        until(lambda: reports, "the first look")
+        window = threading.Event()
+        window.wait(0.5)  # ten back-off waits (0.05 s) would fit in it
+        assert len(reports) == 1
+        service.wake()
+        until(lambda: len(reports) == 2, "the look asked for by wake()")
+    finally:
+        service.stop()

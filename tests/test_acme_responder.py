@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -121,3 +122,27 @@ def test_closing_a_responder_that_never_served_is_harmless(lookups: Lookups) -> 
     ChallengeResponder(lookups).close()
     with ChallengeResponder(lookups):
         pass
+
+
+def test_head_sends_no_body_on_the_wire(responder: tuple[str, int]) -> None:
+    """http.client never reads a HEAD answer's body: read the raw bytes instead."""
+    with socket.create_connection(responder, timeout=10) as raw:
+        raw.sendall(f"HEAD {PATH_PREFIX}{TOKEN} HTTP/1.0\r\n\r\n".encode())
+        received = b""
+        while chunk := raw.recv(4096):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") and body == b""
+
+
+def test_a_stalled_client_does_not_hold_up_close(lookups: Lookups) -> None:
+    """A connection that never sends its request keeps a request thread waiting: close()
+    still returns (the request threads are daemon threads, not joined)."""
+    server = ChallengeResponder(lookups)
+    address = server.serve("127.0.0.1:0")
+    with socket.create_connection(address, timeout=10) as stalled:
+        stalled.sendall(b"GET ")  # and nothing more
+        closing = threading.Thread(target=server.close, daemon=True)
+        closing.start()
+        closing.join(timeout=10)
+        assert not closing.is_alive(), "close() waited for a stalled client"
