@@ -18,6 +18,7 @@ Run order follows ``depends_on``::
     redis-instances
     unix-users ─► daemons
     mariadb-databases, postgresql-databases (SQL, on the primary)
+    unix-users ─► proftpd-users
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from configurations.crons import Crontabs
 from configurations.daemons import Daemons
 from configurations.databases import MariadbDatabases, PostgresqlDatabases
 from configurations.fpm_pools import PhpFpmPools
+from configurations.ftp_users import ProftpdUsers
 from configurations.mail_accounts import DovecotUsers
 from configurations.mail_aliases import PostfixMaps
 from configurations.redis_instances import RedisInstances
@@ -50,4 +52,5 @@ CONFIGURATIONS: tuple[type[Configuration], ...] = (
     Daemons,
     MariadbDatabases,
     PostgresqlDatabases,
+    ProftpdUsers,
 )

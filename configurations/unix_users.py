@@ -37,6 +37,14 @@ from ccm.plan.changes import Account, AccountFiles, Change, Directory
 from ccm.plan.configuration import Configuration, Render
 
 
+def account_uid(uid_base: int, user_id: int) -> int:
+    """The uid (and the gid of its own group) of the account of ``unix-users/<user_id>``
+    on a node whose ``[accounts] uid_base`` is ``uid_base``: the object id, not the name,
+    is the account's identity. Another type that writes a tenant's uid into a file (FTP's
+    AuthUserFile) takes it from here, with the node's ``uid_base`` (``node_settings``)."""
+    return uid_base + user_id
+
+
 class UnixUser(CcmObject):
     TYPE: ClassVar[str] = "unix-users"
     # The account, its uid (derived from the id) and its home are the user's identity on
@@ -77,7 +85,7 @@ class UnixUser(CcmObject):
         if "uid_base" not in context:
             return value
         uid_base = int(context["uid_base"])
-        problem = uid_problem(uid_base + value)
+        problem = uid_problem(account_uid(uid_base, value))
         if problem:
             raise ValueError(f"the account would get {problem} (uid_base {uid_base} + id)")
         return value

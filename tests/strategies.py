@@ -941,6 +941,63 @@ def database_user_grant(draw: st.DrawFn, context: Context, index: int) -> Raw:
     }
 
 
+#: FTP logins several owners draw, so that two of them claim one (a write-time refusal)
+FTP_USERNAMES = ("shop", "web", "a.b-c", "f" * 64)
+#: what an attacker tries as a login: reserved, upper case, a passwd-file separator, long
+BAD_FTP_USERNAMES = ("root", "anonymous", "ftp", "Shop", "a:b", "f" * 65, ".hidden")
+FTP_HASHES = (SHA512_HASH, "$6$rounds=5000$ftpsalt$" + "F" * 86)
+BAD_FTP_HASHES = (
+    "{PLAIN}secret",
+    "{SHA512-CRYPT}" + SHA512_HASH,  # Dovecot's form: ProFTPD's crypt() never matches it
+    "$1$saltsalt$" + "m" * 22,
+    BCRYPT_HASH,
+    "$6$rounds=999999999$ftpsalt$" + "F" * 86,
+)
+
+
+@st.composite
+def ftp_directory(draw: st.DrawFn, context: Context, owner: Any) -> str:
+    """Mostly inside the owner's home (or the home itself); sometimes another tenant's
+    home, a path beside the home (``/home/ownerx``) or outside ``/home``."""
+    usernames = [u for u in context.values("unix-users", "username") if isinstance(u, str)]
+    own = owner if isinstance(owner, str) else "x"
+    elsewhere = [f"/home/{u}/www" for u in usernames if u != own]
+    roll = draw(st.integers(0, 15))
+    if roll == 0 and elsewhere:
+        return draw(st.sampled_from(elsewhere))
+    if roll == 1:
+        return draw(st.sampled_from([f"/home/{own}x/www", "/var/www", "/home", "/"]))
+    if roll == 2:
+        return f"/home/{own}"
+    return draw(document_root(owner))
+
+
+@st.composite
+def ftp_user(draw: st.DrawFn, context: Context, index: int) -> Raw:
+    users = [r for r in context.drawn.get("unix-users", []) if isinstance(r, dict)]
+    owner_id = draw(reference(context, "unix-users"))
+    if context.calm and users:  # the logins go round the owners
+        owner_id = users[(index - 1) % len(users)].get("id")
+    owner = next((u for u in users if u.get("id") == owner_id), {})
+
+    def mostly(good: tuple[Any, ...], bad: tuple[Any, ...]) -> st.SearchStrategy[Any]:
+        return st.integers(0, 9).flatmap(
+            lambda roll: st.sampled_from(bad if roll == 0 and not context.calm else good)
+        )
+
+    names = st.one_of(
+        mostly(FTP_USERNAMES, BAD_FTP_USERNAMES),
+        st.from_regex(r"[a-z0-9][a-z0-9._-]{0,10}[a-z0-9]", fullmatch=True),
+    )
+    return {
+        "id": draw(object_id(context, index)),
+        "username": draw(field_value(context, names)),
+        "unix_user_id": owner_id,
+        "password_hash": draw(field_value(context, mostly(FTP_HASHES, BAD_FTP_HASHES))),
+        "directory_path": draw(field_value(context, ftp_directory(context, owner.get("username")))),
+    }
+
+
 #: type name → (context, index) → a raw object of that type. A new type adds its own.
 Strategy = Callable[[Context, int], st.SearchStrategy[Raw]]
 STRATEGIES: dict[str, Strategy] = {
@@ -962,6 +1019,7 @@ STRATEGIES: dict[str, Strategy] = {
     "databases": database,
     "database-users": database_user,
     "database-user-grants": database_user_grant,
+    "ftp-users": ftp_user,
 }
 #: how many objects of a type one batch holds (at most); half the batches have no
 #: ``clusters`` object (the README allows it: PHP versions are then not managed)

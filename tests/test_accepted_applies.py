@@ -24,7 +24,9 @@ homoglyphs, several KB) and boundary ids. Then, for each batch:
    vhost and no name (after normalisation: case, trailing dot, surrounding blanks, NFKC)
    is served twice, no host is matched by the names (wildcards included, as nginx
    matches them) of two owners (issue 15, finding 4), each pool file holds exactly its
-   own section and settings.
+   own section and settings, ProFTPD's users file has one line of exactly 7 fields per
+   FTP user, with its owner's uid and a home inside the owner's home, and passed the
+   real ``proftpd -t`` (``PROFTPD_CHECK``: ``SyntaxCheck`` parses it).
 
 Playbooks: ``clusters`` plans the ``php-versions`` playbook. ``PlaceholderPlaybooks`` is
 a real executor doing, under the temporary root, exactly what the playbook does there
@@ -63,6 +65,7 @@ from typing import Any
 import jinja2
 import pytest
 from hypothesis import HealthCheck, event, given, settings
+from proftpd_server import PROFTPD_CHECK
 from strategies import STRATEGIES, Batch, batches, write_order
 
 from ccm.cluster.etcd import EtcdClient
@@ -84,6 +87,7 @@ from configurations.clusters import Cluster
 from configurations.crons import Cron
 from configurations.daemons import Daemon, Daemons, systemd_quote
 from configurations.fpm_pools import OPCACHE_ISOLATION, FpmPool
+from configurations.ftp_users import CONFIG_FILE, SHELL, USERS_FILE, FtpUser
 from configurations.mail_accounts import MailAccount
 from configurations.mail_aliases import MailAlias, map_entries
 from configurations.mail_domains import MailDomain
@@ -334,7 +338,7 @@ def apply_on_node(
         root,
         commands={"nginx_check": NGINX_CHECK, "php_fpm_check": PHP_FPM_CHECK},
         accounts={"backend": backend},
-        checks={"postfix_check": POSTFIX_CHECK},
+        checks={"postfix_check": POSTFIX_CHECK, "proftpd_check": PROFTPD_CHECK},
     )
     engine = Engine(
         Registry.from_entry_points(), settings, playbooks=PlaceholderPlaybooks(settings)
@@ -482,6 +486,25 @@ def check_postfix_maps(root: Path, snapshot: Snapshot) -> None:
         assert routing.loop_through(node) is None, f"a forwarding loop through {node}"
 
 
+def check_ftp_users(root: Path, snapshot: Snapshot, users: dict[int, UnixUser]) -> None:
+    """ProFTPD's users file: one line of 7 fields per FTP user, sorted by login, as the
+    owner's uid and gid, homed inside the owner's home; root's only (0600). Absent while
+    there is none (this node is not registered: it needs no ProFTPD until then)."""
+    ftp_users = sorted(snapshot.all(FtpUser), key=lambda u: u.username)
+    path, config = root / USERS_FILE.lstrip("/"), root / CONFIG_FILE.lstrip("/")
+    if not ftp_users:
+        assert not path.exists() and not config.exists()
+        return
+    assert (path.stat().st_mode & 0o777, path.stat().st_uid) == (0o600, 0)
+    lines = [line for line in path.read_text().split("\n") if line and line[0] != "#"]
+    wanted = []
+    for ftp in ftp_users:
+        uid, home = str(UID_BASE + ftp.unix_user_id), users[ftp.unix_user_id].home
+        assert ftp.directory_path == home or ftp.directory_path.startswith(home + "/")
+        wanted.append([ftp.username, ftp.password_hash, uid, uid, "", ftp.directory_path, SHELL])
+    assert [line.split(":") for line in lines] == wanted, f"users file {lines!r}"
+
+
 class _SnapshotView:
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
@@ -537,6 +560,7 @@ def check_node(root: Path, snapshot: Snapshot, refused: set[str]) -> None:
         wanted_fields = [address(account), account.password_hash, "", "", "", "", "", extra]
         assert line.split(":", 7) == wanted_fields, f"passwd-file line {line!r}"
     check_postfix_maps(root, snapshot)
+    check_ftp_users(root, snapshot, users)
 
     # nginx
     sites = root / "etc/nginx/sites-enabled"
@@ -767,6 +791,7 @@ def test_every_accepted_batch_applies_and_means_what_was_accepted(
     event(f"a vhost with a certificate drawn: {any('certificate_id' in r for r in tls)}")
     for mail in ("mail-domains", "mail-accounts", "mail-aliases"):
         event(f"{mail} accepted and resolved by postmap: {mail in outcome.accepted_of}")
+    event(f"ftp-users accepted and checked by proftpd -t: {'ftp-users' in outcome.accepted_of}")
 
 
 @pytest.mark.timeout(PROPERTY_TIMEOUT)

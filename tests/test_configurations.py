@@ -208,6 +208,7 @@ def test_configurations_metadata() -> None:
         "daemons",
         "mariadb-databases",
         "postgresql-databases",
+        "proftpd-users",
     ]
     for index, cls in enumerate(CONFIGURATIONS):
         assert issubclass(cls, Configuration)
@@ -232,6 +233,8 @@ def test_configurations_metadata() -> None:
     assert by_name["nginx-vhosts"].depends_on == ("unix-users", "php-fpm-pools")
     assert by_name["dovecot-users"].depends_on == ()
     assert by_name["postfix-maps"].subscribes == ("mail-domains", "mail-accounts", "mail-aliases")
+    assert by_name["proftpd-users"].subscribes == ("ftp-users", "unix-users")
+    assert by_name["proftpd-users"].depends_on == ("unix-users",)
 
 
 def test_entry_point_loads_the_configurations() -> None:

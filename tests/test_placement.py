@@ -129,14 +129,15 @@ class TenantDaemons(Configuration):
 
 
 def test_accounts_are_made_on_every_node_whose_configurations_need_them(tmp_path: Path) -> None:
-    web = [c for c in CONFIGURATIONS if c.name != "daemons"]  # without the built-in one
+    # without the built-in configurations that need accounts beside the web's
+    web = [c for c in CONFIGURATIONS if c.name not in ("daemons", "proftpd-users")]
     builtin = Registry(web)
     assert builtin.groups_of(builtin["unix-users"]) == ("cron", "nginx", "php")
     extended = Registry([*web, TenantDaemons])
     assert extended.groups_of(extended["unix-users"]) == ("cron", "daemons", "nginx", "php")
     assert extended.groups_of(extended["test-daemons"]) == ("daemons",)
-    every = Registry(CONFIGURATIONS)  # the built-in daemons need accounts too
-    assert every.groups_of(every["unix-users"]) == ("cron", "daemons", "nginx", "php")
+    every = Registry(CONFIGURATIONS)  # the built-in daemons and FTP users need accounts too
+    assert every.groups_of(every["unix-users"]) == ("cron", "daemons", "nginx", "php", "proftpd")
     daemons_only = Node(id=4, hostname="run1", groups=["daemons"])
     snapshot = Snapshot.of(1, [daemons_only, ALICE]).viewed_from("run1")
     settings = node_settings(seed_root(tmp_path / "run1"), node="run1")
