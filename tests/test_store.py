@@ -506,6 +506,33 @@ def test_snapshot_skips_types_it_does_not_know(
     assert len(list(seeded.snapshot())) == 8
 
 
+def test_a_snapshot_reuses_what_an_earlier_one_parsed_unless_its_key_changed(
+    seeded: ObjectStore, etcd_client: EtcdClient
+) -> None:
+    """Unchanged keys give the very object the last snapshot parsed (no validation
+    again); a changed, added or deleted key is seen as it is now, and a stored value
+    that no longer validates is still refused, however often it was read before."""
+    first = seeded.snapshot()
+    alice, bob = first.all(UnixUser)
+    cron_before = first.get(Cron, 3)
+    seeded.put("unix-users", [user(2, "bob", email="bob@example.org"), user(3, "carol")])
+    second = seeded.snapshot()
+    users = {u.id: u for u in second.all(UnixUser)}
+    assert users[1] is alice  # unchanged: not parsed again
+    assert users[2] is not bob and users[2].email == "bob@example.org"
+    assert users[3].username == "carol"
+    assert second.get(Cron, 3) is cron_before
+    seeded.delete("crons", 3)
+    assert seeded.snapshot().get(Cron, 3) is None
+    # an older revision's snapshot reads that revision's objects, not the cached ones
+    old = {u.id: u for u in seeded.snapshot(revision=first.revision).all(UnixUser)}
+    assert old[2].email == bob.email and set(old) == {1, 2}
+    assert {u.id: u for u in seeded.snapshot().all(UnixUser)}[2].email == "bob@example.org"
+    etcd_client.put(seeded.object_key("unix-users", 1), json.dumps(user(1, "root")).encode())
+    with pytest.raises(InvalidStoredObject, match="reserved"):
+        seeded.snapshot().all(UnixUser)
+
+
 def test_event_revisions_follow_the_writes(store: ObjectStore) -> None:
     assert store.event_revisions() == {}
     users = store.put("unix-users", [user(1, "alice")])
