@@ -3,8 +3,11 @@
 Generates 2,000 users, 2,000 pools, 2,000 vhosts and 4,000 crons, plus 2,000 certificates
 (one per vhost, from a test CA: the vhosts serve HTTPS), 500 redirects, and 1,000 mail
 domains with 2,000 accounts and 5,000 aliases (Postfix's maps are built by the real
-``postmap``), in a real local etcd, then times, as separate ``ccm apply`` processes (so
-import and start-up count):
+``postmap``), and 2,000 databases with a user and a grant each, split over a real MariaDB
+and a real PostgreSQL (``tests/sql_servers.py``: started on free ports with temporary
+data; the benchmark node is registered with every group and is the primary of both, so
+it plans from the servers' actual state and applies the statements), in a real local
+etcd, then times, as separate ``ccm apply`` processes (so import and start-up count):
 
 * a cold apply into an empty root (account creation by the real ``useradd`` dominates),
 * a no-op full run (must write nothing and reload nothing),
@@ -15,7 +18,12 @@ no-op ≤ 1 s, one change ≤ 1 s, cold ≤ 60 s, peak RSS ≤ 150 MB. It also t
 one vhost and one redirect put against all of that (their name rules read every vhost and
 redirect; a vhost's write re-runs every redirect's rule).
 
-    .venv/bin/python benchmarks/render.py [--users 2000] [--redirects 500]
+    .venv/bin/python benchmarks/render.py [--users 2000] [--redirects 500] [--databases 2000]
+
+The cold apply also makes every database, user and grant: about two minutes more on a
+loaded 2-core machine (one connection per step; PostgreSQL's CREATE DATABASE copies its
+template, 7.5 MB on disk each, for the benchmark's lifetime), so the 60 s cold target is
+for the rest. ``no-op, databases`` is the database configurations' run alone.
 """
 
 from __future__ import annotations
@@ -32,6 +40,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+
+from sql_servers import (  # noqa: E402
+    PG_PASSWORD,
+    MariaDB,
+    PostgreSQL,
+    mariadb_server,
+    postgresql_server,
+)
 
 from ccm.cluster.etcd import EtcdClient  # noqa: E402
 from ccm.cluster.store import ObjectStore  # noqa: E402
@@ -77,6 +93,50 @@ def mail_objects(made: dict[str, list[dict[str, object]]], domains: int, aliases
         }
         for k in range(1, aliases + 1)
     ]
+
+
+SQL_SERVERS = ("postgresql", "mariadb")  # by id % 2: odd ids on MariaDB
+#: the passwords of the benchmark's database users (their stored hashes: see database_objects)
+DB_PASSWORD = "bench-db-password"
+
+
+def database_objects(made: dict[str, list[dict[str, object]]], databases: int, users: int) -> None:
+    """``databases`` databases owned by the unix users in turn, each with a user of the
+    same owner and an ``ALL`` grant; odd ids on MariaDB, even ids on PostgreSQL."""
+    from test_databases import password_hash
+
+    hashes = {software: password_hash(software, DB_PASSWORD) for software in SQL_SERVERS}
+    software = [SQL_SERVERS[i % 2] for i in range(databases + 1)]
+    owner = [1 + (i - 1) % users for i in range(databases + 1)]
+    made["databases"] = [
+        {"id": i, "name": f"db{i:05d}", "unix_user_id": owner[i], "server_software": software[i]}
+        for i in range(1, databases + 1)
+    ]
+    made["database-users"] = [
+        {
+            "id": i,
+            "name": f"db{i:05d}_user",
+            "unix_user_id": owner[i],
+            "server_software": software[i],
+            "password_hash": hashes[software[i]],
+        }
+        for i in range(1, databases + 1)
+    ]
+    made["database-user-grants"] = [
+        {"id": i, "database_id": i, "database_user_id": i, "privilege": "ALL"}
+        for i in range(1, databases + 1)
+    ]
+
+
+def bench_node() -> dict[str, object]:
+    """The benchmark node, registered: every group a configuration declares (so every
+    configuration runs, as on the unregistered node before), primary for the SQL
+    servers (so the database configurations plan and apply there)."""
+    from ccm.engine.registry import Registry
+
+    groups = sorted(Registry.from_entry_points().groups)
+    primary = ["mariadb", "postgresql"]
+    return {"id": 1, "hostname": "bench", "groups": groups, "primary_for": primary}
 
 
 def objects(users: int, redirects: int, tls: bool = True) -> dict[str, list[dict[str, object]]]:
@@ -149,7 +209,8 @@ def timed_put(store: ObjectStore, type_name: str, raw: dict[str, object]) -> Non
     print(f"write: one {type_name:<16} {time.perf_counter() - started:6.2f} s")
 
 
-def write_config(path: Path, root: Path, endpoint: str) -> None:
+def write_config(path: Path, root: Path, endpoint: str, extra: str = "") -> None:
+    """``extra``: more TOML tables at the end (the SQL servers' settings)."""
     log = root.parent / "actions.log"
     record = ["sh", "-c", f'echo "$1" >> "{log}"', "sh"]
     path.write_text(
@@ -162,6 +223,33 @@ def write_config(path: Path, root: Path, endpoint: str) -> None:
         f"php_fpm_check = {json.dumps(record + ['check php{version}'])}\n"
         f"[checks]\npostfix_check = {json.dumps(record + ['check postfix'])}\n"
         f'[probes]\nnginx_probe = ["true"]\nphp_fpm_probe = ["true"]\n'
+        f"{extra}"
+    )
+
+
+def sql_config(mariadb: MariaDB, postgresql: PostgreSQL) -> str:
+    """``[mariadb]`` (root over the socket) and ``[postgresql]`` (the superuser over TCP)."""
+    return (
+        f"[mariadb]\nunix_socket = {json.dumps(mariadb.socket)}\n"
+        f'[postgresql]\nhost = "127.0.0.1"\nport = {postgresql.port}\n'
+        f"password = {json.dumps(PG_PASSWORD)}\n"
+    )
+
+
+def sql_made(mariadb: MariaDB, postgresql: PostgreSQL) -> str:
+    """What the cold apply made on the servers (read from them, not from ccm)."""
+    maria = mariadb.query(
+        "SELECT (SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'db%'),"
+        " (SELECT COUNT(*) FROM mysql.global_priv WHERE User LIKE 'db%'),"
+        " (SELECT COUNT(*) FROM mysql.db WHERE User LIKE 'db%')"
+    )[0]
+    postgres = postgresql.query(
+        "SELECT (SELECT COUNT(*) FROM pg_database WHERE datname LIKE 'db%'),"
+        " (SELECT COUNT(*) FROM pg_roles WHERE rolname LIKE 'db%')"
+    )[0]
+    return (
+        f"on the servers: MariaDB {maria[0]} databases, {maria[1]} users, {maria[2]} grants; "
+        f"PostgreSQL {postgres[0]} databases, {postgres[1]} roles"
     )
 
 
@@ -193,15 +281,23 @@ def main() -> None:
     parser.add_argument("--redirects", type=int, default=500)
     parser.add_argument("--mail-domains", type=int, default=1000)
     parser.add_argument("--mail-aliases", type=int, default=5000)
+    parser.add_argument("--databases", type=int, default=2000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="ccm-bench-") as tmp, EtcdServer() as server:
+    print("load average at the start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    with (
+        tempfile.TemporaryDirectory(prefix="ccm-bench-") as tmp,
+        EtcdServer() as server,
+        mariadb_server(Path(tmp) / "mariadb") as mariadb,
+        postgresql_server() as postgresql,
+    ):
         base = Path(tmp)
         root = seed_root(base / "root")
         config = base / "ccm.toml"
-        write_config(config, root, server.endpoint)
+        write_config(config, root, server.endpoint, sql_config(mariadb, postgresql))
         settings = EtcdSettings(endpoints=(server.endpoint,), prefix="/bench")
-        made = objects(args.users, args.redirects)
+        made = {"nodes": [bench_node()], **objects(args.users, args.redirects)}
         mail_objects(made, min(args.mail_domains, args.users), args.mail_aliases)
+        database_objects(made, args.databases, args.users)
         started = time.perf_counter()
         with EtcdClient.from_settings(settings) as client:
             store = ObjectStore(client, "/bench", writer="bench")
@@ -221,6 +317,7 @@ def main() -> None:
                 timed_put(store, "url-redirects", made["url-redirects"][0])
         log = base / "actions.log"
         timed_apply(config, "cold apply", log)
+        print(sql_made(mariadb, postgresql))
         # the machine's disk and neighbours make single runs noisy: three of each
         for _ in range(3):
             timed_apply(config, "no-op full run", log, "--all")
@@ -233,10 +330,13 @@ def main() -> None:
         for _ in range(3):
             timed_apply(config, "no-op, --type crons", log, "--type", "crons")
         in_daemon(config, settings, made)
+    print("load average at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 def in_daemon(config: Path, etcd: EtcdSettings, made: dict[str, list[dict[str, object]]]) -> None:
     """The same runs inside one long-lived process, as ``ccm daemon`` does them."""
+    from test_databases import password_hash
+
     from ccm.daemon.node_run import NodeRun
     from ccm.engine.registry import Registry
     from ccm.engine.run import Engine
@@ -254,12 +354,19 @@ def in_daemon(config: Path, etcd: EtcdSettings, made: dict[str, list[dict[str, o
             ("one cron changed", ("crons",), False, True),
             ("no-op, crons", ("crons",), False, False),
             ("one alias changed", ("mail-aliases",), False, True),
+            ("one db user changed", ("database-users",), False, True),
+            ("no-op, databases", ("database-users",), False, False),
         ):
             times = []
             for round_ in range(3):
                 if change and types == ("crons",):
                     cron = made["crons"][0] | {"schedule": f"{round_ + 10} * * * *"}
                     store.put("crons", [cron])
+                elif change and types == ("database-users",) and made["database-users"]:
+                    user = made["database-users"][round_ % len(made["database-users"])]
+                    software = str(user["server_software"])
+                    hashed = password_hash(software, f"changed-{round_}")
+                    store.put("database-users", [user | {"password_hash": hashed}])
                 elif change:
                     alias = made["mail-aliases"][0] | {"forward_addresses": [f"r{round_}@x.org"]}
                     store.put("mail-aliases", [alias])
@@ -267,7 +374,11 @@ def in_daemon(config: Path, etcd: EtcdSettings, made: dict[str, list[dict[str, o
                 outcome = node_run.run(types, full=full)
                 times.append(time.perf_counter() - started)
             changed = len(outcome.report.changed_paths)
-            print(f"in-daemon {label:<18} {min(times):6.2f} s (best of 3)   {changed} change(s)")
+            each = ", ".join(f"{t:.2f}" for t in times)
+            print(
+                f"in-daemon {label:<19} {min(times):6.2f} s (best of 3: {each})   "
+                f"{changed} change(s)"
+            )
 
 
 if __name__ == "__main__":

@@ -666,6 +666,57 @@ def test_the_identifier_helpers_quote_for_the_real_servers(
     assert grant_pattern("a_b%c\\") == "a\\_b\\%c\\\\"
 
 
+# -- reading a server's state ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("software", SOFTWARE)
+def test_the_read_state_tells_all_select_and_other_grants_apart(
+    node: Node, store: ObjectStore, servers: tuple[MariaDB, PostgreSQL], software: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """What ``read`` makes of a grant decides what is planned: ``ALL`` and ``SELECT`` as
+    ccm gives them, anything else (changed by hand) ``OTHER``; the owner's and the
+    administrator's own privileges are read too but never ccm's business."""
+    put_tenant(store, software, uid=1, base=1, name="shop", privilege="ALL")
+    put_tenant(store, software, uid=2, base=2, name="blog", password="second-password-2",
+               privilege="SELECT")  # fmt: skip
+    put_tenant(store, software, uid=3, base=3, name="wiki", password="third-password-3",
+               privilege="SELECT")  # fmt: skip
+    node.apply()
+    mariadb, postgresql = servers
+    if software == "mariadb":  # by hand: SELECT and INSERT, neither of ccm's two
+        mariadb.query("GRANT INSERT ON `wiki`.* TO 'wiki_user'@'%'")
+    else:
+        postgresql.execute('GRANT TEMPORARY ON DATABASE "wiki" TO "wiki_user"')
+    settings = settings_for(seed_root(tmp_path / "reader"), servers)
+    dialect = (MariaDBDialect(settings.mariadb) if software == "mariadb"
+               else PostgreSQLDialect(settings.postgresql))  # fmt: skip
+    host = "%" if software == "mariadb" else ""
+    grants = dialect.read().grants
+    assert grants[("shop", "shop_user", host)] == "ALL"
+    assert grants[("blog", "blog_user", host)] == "SELECT"
+    assert grants[("wiki", "wiki_user", host)] == "OTHER"
+    assert ("shop", "blog_user", host) not in grants
+    # the changed grant is put back to what the object says
+    text, _ = node.diff()
+    assert "grant SELECT on wiki" in text and "shop" not in text and "blog" not in text
+
+
+def test_a_mariadb_socket_connection_builds_no_tls_context(
+    servers: tuple[MariaDB, PostgreSQL], tmp_path: Path
+) -> None:
+    """Over the socket TLS protects nothing, and PyMySQL's default builds an SSL context
+    from the system's CA store at every connection (30 ms each: 86 s of a cold apply of
+    1,000 databases, one connection per step)."""
+    settings = settings_for(seed_root(tmp_path / "root"), servers)
+    connection = MariaDBDialect(settings.mariadb)._connect()
+    try:
+        assert connection.ssl is False
+        assert not hasattr(connection, "ctx")
+    finally:
+        connection.close()
+
+
 # -- the command line --------------------------------------------------------------------
 
 

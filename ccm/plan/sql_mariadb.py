@@ -82,8 +82,14 @@ class MariaDB:
 
     def _connect(self) -> Any:
         s = self.settings
+        # over the socket, no TLS: it protects nothing there, and PyMySQL's default
+        # ("preferred") builds an SSL context with the system's CA store at every
+        # connection (30 ms, and a connection is made per step: 86 s of a cold apply of
+        # 1,000 databases). Over TCP PyMySQL's default stays.
         where: dict[str, Any] = (
-            {"unix_socket": s.unix_socket} if s.unix_socket else {"host": s.host, "port": s.port}
+            {"unix_socket": s.unix_socket, "ssl_disabled": True}
+            if s.unix_socket
+            else {"host": s.host, "port": s.port}
         )
         try:
             return pymysql.connect(
@@ -117,16 +123,19 @@ class MariaDB:
             "SELECT User, Host, JSON_VALUE(Priv, '$.authentication_string') FROM mysql.global_priv"
         )
         actual.users = {(row[0], row[1]): row[2] or "" for row in cursor.fetchall()}
-        cursor.execute("SELECT * FROM mysql.db")
-        columns = [d[0] for d in cursor.description]
-        for row in cursor.fetchall():
-            entry = dict(zip(columns, row, strict=True))
-            privileges = {
-                name for name in columns if name.endswith("_priv") and name != "Grant_priv"
-            }
-            held = {name for name in privileges if entry[name] == "Y"}
-            kind = "ALL" if held == privileges else "SELECT" if held == {"Select_priv"} else OTHER
-            actual.grants[(unescape_pattern(entry["Db"]), entry["User"], entry["Host"])] = kind
+        # the privilege columns differ between versions: read their names, then each
+        # grant's flags as one string (a row of every column costs 5 times as much to
+        # read with 1,000 grants)
+        cursor.execute("SELECT * FROM mysql.db LIMIT 0")
+        privileges = [
+            d[0] for d in cursor.description if d[0].endswith("_priv") and d[0] != "Grant_priv"
+        ]
+        flags = ", ".join(quote_identifier(name) for name in privileges)
+        cursor.execute(f"SELECT Db, User, Host, CONCAT({flags}) FROM mysql.db")
+        select_only = "".join("Y" if name == "Select_priv" else "N" for name in privileges)
+        for database, name, host, held in cursor.fetchall():
+            kind = "ALL" if set(held) == {"Y"} else "SELECT" if held == select_only else OTHER
+            actual.grants[(unescape_pattern(database), name, host)] = kind
         cursor.execute(
             "SELECT COUNT(*) FROM information_schema.TABLES "
             "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = 'created'",
