@@ -167,3 +167,29 @@ def test_the_endpoint_listens_where_it_is_told() -> None:
         assert "# TYPE ccm_halted gauge" in scrape(host, port)
     finally:
         metrics.close()
+
+
+def test_the_certificate_managers_gauges_follow_each_look() -> None:
+    from datetime import UTC, datetime
+
+    from ccm.cluster.acme_schedule import ManagerState
+
+    metrics = Metrics()
+    expiry = datetime(2027, 3, 1, tzinfo=UTC)
+    metrics.certificate_managers(
+        True, {4: ManagerState(failures=0, not_after=expiry), 7: ManagerState(failures=3)}
+    )
+    assert value(metrics, "ccm_acme_orderer") == 1
+    assert value(metrics, "ccm_certificate_manager_failures", manager="4") == 0
+    assert value(metrics, "ccm_certificate_manager_failures", manager="7") == 3
+    assert (
+        value(metrics, "ccm_certificate_manager_expiry_timestamp_seconds", manager="4")
+        == expiry.timestamp()
+    )
+    # no certificate yet: no expiry sample (not a zero that alerts as expired)
+    assert value(metrics, "ccm_certificate_manager_expiry_timestamp_seconds", manager="7") is None
+    # the node stops ordering (another became primary): its per-manager samples go
+    metrics.certificate_managers(False, {})
+    assert value(metrics, "ccm_acme_orderer") == 0
+    assert value(metrics, "ccm_certificate_manager_failures", manager="7") is None
+    assert value(metrics, "ccm_certificate_manager_expiry_timestamp_seconds", manager="4") is None
