@@ -337,6 +337,7 @@ def in_daemon(config: Path, etcd: EtcdSettings, made: dict[str, list[dict[str, o
     """The same runs inside one long-lived process, as ``ccm daemon`` does them."""
     from test_databases import password_hash
 
+    from ccm.cli.main import tune_garbage_collection
     from ccm.daemon.node_run import NodeRun
     from ccm.engine.registry import Registry
     from ccm.engine.run import Engine
@@ -344,6 +345,7 @@ def in_daemon(config: Path, etcd: EtcdSettings, made: dict[str, list[dict[str, o
     from ccm.settings import load_settings
 
     configure_logging("json", 40)
+    tune_garbage_collection()  # as the ccm command does for the daemon
     settings = load_settings(config)
     engine = Engine(Registry.from_entry_points(), settings)
     with EtcdClient.from_settings(etcd) as client:

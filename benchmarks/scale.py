@@ -135,9 +135,11 @@ from ccm.cluster.store import ObjectStore
 from ccm.daemon.node_run import NodeRun
 from ccm.engine.registry import Registry
 from ccm.engine.run import Engine
+from ccm.cli.main import tune_garbage_collection
 from ccm.log import configure_logging
 from ccm.settings import load_settings
 configure_logging("json", 40)
+tune_garbage_collection()  # as the ccm command does for the daemon
 settings = load_settings(Path({str(config)!r}))
 engine = Engine(Registry.from_entry_points(), settings)
 with EtcdClient.from_settings(settings.etcd) as client:
