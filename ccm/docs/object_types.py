@@ -111,7 +111,7 @@ def _facts(
     rules = _override(model, "problems")
     if rules is not None:
         said = first_paragraph(getattr(rules, "__doc__", None)) or "`problems()` in the model"
-        facts.append(f"Cross-object rules: {said}.")
+        facts.append(f"Cross-object rules: {said.rstrip('.')}.")
     facts += [f"As a whole: {text}." for text in model_checks(model)]
     used = [c for c in configurations if model.TYPE in c.subscribes]
     for configuration in used:
