@@ -65,3 +65,47 @@ def test_a_first_run_of_60000_paths_fits_in_one_etcd_transaction(
     read = nodes.read("web01")
     assert read is not None and read.last_run is not None
     assert read.last_run.omitted["changed"] == 60000 - RECORDED_ITEMS
+
+
+def test_20000_refusals_are_recorded_a_bounded_share_per_run_until_all_are(
+    etcd_client: EtcdClient, etcd_settings: EtcdSettings
+) -> None:
+    from datetime import UTC, datetime
+
+    from ccm.cluster.bounded import WRITES_BUDGET
+    from ccm.cluster.failures import ObjectFailures
+    from ccm.plan.operations import Refusal
+
+    failures = ObjectFailures(etcd_client, etcd_settings.prefix)
+    why = Refusal("php-fpm", "php 9.9 is not installed on this node " + "x" * 60)
+    refused = {f"fpm-pools/{i}": why for i in range(1, 20001)}
+    now = datetime.now(UTC)
+    rounds = 0
+    while True:
+        ops = failures.sync_ops("web01", refused, {"php-fpm"}, 7, now)
+        if not ops:
+            break
+        assert sum(op.size for op in ops) <= WRITES_BUDGET + 1024 and len(ops) <= 1000
+        assert etcd_client.txn([], ops).succeeded  # each run's share fits in one request
+        rounds += 1
+    recorded = {failure.object for failure in failures.all()}
+    assert recorded == set(refused) and 1 < rounds < 40
+    # all applied again: the records go, a bounded share per run as well
+    rounds = 0
+    while ops := failures.sync_ops("web01", {}, {"php-fpm"}, 8, now):
+        assert etcd_client.txn([], ops).succeeded
+        rounds += 1
+    assert failures.all() == [] and rounds >= 20
+
+
+def test_within_budget_keeps_at_least_one_op_and_stops_at_the_budget() -> None:
+    from ccm.cluster.bounded import within_budget
+    from ccm.cluster.etcd import Delete, Put
+
+    big = [Put("k1", b"x" * 100), Put("k2", b"y")]
+    assert within_budget(big, 10) == big[:1]  # alone over budget: still written
+    assert within_budget(big, 103) == big  # 2 + 100 + 2 + 1 bytes
+    assert within_budget(big, 104) == big
+    assert within_budget(big, 102) == big[:1]
+    assert within_budget([Delete("abc")], 3) == [Delete("abc")]
+    assert within_budget([], 10) == []

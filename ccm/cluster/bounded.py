@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from ccm.cluster.etcd import Delete, Op, Put
+
 #: at most this many entries of one list in one record
 RECORDED_ITEMS = 1000
 #: and at most this many bytes of them (a path may be 4 KiB, a reason longer)
@@ -42,3 +44,21 @@ def bounded_map(items: Mapping[str, str]) -> tuple[dict[str, str], int]:
     if kept < 0:
         return dict(pairs), 0
     return dict(pairs[:kept]), len(pairs) - kept
+
+
+#: bytes of one kind of per-object records (puts, or deletes) one run may write
+WRITES_BUDGET = 256 * 1024
+
+
+def within_budget(ops: Sequence[Put | Delete], budget: int) -> list[Op]:
+    """The first of ``ops`` whose keys and values fit in ``budget`` bytes, at most
+    ``RECORDED_ITEMS`` of them (etcd nests at most about 4,000 operations under one
+    compare), and at least one: a run always makes progress."""
+    kept: list[Op] = []
+    total = 0
+    for op in ops:
+        total += op.size
+        if kept and (total > budget or len(kept) >= RECORDED_ITEMS):
+            break
+        kept.append(op)
+    return kept

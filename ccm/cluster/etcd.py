@@ -212,6 +212,11 @@ class Put:
     value: bytes
     lease: int = 0
 
+    @property
+    def size(self) -> int:
+        """Bytes it adds to a request (key and value)."""
+        return len(self.key.encode()) + len(self.value)
+
 
 @dataclass(frozen=True)
 class Delete:
@@ -219,6 +224,11 @@ class Delete:
 
     key: str
     prefix: bool = False
+
+    @property
+    def size(self) -> int:
+        """Bytes it adds to a request (the key)."""
+        return len(self.key.encode())
 
 
 @dataclass(frozen=True)

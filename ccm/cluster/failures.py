@@ -8,7 +8,8 @@ reads ``{prefix}/failures/<type>/<id>/`` to show the object's deployment status
 node's next run that applies the object (or that finds it deleted).
 
 Records are written with the node's success record, in the same transaction fenced on
-the cluster lock. Each record::
+the cluster lock, at most ``WRITES_BUDGET`` bytes of them per run (the next runs write
+the rest). Each record::
 
     {"node", "configuration", "error", "revision", "at"}
 """
@@ -21,6 +22,7 @@ from dataclasses import asdict, astuple, dataclass
 from datetime import datetime
 from typing import Any
 
+from ccm.cluster.bounded import WRITES_BUDGET, within_budget
 from ccm.cluster.clock import timestamp
 from ccm.cluster.etcd import Delete, EtcdClient, Op, Put
 from ccm.cluster.keys import Keys
@@ -86,7 +88,7 @@ class ObjectFailures:
         configurations ``ran`` and refused ``refused``: new records put, and the records
         of those configurations whose objects it now applied removed."""
         mine = {f.object: f for f in self.all() if f.node == node}
-        ops: list[Op] = []
+        puts: list[Put | Delete] = []
         for name, refusal in sorted(refused.items()):
             known = mine.get(name)
             if known and (known.configuration, known.error) == astuple(refusal):
@@ -94,10 +96,12 @@ class ObjectFailures:
             failure = ObjectFailure(
                 name, node, refusal.configuration, refusal.reason, revision, timestamp(at)
             )
-            ops.append(Put(self.key(name, node), failure.to_json()))
-        ops += [
+            puts.append(Put(self.key(name, node), failure.to_json()))
+        deletes: list[Put | Delete] = [
             Delete(self.key(failure.object, node))
             for failure in mine.values()
             if failure.object not in refused and failure.configuration in ran
         ]
-        return ops
+        # one run writes a bounded share; the next runs write the rest (they find these
+        # recorded): 20,000 pools refused at once must not make a transaction etcd refuses
+        return within_budget(puts, WRITES_BUDGET) + within_budget(deletes, WRITES_BUDGET)
