@@ -210,7 +210,7 @@ class Crontabs(Configuration):
             content = render(
                 "crons/crontab.j2",
                 user=user,
-                entries=[cron_entry(cron) for cron in crons],
+                entries=tuple(cron_entry(cron) for cron in crons),
             )
             changes.append(
                 File(

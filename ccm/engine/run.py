@@ -107,6 +107,8 @@ class Engine:
         """
         snapshot = snapshot.viewed_from(self.settings.node)
         manifest = Manifest.load(self.manifest_path)
+        for renderer in self.renderers.values():
+            renderer.next_run()
         refused: dict[str, Refusal] = {}
         rendered: dict[str, Sequence[Change]] = {}
         while True:

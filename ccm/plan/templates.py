@@ -1,5 +1,12 @@
 """Jinja2 rendering for configurations; template errors name the file and line.
 
+A renderer remembers what it rendered in the last run and the current one: a template
+rendered with equal variables (compared by value and type, so only hashable variables:
+frozen views, tuples, frozen models without lists) gives the same text without rendering
+again. A full run at 100,000 objects rendered 60,000 unchanged files again every hour.
+So a template must depend on its variables and ``node_settings`` only (no clock, no
+randomness), as a plan must anyway.
+
 Every configuration renders from its own package's ``templates/`` folder, the one beside
 its module (``configurations/templates/virtual-hosts/…`` for a built-in type, which is
 the top-level ``templates/`` folder; ``ccm_motd/templates/motd.j2`` for a plugin), so two
@@ -10,7 +17,7 @@ searched first: a template of the same name there replaces the shipped one.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 import jinja2
@@ -43,8 +50,28 @@ class TemplateRenderer:
         #: what every template may read besides its variables (``node_settings``)
         self.environment.globals.update(globals or {})
         self.configuration = configuration
+        #: memo key → text, rendered (or reused) in this run, and in the run before
+        self._now: dict[Hashable, str] = {}
+        self._before: dict[Hashable, str] = {}
+
+    def next_run(self) -> None:
+        """A new run begins: keep what the last one rendered, forget what it did not use
+        (the memo never holds more than two runs' texts)."""
+        self._before, self._now = self._now, {}
 
     def __call__(self, template: str, /, **variables: object) -> str:
+        key = _memo_key(template, variables)
+        if key is None:
+            return self._render(template, variables)
+        text = self._now.get(key)
+        if text is None:
+            text = self._before.get(key)
+            if text is None:
+                text = self._render(template, variables)
+            self._now[key] = text
+        return text
+
+    def _render(self, template: str, variables: Mapping[str, object]) -> str:
         try:
             return self.environment.get_template(template).render(**variables)
         except jinja2.TemplateSyntaxError as error:
@@ -60,6 +87,17 @@ class TemplateRenderer:
             ) from error
         except jinja2.UndefinedError as error:
             raise PlanError(self.configuration, f"template {template}: {error.message}") from error
+
+
+def _memo_key(template: str, variables: Mapping[str, object]) -> Hashable | None:
+    """The variables by name, value and type (``1`` and ``True`` are equal, and render
+    differently); None when one of them cannot be hashed (a list, a dict)."""
+    key = (template, *sorted((name, type(value), value) for name, value in variables.items()))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def package_templates(owner: type) -> Path:
