@@ -67,7 +67,10 @@ class RunRecord:
         )
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        data = asdict(self)
+        if not self.omitted:  # only when a list was cut
+            del data["omitted"]
+        return json.dumps(data).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> RunRecord:

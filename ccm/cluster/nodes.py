@@ -34,6 +34,14 @@ class LastRun:
     #: entries left out of ``changed`` and ``refused`` (ccm.cluster.bounded)
     omitted: dict[str, int] = field(default_factory=dict)
 
+    def as_dict(self) -> dict[str, Any]:
+        """Its JSON form: ``omitted`` only when a list was cut (the usual record keeps the
+        shape DESIGN gives it)."""
+        data = asdict(self)
+        if not self.omitted:
+            del data["omitted"]
+        return data
+
     @classmethod
     def bounded(
         cls,
@@ -67,7 +75,7 @@ class NodeRecord:
     def to_json(self) -> bytes:
         data: dict[str, Any] = {
             "applied_revision": self.applied_revision,
-            "last_run": asdict(self.last_run) if self.last_run else None,
+            "last_run": self.last_run.as_dict() if self.last_run else None,
         }
         return json.dumps(data).encode()
 

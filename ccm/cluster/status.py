@@ -56,7 +56,7 @@ def cluster_status(client: EtcdClient, prefix: str) -> dict[str, Any]:
                 "applied_revision": applied,
                 "behind": applied is None or applied < latest,
                 "groups": list(entry.groups) if entry else None,
-                "last_run": asdict(record.last_run) if record and record.last_run else None,
+                "last_run": record.last_run.as_dict() if record and record.last_run else None,
             }
         )
     return {
