@@ -300,7 +300,7 @@ def test_an_unknown_type_is_refused_listing_the_known_ones() -> None:
     assert problem.startswith("unknown object type (known: ")
     assert (
         "basic-auth-realms, certificate-managers, certificates, clusters, crons, daemons, "
-        "database-user-grants, database-users, databases, fpm-pools, mail-accounts, "
+        "database-user-grants, database-users, databases, fpm-pools, ftp-users, mail-accounts, "
         "mail-aliases, mail-domains, nodes, redis-instances, unix-users, url-redirects, "
         "virtual-hosts)" in problem
     )
