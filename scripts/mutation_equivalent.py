@@ -273,7 +273,7 @@ EQUIVALENT: dict[str, str] = {
     },
     **{f"{_NR}_run_locked__mutmut_{n}": _NO_CANARY for n in (12, 15, 21)},
     # -- ccm/daemon/metrics.py
-    f"{_M}__init____mutmut_151": "the revisions seen are etcd revisions (>= 1): max(1, r) is r",
+    f"{_M}__init____mutmut_194": "the revisions seen are etcd revisions (>= 1): max(1, r) is r",
     **{f"{_M}close__mutmut_{n}": _JOINED for n in (4, 5)},
     **{f"{_M}run_finished__mutmut_{n}": _KIND for n in (5, 8, 11)},
     # -- ccm/daemon/served.py, acme_responder.py, acme_service.py (the ACME side)
@@ -299,6 +299,13 @@ EQUIVALENT: dict[str, str] = {
     },
     f"{_SH}33": "the loop's poll interval: close() wakes it with a connection either way; "
     "the difference is idle CPU (benchmarks/many_clusters.py), not behaviour",
+    **{
+        f"ccm.daemon.acme_responder.x__handler__mutmut_{n}": "only the part before the first "
+        "'?' is kept: splitting once, twice or at every '?' gives the same [0]"
+        for n in (10, 13)
+    },
+    "ccm.daemon.acme_responder.x__handler__mutmut_77": "body=None is falsy like False: "
+    "_send tests it for truth only",
     f"{_AS}__init____mutmut_15": "responder_address is read only after start() set it "
     "(None or a bound address)",
     **{
