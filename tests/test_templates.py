@@ -59,12 +59,23 @@ def test_a_text_not_used_for_a_whole_run_is_forgotten(folder: Path) -> None:
     assert renders_again(folder, renderer, view=View("a.example"))
 
 
-def test_equal_values_of_other_types_and_unhashable_variables_render(folder: Path) -> None:
+def test_equal_values_of_other_types_render_apart_and_lists_are_compared_too(
+    folder: Path,
+) -> None:
     renderer = TemplateRenderer(folder)
     assert renderer("flag.j2", flag=1) == "flag=1\n"
     assert renderer("flag.j2", flag=True) == "flag=True\n"  # 1 == True, rendered apart
     assert renderer("flag.j2", flag=1.0) == "flag=1.0\n"
+    assert renderer("flag.j2", flag=[1]) == "flag=[1]\n"
+    assert renderer("flag.j2", flag=[1, 2]) == "flag=[1, 2]\n"
     listed = renderer("site.j2", view={"name": "a", "aliases": ["b"]})
     assert listed == "server a b\n"
-    assert renders_again(folder, renderer, view={"name": "a", "aliases": ["b"]})
-    assert renderer("flag.j2", flag=[1]) == "flag=[1]\n"
+    assert not renders_again(folder, renderer, view={"name": "a", "aliases": ["b"]})
+    assert renders_again(folder, renderer, view={"name": "a", "aliases": ["c"]})
+
+
+def test_variables_that_cannot_be_pickled_are_rendered_every_time(folder: Path) -> None:
+    renderer = TemplateRenderer(folder)
+    view = View("a.example")
+    assert renderer("site.j2", view=view, hook=lambda: None) == "server a.example \n"
+    assert renders_again(folder, renderer, view=view, hook=lambda: None)

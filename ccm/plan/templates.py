@@ -1,11 +1,12 @@
 """Jinja2 rendering for configurations; template errors name the file and line.
 
 A renderer remembers what it rendered in the last run and the current one: a template
-rendered with equal variables (compared by value and type, so only hashable variables:
-frozen views, tuples, frozen models without lists) gives the same text without rendering
-again. A full run at 100,000 objects rendered 60,000 unchanged files again every hour.
-So a template must depend on its variables and ``node_settings`` only (no clock, no
-randomness), as a plan must anyway.
+rendered with equal variables gives the same text without rendering again (a full run at
+100,000 objects rendered 60,000 unchanged files again every hour). Variables are compared
+by a 128-bit BLAKE2 digest of their pickle, which encodes every value with its type
+(``1`` and ``True`` differ); the memo keeps digests, not the variables, so it costs a few
+megabytes where keeping the views cost a hundred. So a template must depend on its
+variables and ``node_settings`` only (no clock, no randomness), as a plan must anyway.
 
 Every configuration renders from its own package's ``templates/`` folder, the one beside
 its module (``configurations/templates/virtual-hosts/…`` for a built-in type, which is
@@ -16,8 +17,10 @@ searched first: a template of the same name there replaces the shipped one.
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 import sys
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import jinja2
@@ -51,8 +54,8 @@ class TemplateRenderer:
         self.environment.globals.update(globals or {})
         self.configuration = configuration
         #: memo key → text, rendered (or reused) in this run, and in the run before
-        self._now: dict[Hashable, str] = {}
-        self._before: dict[Hashable, str] = {}
+        self._now: dict[bytes, str] = {}
+        self._before: dict[bytes, str] = {}
 
     def next_run(self) -> None:
         """A new run begins: keep what the last one rendered, forget what it did not use
@@ -89,15 +92,14 @@ class TemplateRenderer:
             raise PlanError(self.configuration, f"template {template}: {error.message}") from error
 
 
-def _memo_key(template: str, variables: Mapping[str, object]) -> Hashable | None:
-    """The variables by name, value and type (``1`` and ``True`` are equal, and render
-    differently); None when one of them cannot be hashed (a list, a dict)."""
-    key = (template, *sorted((name, type(value), value) for name, value in variables.items()))
+def _memo_key(template: str, variables: Mapping[str, object]) -> bytes | None:
+    """A digest of the template's name and the variables, each by name, type and value;
+    None when a variable cannot be pickled (then it is rendered every time)."""
     try:
-        hash(key)
-    except TypeError:
+        data = pickle.dumps((template, sorted(variables.items())), pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
         return None
-    return key
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def package_templates(owner: type) -> Path:
