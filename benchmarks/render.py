@@ -350,7 +350,7 @@ def in_daemon(config: Path, etcd: EtcdSettings, made: dict[str, list[dict[str, o
     engine = Engine(Registry.from_entry_points(), settings)
     with EtcdClient.from_settings(etcd) as client:
         store = ObjectStore(client, "/bench", writer="bench")
-        node_run = NodeRun(settings, client, engine)
+        node_run = NodeRun(settings, client, engine, reuse_parsed=True)  # as ccm daemon does
         for label, types, full, change in (
             ("no-op full run", (), True, False),
             ("one cron changed", ("crons",), False, True),

@@ -144,7 +144,7 @@ settings = load_settings(Path({str(config)!r}))
 engine = Engine(Registry.from_entry_points(), settings)
 with EtcdClient.from_settings(settings.etcd) as client:
     store = ObjectStore(client, settings.etcd.prefix, writer="scale")
-    run = NodeRun(settings, client, engine)
+    run = NodeRun(settings, client, engine, reuse_parsed=True)  # as ccm daemon does
     run.run((), full=True)  # warm: the first run after the cold apply's process
     noop, change = [], []
     for n in range(3):

@@ -158,7 +158,9 @@ class Daemon:
                 presence.start()
                 self.acme = AcmeService(client, settings, self.metrics, self.clock)
                 self.acme.start()
-                node_run = NodeRun(settings, client, self.engine, clock=self.clock)
+                node_run = NodeRun(
+                    settings, client, self.engine, clock=self.clock, reuse_parsed=True
+                )
                 watcher = EventWatcher(
                     client,
                     settings.etcd.prefix,

@@ -78,6 +78,7 @@ class NodeRun:
         engine: Engine,
         *,
         clock: Clock | None = None,
+        reuse_parsed: bool = False,
     ) -> None:
         self.settings = settings
         self.node = settings.node
@@ -85,7 +86,9 @@ class NodeRun:
         self.client = client
         self.engine = engine
         self.clock = clock or SystemClock()
-        self.store = ObjectStore(client, self.prefix, writer=self.node)
+        #: ``reuse_parsed``: the daemon's runs keep the objects they parsed for the next
+        #: (ObjectStore); a one-shot ``ccm apply`` lets them go as soon as it can
+        self.store = ObjectStore(client, self.prefix, writer=self.node, reuse_parsed=reuse_parsed)
         self.halt = HaltFlag(client, self.prefix)
         self.nodes = NodeRecords(client, self.prefix)
         self.failures = ObjectFailures(client, self.prefix)
