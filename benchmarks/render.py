@@ -222,6 +222,8 @@ def write_config(path: Path, root: Path, endpoint: str, extra: str = "") -> None
         f"nginx_check = {json.dumps(record + ['check nginx'])}\n"
         f"php_fpm_check = {json.dumps(record + ['check php{version}'])}\n"
         f"[checks]\npostfix_check = {json.dumps(record + ['check postfix'])}\n"
+        # the rendered snippet names /etc/proftpd/ccm.passwd, which only a real node has
+        f"proftpd_check = {json.dumps(record + ['check proftpd'])}\n"
         f'[probes]\nnginx_probe = ["true"]\nphp_fpm_probe = ["true"]\n'
         f"{extra}"
     )
