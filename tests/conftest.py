@@ -11,8 +11,10 @@ it (it never skips them): a green run must mean the cluster code was exercised.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from cluster_harness import Cluster
 
 from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.store import ObjectStore
@@ -63,3 +65,12 @@ def registry() -> Iterator[None]:
 
 #: a plugin's own tests run in its own pytest, with the plugin installed (test_extension)
 collect_ignore = ["plugins"]
+
+
+@pytest.fixture
+def cluster(private_etcd_server: EtcdServer, tmp_path: Path) -> Iterator[Cluster]:
+    """Real ``ccm daemon`` nodes against this module's private etcd; every daemon is
+    stopped and its log tail printed when the test ends, whatever happened (test files
+    with a cluster of their own shape define their own)."""
+    with Cluster(private_etcd_server, tmp_path / "cluster") as harness:
+        yield harness

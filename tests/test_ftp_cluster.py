@@ -7,30 +7,15 @@ writes ProFTPD's files nor reloads it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cluster_harness import Cluster
 from proftpd_server import PROFTPD, PROFTPD_CHECK, check
 
-from ccm.testing.etcd import EtcdServer
-
 SHA512 = "$6$saltsalt$" + "S" * 86
 
 pytestmark = pytest.mark.skipif(not Path(PROFTPD).exists(), reason="Debian's proftpd-core")
-
-
-@pytest.fixture
-def cluster(private_etcd_server: EtcdServer, tmp_path: Path) -> Iterator[Cluster]:
-    harness = Cluster(private_etcd_server, tmp_path / "cluster")
-    try:
-        yield harness
-    finally:
-        try:
-            harness.close()
-        finally:
-            print(harness.report())
 
 
 @pytest.mark.slow

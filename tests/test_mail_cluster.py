@@ -10,28 +10,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cluster_harness import Cluster
 
-from ccm.testing.etcd import EtcdServer
-
 SHA512 = "{SHA512-CRYPT}$6$saltsalt$" + "S" * 86
 POSTMAP = shutil.which("postmap") or "/usr/sbin/postmap"
-
-
-@pytest.fixture
-def cluster(private_etcd_server: EtcdServer, tmp_path: Path) -> Iterator[Cluster]:
-    harness = Cluster(private_etcd_server, tmp_path / "cluster")
-    try:
-        yield harness
-    finally:
-        try:
-            harness.close()
-        finally:
-            print(harness.report())
 
 
 def lookup(root: Path, table: str, key: str) -> str:

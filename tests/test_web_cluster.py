@@ -4,15 +4,11 @@ once (``cluster_harness``: real daemons, one real etcd, harmless commands)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from certs import TestCa
 from cluster_harness import Cluster
 
 from ccm.models import Node
-from ccm.testing.etcd import EtcdServer
 
 WEB1 = Node(id=1, hostname="web1", groups=["nginx", "php"])
 WEB2 = Node(id=2, hostname="web2", groups=["nginx", "php"])
@@ -22,18 +18,6 @@ KEY = "etc/ssl/ccm/1/privkey.pem"
 SITE = "etc/nginx/sites-enabled/shop.example.com.conf"
 REDIRECT = "etc/nginx/sites-enabled/redirect_old.example.com.conf"
 HTPASSWD = "etc/nginx/htpasswd/1"
-
-
-@pytest.fixture
-def cluster(private_etcd_server: EtcdServer, tmp_path: Path) -> Iterator[Cluster]:
-    harness = Cluster(private_etcd_server, tmp_path / "cluster")
-    try:
-        yield harness
-    finally:
-        try:
-            harness.close()
-        finally:
-            print(harness.report())
 
 
 @pytest.mark.slow
