@@ -422,3 +422,29 @@ def test_objects_referring_to_a_refused_one_are_refused_too_transitively(registr
         "test-x-tops/1": Refusal("sites", "it refers to test-y-middles/1, which this node refuses"),
         "test-x-tops/2": Refusal("sites", "it refers to test-y-middles/1, which this node refuses"),
     }
+
+
+def test_templates_read_this_nodes_settings(tmp_path: Path) -> None:
+    """The engine hands every template ``node_settings``: the vhost's ACME location
+    passes to the responder this node listens on."""
+    from configurations.virtual_hosts import VirtualHost
+
+    root = seed_root(tmp_path / "root")
+    settings = node_settings(root, acme={"responder_listen": "127.0.0.1:9411"})
+    engine = Engine(Registry.from_entry_points(), settings)
+    snapshot = Snapshot.of(
+        1,
+        [
+            UnixUser(id=1, username="alice"),
+            VirtualHost(
+                id=1, domain="a.example.com", unix_user_id=1, document_root="/home/alice/www"
+            ),
+        ],
+    )
+    texts = [
+        step.change.content
+        for ops in engine.plan(snapshot).operations
+        for step in ops.steps
+        if step.changed.endswith("/a.example.com.conf") and hasattr(step, "change")
+    ]
+    assert len(texts) == 1 and "proxy_pass http://127.0.0.1:9411" in texts[0]
