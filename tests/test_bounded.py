@@ -10,6 +10,7 @@ from ccm.cluster.etcd import EtcdClient
 from ccm.cluster.history import RunHistory, RunRecord
 from ccm.cluster.nodes import LastRun, NodeRecord, NodeRecords
 from ccm.settings import EtcdSettings
+from ccm.testing.node import CcmNode
 
 
 def test_short_lists_are_kept_whole() -> None:
@@ -108,3 +109,19 @@ def test_within_budget_keeps_at_least_one_op_and_stops_at_the_budget() -> None:
     assert within_budget(big, 104) == big[:1]
     assert within_budget([Delete("abc")], 3) == [Delete("abc")]
     assert within_budget([], 10) == []
+
+
+def test_ccm_history_counts_what_a_record_left_out(ccm_node: CcmNode) -> None:
+    from datetime import UTC, datetime
+
+    changed = [f"/etc/sites/site{i:05d}.conf" for i in range(1500)]
+    now = datetime.now(UTC)
+    record = RunRecord.bounded("web01", 3, timestamp(now), timestamp(now), "success", changed)
+    settings = ccm_node.settings.etcd
+    with EtcdClient.from_settings(settings) as client:
+        history = RunHistory(client, settings.prefix)
+        assert client.txn([], history.record_ops(record, now)).succeeded
+    shown = ccm_node.ccm("history", check=True).stdout
+    assert "1500 change(s)" in shown
+    assert "… and 500 more changed not recorded (the node's log has them)" in shown
+    assert shown.count("/etc/sites/site") == 1000
