@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from ccm.cluster.etcd import Delete, Op, Put
+from ccm.cluster.etcd import Delete, Put
 
 #: at most this many entries of one list in one record
 RECORDED_ITEMS = 1000
@@ -50,11 +50,11 @@ def bounded_map(items: Mapping[str, str]) -> tuple[dict[str, str], int]:
 WRITES_BUDGET = 256 * 1024
 
 
-def within_budget(ops: Sequence[Put | Delete], budget: int) -> list[Op]:
+def within_budget(ops: Sequence[Put | Delete], budget: int) -> list[Put | Delete]:
     """The first of ``ops`` whose keys and values fit in ``budget`` bytes, at most
     ``RECORDED_ITEMS`` of them (etcd nests at most about 4,000 operations under one
     compare), and at least one: a run always makes progress."""
-    kept: list[Op] = []
+    kept: list[Put | Delete] = []
     total = 0
     for op in ops:
         total += op.size

@@ -24,7 +24,7 @@ from typing import Any
 
 from ccm.cluster.bounded import WRITES_BUDGET, within_budget
 from ccm.cluster.clock import timestamp
-from ccm.cluster.etcd import Delete, EtcdClient, Op, Put
+from ccm.cluster.etcd import Delete, EtcdClient, Put
 from ccm.cluster.keys import Keys
 from ccm.plan.operations import Refusal
 
@@ -83,7 +83,7 @@ class ObjectFailures:
         ran: Collection[str],
         revision: int,
         at: datetime,
-    ) -> list[Op]:
+    ) -> list[Put | Delete]:
         """The writes that make this node's records match a run that planned the
         configurations ``ran`` and refused ``refused``: new records put, and the records
         of those configurations whose objects it now applied removed."""
