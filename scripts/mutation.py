@@ -70,6 +70,7 @@ _EXECUTOR_TESTS = (
     "tests/test_playbook_runs.py",
     "tests/test_units.py",
     "tests/test_secrets.py",
+    "tests/test_progress.py",
 )
 
 MODULES: dict[str, Module] = {
