@@ -78,11 +78,6 @@ EQUIVALENT: dict[str, str] = {
     # -- ccm/plan/executor.py
     f"{_E}__init____mutmut_1": "revision is bound to the log only",
     **{f"{_E}apply__mutmut_{n}": _DEAD for n in (5, 6, 7)},
-    **{
-        f"{_E}_restoring__mutmut_{n}": "the condition only chooses whether the restore "
-        "logs the command's failure; the restore goes on either way"
-        for n in (3, 4)
-    },
     f"{_E}_claim_accounts__mutmut_16": _JOURNAL,
     f"{_E}_claim_files__mutmut_36": _JOURNAL,
     f"{_E}_claim_files__mutmut_34": "pop without a default: the key was set by the claim; only "
