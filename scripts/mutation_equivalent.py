@@ -78,6 +78,16 @@ EQUIVALENT: dict[str, str] = {
     # -- ccm/plan/executor.py
     f"{_E}__init____mutmut_1": "revision is bound to the log only",
     **{f"{_E}apply__mutmut_{n}": _DEAD for n in (5, 6, 7)},
+    f"{_E}apply__mutmut_20": "a path stripped wrong still lies on the same filesystem: "
+    "sync_filesystems walks up to the nearest directory that exists, and syncs per "
+    "filesystem",
+    f"{_E}_run_probes__mutmut_36": "the number of workers: every probe runs, and the "
+    "outcomes come back in the probes' order whatever the pool's size",
+    **{
+        f"{_E}_run_probes__mutmut_{n}": "pool.map gives one outcome per probe: the two "
+        "lists always have the same length, strict or not"
+        for n in (51, 54, 55)
+    },
     f"{_E}_claim_accounts__mutmut_16": _JOURNAL,
     f"{_E}_claim_files__mutmut_36": _JOURNAL,
     f"{_E}_claim_files__mutmut_34": "pop without a default: the key was set by the claim; only "
