@@ -59,7 +59,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+
+from ccm.testing.etcd import StartedWhileUsed
 
 START_TIMEOUT = 30.0
 STOP_GRACE = 2.0
@@ -101,7 +102,7 @@ class HttpResult:
         return f"HTTP {self.status}: {self.body[:500]!r}"
 
 
-class ServedNode:
+class ServedNode(StartedWhileUsed):
     """nginx + php-fpm (+ Dovecot) serving ``root``'s rendered files; ``start()``, then
     always ``close()`` (or use ``with``)."""
 
@@ -189,18 +190,6 @@ class ServedNode:
                     if process.stdout is not None:
                         process.stdout.close()
             shutil.rmtree(self.scratch, ignore_errors=True)
-
-    def __enter__(self) -> ServedNode:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- requests to the helper, and bridges ----------------------------------------------
 

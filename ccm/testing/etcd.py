@@ -78,7 +78,7 @@ class EtcdTls:
     client_key_file: Path | None = None
 
 
-class _StartedWhileUsed:
+class StartedWhileUsed:
     """``with``: started on entry (closed again if the start fails), closed on exit."""
 
     def start(self) -> None:
@@ -104,7 +104,7 @@ class _StartedWhileUsed:
         self.close()
 
 
-class EtcdServer(_StartedWhileUsed):
+class EtcdServer(StartedWhileUsed):
     """One single-member etcd on loopback; ``start()``, then always ``stop()``."""
 
     def __init__(
@@ -348,7 +348,7 @@ class _Member(EtcdServer):
             return None
 
 
-class EtcdCluster(_StartedWhileUsed):
+class EtcdCluster(StartedWhileUsed):
     """``size`` etcd members on loopback; ``start()``, then always ``close()``.
 
     Raft timing is etcd's default (heartbeat 100 ms, election 1 s) unless given: the
